@@ -1,0 +1,1 @@
+"""Tasks and generators: the Batch type and the experiments' data."""

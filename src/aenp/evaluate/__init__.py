@@ -1,0 +1,1 @@
+"""Evaluation: metrics (log-likelihood, gap to ground truth, Δequiv), tables and figures."""

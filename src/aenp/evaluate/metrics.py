@@ -1,0 +1,86 @@
+"""Per-task metrics of a model on evaluation splits, summarised as mean ± standard error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+
+from aenp.data.experiments import EvaluationBatch
+from aenp.models.neural_process import NeuralProcess
+from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
+
+
+def is_approximate(model: NeuralProcess) -> bool:
+    """Whether the model has fixed inputs (so it can also be evaluated strictly)."""
+    return any(isinstance(m, FixedInputs) for m in model.modules())
+
+
+def mean_and_stderr(values: Tensor) -> dict[str, float]:
+    """Mean over tasks and its standard error (NaN entries, e.g. empty contexts, skipped)."""
+    values = values[~values.isnan()].double()
+    n = values.numel()
+    if n == 0:
+        return {"mean": math.nan, "stderr": math.nan, "num_tasks": 0}
+    stderr = values.std().item() / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": values.mean().item(), "stderr": stderr, "num_tasks": n}
+
+
+@torch.no_grad()
+def per_task_metrics(
+    model: NeuralProcess, items: Sequence[EvaluationBatch], strict: bool = False
+) -> dict[str, Tensor]:
+    """Per-task metrics ``[num_tasks]`` over a split.
+
+    Returns a dict with ``loglik`` (mean over targets, nats), ``context_loglik`` (the model
+    predicting its own context set; NaN for empty contexts), ``rmse``, where known
+    ``gt_loglik``, ``oracle_loglik`` and ``gap`` (ground truth minus model), and for
+    approximate models evaluated as trained ``delta_equiv`` (mean ``|μ − μ_strict|``).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    measure_equiv = is_approximate(model) and not strict
+    columns: dict[str, list[Tensor]] = {}
+
+    def add(name: str, value: Tensor) -> None:
+        columns.setdefault(name, []).append(value.detach().double().cpu())
+
+    with strictly_equivariant(model) if strict else nullcontext():
+        for item in items:
+            batch = item.batch.to(device)
+            pred = model(batch)
+            add("loglik", pred.log_prob(batch.yt).sum(-1).mean(-1))
+            add("rmse", (pred.mean - batch.yt).square().sum(-1).mean(-1).sqrt())
+            if batch.xc.shape[1] > 0:
+                context = model(batch.xc, batch.yc, batch.xc)
+                add("context_loglik", context.log_prob(batch.yc).sum(-1).mean(-1))
+            else:
+                add("context_loglik", torch.full((len(batch),), math.nan))
+            if item.gt_loglik is not None:
+                add("gt_loglik", item.gt_loglik)
+                add("oracle_loglik", item.oracle_loglik)
+            if measure_equiv:
+                with strictly_equivariant(model):
+                    strict_mean = model(batch).mean
+                add("delta_equiv", (pred.mean - strict_mean).abs().mean(dim=(-1, -2)))
+    result = {name: torch.cat(values) for name, values in columns.items()}
+    if "gt_loglik" in result:
+        result["gap"] = result["gt_loglik"] - result["loglik"]
+    return result
+
+
+def evaluate_splits(
+    model: NeuralProcess, splits: dict[str, Sequence[EvaluationBatch]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Summaries per split; approximate models also as ``<split>_strict``."""
+    results = {}
+    for name, items in splits.items():
+        modes = (False, True) if is_approximate(model) else (False,)
+        for strict in modes:
+            metrics = per_task_metrics(model, items, strict=strict)
+            key = f"{name}_strict" if strict else name
+            results[key] = {metric: mean_and_stderr(v) for metric, v in metrics.items()}
+    return results

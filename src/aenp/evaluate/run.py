@@ -1,0 +1,49 @@
+"""Evaluating a finished training run on its experiment's test splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from aenp.data.experiments import get_experiment
+from aenp.evaluate.metrics import evaluate_splits
+from aenp.models.io import load
+from aenp.models.registry import model_name
+from aenp.train.run import MODEL_DIR, RUN_CONFIG
+
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str, Any]:
+    """Evaluates the saved model of ``run_dir`` and writes ``metrics.json`` there.
+
+    Args:
+        run_dir: Directory written by ``aenp train``.
+        num_tasks: Tasks per evaluation split; defaults to the run's ``data.num_test_tasks``.
+
+    Returns:
+        ``{"model": key, "splits": {split: {metric: {"mean", "stderr", "num_tasks"}}}}``.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / RUN_CONFIG
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run: {config_path} does not exist")
+    cfg = OmegaConf.load(config_path)
+    model = load(run_dir / MODEL_DIR)
+    experiment = get_experiment(cfg.experiment.name)
+    num_tasks = num_tasks or cfg.data.num_test_tasks
+    splits = {
+        name: experiment.split(name, num_tasks, cfg.data.batch_size)
+        for name in experiment.evaluation_splits
+    }
+    results = {
+        "model": model_name(model),
+        "experiment": experiment.name,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "splits": evaluate_splits(model, splits),
+    }
+    (run_dir / METRICS_FILE).write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,1 @@
+"""Neural processes assembled from building blocks, their registry and serialisation."""

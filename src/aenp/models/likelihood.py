@@ -1,0 +1,27 @@
+"""Heteroscedastic Gaussian likelihood."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+
+class HeteroscedasticNormal(nn.Module):
+    """Maps decoder outputs to a factorised Normal with a floor on its standard deviation.
+
+    Args:
+        min_std: Smallest standard deviation the model can predict.
+    """
+
+    def __init__(self, min_std: float = 1e-3):
+        super().__init__()
+        if min_std <= 0:
+            raise ValueError(f"min_std must be positive, got {min_std}")
+        self.min_std = min_std
+
+    def forward(self, z: Float[Tensor, "batch nt 2*dy"]) -> Normal:
+        """The first half of the features is the mean, the second the (raw) spread."""
+        mean, raw_std = z.chunk(2, dim=-1)
+        return Normal(mean, self.min_std + F.softplus(raw_std))

@@ -1,0 +1,60 @@
+"""The neural process: a backbone mapping ``(xc, yc, xt)`` to features, then a likelihood."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from aenp.data.batch import Batch
+
+
+class NeuralProcess(nn.Module):
+    """A conditional neural process with a factorised Gaussian predictive.
+
+    Args:
+        backbone: Module mapping ``(xc, yc, xt)`` to features ``[batch, nt, 2 * dy]``.
+        likelihood: Module mapping those features to a distribution over ``yt``.
+        dim_x: Input dimension ``dx``.
+        dim_y: Output dimension ``dy``.
+        config: How the model was built (registry key and hyper-parameters), for saving.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        likelihood: nn.Module,
+        dim_x: int,
+        dim_y: int,
+        config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.likelihood = likelihood
+        self.dim_x = dim_x
+        self.dim_y = dim_y
+        self.config = config if config is not None else {}
+
+    def forward(
+        self,
+        xc: Float[Tensor, "batch nc dx"] | Batch,
+        yc: Float[Tensor, "batch nc dy"] | None = None,
+        xt: Float[Tensor, "batch nt dx"] | None = None,
+    ) -> Normal:
+        """Predictive distribution over ``yt``, ``[batch, nt, dy]``.
+
+        Called as ``model(xc, yc, xt)`` or ``model(batch)``.
+        """
+        batch = xc if isinstance(xc, Batch) else Batch(xc, yc, xt)
+        if batch.dim_x != self.dim_x:
+            raise ValueError(
+                f"inputs have dimension dx={batch.dim_x} but the model was built for "
+                f"dim_x={self.dim_x}"
+            )
+        if batch.dim_y != self.dim_y:
+            raise ValueError(
+                f"yc has dimension dy={batch.dim_y} but the model was built for dim_y={self.dim_y}"
+            )
+        return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))

@@ -1,0 +1,140 @@
+"""Registry of neural processes by key; ``<key>_approx`` is ``<key>`` made approximate."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aenp.models.convcnp import ConvCNPBackbone
+from aenp.models.likelihood import HeteroscedasticNormal
+from aenp.models.neural_process import NeuralProcess
+from aenp.models.tnp import TETNPBackbone, TNPBackbone
+from aenp.nn.cnn import ConvNet, UNet
+from aenp.nn.fixed_inputs import approximate
+
+APPROX_SUFFIX = "_approx"
+
+
+def build_tnp(
+    dim_x: int,
+    dim_y: int,
+    embed_dim: int = 128,
+    num_heads: int = 8,
+    num_layers: int = 5,
+    ff_dim: int = 128,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """Non-equivariant transformer neural process (TNP)."""
+    backbone = TNPBackbone(dim_x, dim_y, embed_dim, num_heads, num_layers, ff_dim)
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
+def build_tetnp(
+    dim_x: int,
+    dim_y: int,
+    embed_dim: int = 128,
+    num_heads: int = 8,
+    num_layers: int = 5,
+    ff_dim: int = 128,
+    kernel_hidden: Sequence[int] = (16,),
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """Translation-equivariant transformer neural process (TE-TNP)."""
+    backbone = TETNPBackbone(
+        dim_x, dim_y, embed_dim, num_heads, num_layers, ff_dim, tuple(kernel_hidden)
+    )
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
+CNNS = {"unet": UNet, "conv": ConvNet}
+
+
+def build_convcnp(
+    dim_x: int,
+    dim_y: int,
+    points_per_unit: float = 64,
+    margin: float = 0.1,
+    cnn: str = "unet",
+    channels: int = 64,
+    num_layers: int = 6,
+    kernel_size: int = 5,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """Convolutional conditional neural process on a lattice-anchored grid.
+
+    ``cnn`` is ``"unet"`` (``num_layers`` stride-2 levels) or ``"conv"`` (``num_layers``
+    residual blocks at full resolution).
+    """
+    if cnn not in CNNS:
+        raise ValueError(f"unknown cnn {cnn!r}; choose one of {sorted(CNNS)}")
+    network = CNNS[cnn](dim_x, channels, num_layers, kernel_size)
+    backbone = ConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
+BUILDERS: dict[str, Callable[..., NeuralProcess]] = {
+    "tnp": build_tnp,
+    "tetnp": build_tetnp,
+    "convcnp": build_convcnp,
+}
+EQUIVARIANT = ("tetnp", "convcnp")
+APPROXIMATE_HPARAMS = tuple(
+    name for name in inspect.signature(approximate).parameters if name != "model"
+)
+
+
+def model_keys() -> list[str]:
+    """Every registry key, approximate variants included."""
+    return [*BUILDERS, *(key + APPROX_SUFFIX for key in EQUIVARIANT)]
+
+
+def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProcess:
+    """Builds a neural process by registry key.
+
+    Args:
+        key: One of :func:`model_keys`, e.g. ``"convcnp"`` or ``"convcnp_approx"``.
+        dim_x: Input dimension ``dx``.
+        dim_y: Output dimension ``dy``.
+        **hparams: Hyper-parameters of the builder; for ``*_approx`` keys also those of
+            :func:`aenp.approximate` (``num_fixed_inputs``, ``p_drop``, ``domain``, ``hidden``).
+
+    Returns:
+        The model, called as ``model(xc, yc, xt)`` and returning a ``Normal`` over ``yt``.
+    """
+    base = key.removesuffix(APPROX_SUFFIX)
+    if key not in model_keys():
+        raise ValueError(f"unknown model key {key!r}; available: {', '.join(model_keys())}")
+    for name, value in (("dim_x", dim_x), ("dim_y", dim_y)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    builder = BUILDERS[base]
+    is_approx = key != base
+    approx_args = {k: hparams.pop(k) for k in APPROXIMATE_HPARAMS if is_approx and k in hparams}
+    accepted = set(inspect.signature(builder).parameters) - {"dim_x", "dim_y"}
+    unknown = set(hparams) - accepted
+    if unknown:
+        valid = sorted(accepted | (set(APPROXIMATE_HPARAMS) if is_approx else set()))
+        raise ValueError(
+            f"unknown hyper-parameter(s) {sorted(unknown)} for model {key!r}; valid: {valid}"
+        )
+    model = builder(dim_x, dim_y, **hparams)
+    model.config = {"key": base, "dim_x": dim_x, "dim_y": dim_y, "hparams": _plain(hparams)}
+    if is_approx:
+        approximate(model, **approx_args)
+    return model
+
+
+def model_name(model: NeuralProcess) -> str:
+    """Registry key that rebuilds ``model`` (``*_approx`` once it has fixed inputs)."""
+    suffix = APPROX_SUFFIX if "approximate" in model.config else ""
+    return model.config["key"] + suffix
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy: tuples become lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

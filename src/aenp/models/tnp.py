@@ -1,0 +1,124 @@
+"""Transformer neural processes: the TNP and the translation-equivariant TE-TNP."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from aenp.nn.attention import AttentionBlock, MultiHeadAttention
+from aenp.nn.fixed_inputs import FixedInputs
+from aenp.nn.mlp import MLP
+from aenp.nn.te_attention import TEMultiHeadAttention
+
+
+def _flagged(y: Tensor, is_context: bool) -> Tensor:
+    """Appends a channel that tells context tokens (1) from target tokens (0)."""
+    flag = torch.full_like(y[..., :1], float(is_context))
+    return torch.cat([y, flag], dim=-1)
+
+
+class TNPLayer(nn.Module):
+    """Context self-attention, then target→context cross-attention."""
+
+    def __init__(self, make_attention, embed_dim: int, ff_dim: int):
+        super().__init__()
+        self.context = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=False)
+        self.target = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=True)
+
+
+class TNPBackbone(nn.Module):
+    """Non-equivariant TNP: tokens embed ``(x, y)``; targets embed ``(x, 0)``.
+
+    Args:
+        dim_x: Input dimension ``dx``.
+        dim_y: Output dimension ``dy``.
+        embed_dim: Token width.
+        num_heads: Attention heads.
+        num_layers: Transformer layers.
+        ff_dim: Hidden width of the feed-forward networks.
+    """
+
+    def __init__(
+        self, dim_x: int, dim_y: int, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int
+    ):
+        super().__init__()
+        self.token_encoder = MLP(dim_x + dim_y + 1, embed_dim, (embed_dim, embed_dim))
+        self.layers = nn.ModuleList(
+            TNPLayer(lambda: MultiHeadAttention(embed_dim, num_heads), embed_dim, ff_dim)
+            for _ in range(num_layers)
+        )
+        self.head = MLP(embed_dim, 2 * dim_y, (embed_dim, embed_dim))
+
+    def forward(
+        self,
+        xc: Float[Tensor, "batch nc dx"],
+        yc: Float[Tensor, "batch nc dy"],
+        xt: Float[Tensor, "batch nt dx"],
+    ) -> Float[Tensor, "batch nt 2*dy"]:
+        """Target features for the likelihood."""
+        zc = self.token_encoder(_flagged(torch.cat([xc, yc], dim=-1), True))
+        yt_placeholder = xt.new_zeros(*xt.shape[:-1], yc.shape[-1])
+        zt = self.token_encoder(_flagged(torch.cat([xt, yt_placeholder], dim=-1), False))
+        for layer in self.layers:
+            zc = layer.context(zc)
+            zt = layer.target(zt, zc)
+        return self.head(zt)
+
+
+class TETNPBackbone(nn.Module):
+    """Translation-equivariant TNP: tokens embed ``y`` only; inputs enter via ``x_i − x_j``.
+
+    Fixed inputs (see :func:`aenp.approximate`) are added to the initial tokens.
+
+    Args:
+        dim_x: Input dimension ``dx``.
+        dim_y: Output dimension ``dy``.
+        embed_dim: Token width.
+        num_heads: Attention heads.
+        num_layers: Transformer layers.
+        ff_dim: Hidden width of the feed-forward networks.
+        kernel_hidden: Hidden widths of the attention-logit MLP.
+    """
+
+    def __init__(
+        self,
+        dim_x: int,
+        dim_y: int,
+        embed_dim: int,
+        num_heads: int,
+        num_layers: int,
+        ff_dim: int,
+        kernel_hidden: tuple[int, ...],
+    ):
+        super().__init__()
+        self.dim_x = dim_x
+        self.fixed_input_width = embed_dim
+        self.fixed_inputs: FixedInputs | None = None
+        self.token_encoder = MLP(dim_y + 1, embed_dim, (embed_dim, embed_dim))
+        self.layers = nn.ModuleList(
+            TNPLayer(
+                lambda: TEMultiHeadAttention(embed_dim, num_heads, dim_x, kernel_hidden),
+                embed_dim,
+                ff_dim,
+            )
+            for _ in range(num_layers)
+        )
+        self.head = MLP(embed_dim, 2 * dim_y, (embed_dim, embed_dim))
+
+    def forward(
+        self,
+        xc: Float[Tensor, "batch nc dx"],
+        yc: Float[Tensor, "batch nc dy"],
+        xt: Float[Tensor, "batch nt dx"],
+    ) -> Float[Tensor, "batch nt 2*dy"]:
+        """Target features for the likelihood."""
+        zc = self.token_encoder(_flagged(yc, True))
+        zt = self.token_encoder(_flagged(xt.new_zeros(*xt.shape[:-1], yc.shape[-1]), False))
+        if self.fixed_inputs is not None:
+            t = self.fixed_inputs(torch.cat([xc, xt], dim=1))
+            zc, zt = zc + t[:, : xc.shape[1]], zt + t[:, xc.shape[1] :]
+        for layer in self.layers:
+            zc = layer.context(zc, xq=xc, xk=xc)
+            zt = layer.target(zt, zc, xq=xt, xk=xc)
+        return self.head(zt)

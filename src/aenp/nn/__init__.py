@@ -1,0 +1,1 @@
+"""Building blocks: MLPs, set convolutions, CNNs, attention and fixed inputs."""

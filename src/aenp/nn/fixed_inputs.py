@@ -1,0 +1,184 @@
+"""Approximate equivariance: learned fixed inputs fed to an equivariant backbone.
+
+An equivariant model ``E`` becomes approximately equivariant when it is also given a few
+learned functions of absolute position, ``Φ(D) ≈ E(D, t_1, …, t_B)`` (Ashman et al., 2024).
+The fixed inputs do not move with the data, so they break the symmetry exactly as much as
+training asks them to; with ``t ≡ 0`` the model is strictly equivariant again.
+
+This module is the whole mechanism:
+
+* :class:`FixedInputs` — ``t: R^dx → R^B`` (an MLP of position, zero outside its domain),
+  a bias-free projection to the backbone's width initialised at zero (so an approximate model
+  starts equal to its strict one), one keep/drop flag per task drawn once per forward pass
+  during training, and an on/off switch;
+* :func:`approximate` — attaches fixed inputs to a backbone's single injection point;
+* :func:`strictly_equivariant` — a context manager that zeroes every fixed input of a model
+  and restores the previous state on exit.
+
+A backbone opts in by exposing one injection point: a submodule with attributes ``dim_x``,
+``fixed_input_width`` and ``fixed_inputs`` (``None`` until :func:`approximate` sets it), whose
+forward pass adds ``fixed_inputs(x)`` to its features in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from aenp.nn.mlp import MLP
+
+DEFAULT_HIDDEN = (64, 64)
+
+
+class FixedInputs(nn.Module):
+    """Learned fixed inputs ``t(x)`` projected to a backbone's feature width.
+
+    Args:
+        dim_x: Input dimension ``dx``.
+        width: Feature width at the backbone's injection point.
+        num_fixed_inputs: Number ``B`` of fixed inputs.
+        p_drop: Probability that all fixed inputs of a task are dropped (zeroed) in a
+            training forward pass.
+        domain: Box ``[(low, high)] * dx`` on which the fixed inputs live; they are zero
+            outside it, so the model is strictly equivariant there. ``None``: everywhere.
+        hidden: Hidden widths of the MLP that computes ``t``.
+    """
+
+    def __init__(
+        self,
+        dim_x: int,
+        width: int,
+        num_fixed_inputs: int = 4,
+        p_drop: float = 0.5,
+        domain: Sequence[Sequence[float]] | None = None,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+    ):
+        super().__init__()
+        if num_fixed_inputs < 1:
+            raise ValueError(f"num_fixed_inputs must be at least 1, got {num_fixed_inputs}")
+        if not 0.0 <= p_drop <= 1.0:
+            raise ValueError(f"p_drop must lie in [0, 1], got {p_drop}")
+        self.dim_x = dim_x
+        self.num_fixed_inputs = num_fixed_inputs
+        self.p_drop = p_drop
+        self.enabled = True
+        self.basis = MLP(dim_x, num_fixed_inputs, hidden)
+        self.projection = nn.Linear(num_fixed_inputs, width, bias=False)
+        nn.init.zeros_(self.projection.weight)
+        if domain is None:
+            self.register_buffer("domain", None)
+        else:
+            bounds = torch.as_tensor(domain, dtype=torch.get_default_dtype())
+            if bounds.shape != (dim_x, 2) or not bool((bounds[:, 0] < bounds[:, 1]).all()):
+                raise ValueError(
+                    f"domain must be {dim_x} (low, high) pair(s) with low < high, got {domain}"
+                )
+            self.register_buffer("domain", bounds)
+
+    def values(self, x: Float[Tensor, "*shape dx"]) -> Float[Tensor, "*shape num_fixed_inputs"]:
+        """The fixed inputs ``t(x)`` themselves, zero outside the domain."""
+        if self.domain is None:
+            return self.basis(x)
+        low, high = self.domain[:, 0], self.domain[:, 1]
+        # Rescale the domain to [-1, 1] so the MLP sees well-conditioned inputs.
+        t = self.basis((2 * x - (low + high)) / (high - low))
+        inside = ((x >= low) & (x <= high)).all(dim=-1, keepdim=True)
+        return t * inside
+
+    def forward(
+        self, x: Float[Tensor, "batch *shape dx"], num_tasks: int | None = None
+    ) -> Float[Tensor, "batch *shape width"]:
+        """Projected fixed inputs at ``x``, zero for dropped tasks or when disabled.
+
+        Args:
+            x: Positions; the leading dimension is the task, or 1 for positions shared by
+                every task (a grid).
+            num_tasks: Number of tasks when ``x`` is shared; defaults to ``x.shape[0]``.
+        """
+        num_tasks = x.shape[0] if num_tasks is None else num_tasks
+        if not self.enabled:
+            return x.new_zeros(num_tasks, *x.shape[1:-1], self.projection.out_features)
+        features = self.projection(self.values(x))
+        if self.training and self.p_drop > 0:
+            keep = torch.rand(num_tasks, device=x.device) >= self.p_drop
+            return features * keep.to(features.dtype).view(-1, *[1] * (features.ndim - 1))
+        return features.expand(num_tasks, *features.shape[1:])
+
+
+def injection_sites(model: nn.Module) -> list[nn.Module]:
+    """Submodules of ``model`` that accept fixed inputs (one per equivariant backbone)."""
+    return [m for m in model.modules() if hasattr(m, "fixed_input_width")]
+
+
+def approximate(
+    model: nn.Module,
+    num_fixed_inputs: int = 4,
+    p_drop: float = 0.5,
+    domain: Sequence[Sequence[float]] | None = None,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+) -> nn.Module:
+    """Makes an equivariant model approximately equivariant, in place.
+
+    Args:
+        model: A model whose backbone has one injection point for fixed inputs.
+        num_fixed_inputs: Number ``B`` of learned fixed inputs.
+        p_drop: Per-task probability of dropping the fixed inputs during training.
+        domain: Box ``[(low, high)] * dx`` outside which the fixed inputs are zero
+            (typically the region the training data cover). ``None``: no cut-off.
+        hidden: Hidden widths of the MLP that computes the fixed inputs.
+
+    Returns:
+        The same model, now with fixed inputs (initially contributing exactly zero).
+
+    Raises:
+        ValueError: If the model has no injection point (it is not equivariant) or
+            already has fixed inputs.
+    """
+    sites = injection_sites(model)
+    if len(sites) != 1:
+        raise ValueError(
+            f"{type(model).__name__} has {len(sites)} injection points for fixed inputs; "
+            "approximate() needs exactly one (an equivariant backbone such as tetnp or convcnp)"
+        )
+    (site,) = sites
+    if site.fixed_inputs is not None:
+        raise ValueError(f"{type(model).__name__} is already approximately equivariant")
+    reference = next(model.parameters())
+    site.fixed_inputs = FixedInputs(
+        site.dim_x, site.fixed_input_width, num_fixed_inputs, p_drop, domain, hidden
+    ).to(device=reference.device, dtype=reference.dtype)
+    if isinstance(getattr(model, "config", None), dict):
+        model.config["approximate"] = {
+            "num_fixed_inputs": num_fixed_inputs,
+            "p_drop": p_drop,
+            "domain": None if domain is None else [list(map(float, b)) for b in domain],
+            "hidden": list(hidden),
+        }
+    return model
+
+
+@contextmanager
+def strictly_equivariant(model: nn.Module) -> Iterator[nn.Module]:
+    """Zeroes every fixed input of ``model`` inside the block; restores the state on exit.
+
+    A strictly equivariant model passes through unchanged. A model without an injection point
+    (not equivariant at all) is refused, since zeroing nothing cannot make it equivariant.
+    """
+    if not injection_sites(model):
+        raise ValueError(
+            f"{type(model).__name__} has no injection point for fixed inputs: it is not an "
+            "equivariant model, so it cannot be made strictly equivariant"
+        )
+    modules = [m for m in model.modules() if isinstance(m, FixedInputs)]
+    previous = [m.enabled for m in modules]
+    for m in modules:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, enabled in zip(modules, previous, strict=True):
+            m.enabled = enabled

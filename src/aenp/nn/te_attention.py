@@ -1,0 +1,97 @@
+"""Translation-equivariant multi-head attention (Ashman et al., ICML 2024).
+
+Attention logits are an MLP of the per-head dot products ``q_i · k_j`` and of the input
+difference ``x_i − x_j``, so the layer sees inputs only through differences and is exactly
+equivariant to translations of every input.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+class PairwiseKernel(nn.Module):
+    """MLP of ``(q_i · k_j per head, x_i − x_j)`` giving one attention logit per head.
+
+    Works channels-first on ``[batch, channels, nq, nk]`` so no pairwise tensor is ever
+    transposed. The first layer is linear in ``x_i − x_j``, so its contribution is computed
+    as ``W x_i − W x_j`` without materialising the pairwise differences.
+
+    Args:
+        num_heads: Number of heads (input dot products and output logits).
+        dim_x: Input dimension ``dx``.
+        hidden: Hidden widths (at least one layer).
+    """
+
+    def __init__(self, num_heads: int, dim_x: int, hidden: tuple[int, ...]):
+        super().__init__()
+        if not hidden:
+            raise ValueError("the attention kernel needs at least one hidden layer")
+        widths = [*hidden, num_heads]
+        self.dots_in = nn.Linear(num_heads, hidden[0])
+        self.x_in = nn.Linear(dim_x, hidden[0], bias=False)
+        self.layers = nn.ModuleList(nn.Linear(w_in, w_out) for w_in, w_out in pairwise(widths))
+
+    def forward(
+        self,
+        dots: Float[Tensor, "batch heads nq nk"],
+        xq: Float[Tensor, "batch nq dx"],
+        xk: Float[Tensor, "batch nk dx"],
+    ) -> Float[Tensor, "batch heads nq nk"]:
+        """Attention logits."""
+        h = _channel_linear(self.dots_in, dots)
+        h = (
+            h
+            + self.x_in(xq).transpose(1, 2)[..., :, None]
+            - self.x_in(xk).transpose(1, 2)[..., None, :]
+        )
+        for layer in self.layers:
+            h = _channel_linear(layer, F.relu(h))
+        return h
+
+
+def _channel_linear(layer: nn.Linear, h: Tensor) -> Tensor:
+    """Applies ``layer`` along dimension 1 of ``[batch, channels, nq, nk]``."""
+    return torch.einsum("oi,biqk->boqk", layer.weight, h) + layer.bias[:, None, None]
+
+
+class TEMultiHeadAttention(nn.Module):
+    """Multi-head attention whose logits depend on token similarity and ``x_i − x_j``.
+
+    Args:
+        embed_dim: Token width.
+        num_heads: Number of heads; must divide ``embed_dim``.
+        dim_x: Input dimension ``dx``.
+        kernel_hidden: Hidden widths of the :class:`PairwiseKernel`.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dim_x: int, kernel_hidden: tuple[int, ...]):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
+        self.num_heads = num_heads
+        self.scale = (embed_dim // num_heads) ** -0.5
+        self.to_q = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.to_kv = nn.Linear(embed_dim, 2 * embed_dim, bias=False)
+        self.to_out = nn.Linear(embed_dim, embed_dim)
+        self.kernel = PairwiseKernel(num_heads, dim_x, kernel_hidden)
+
+    def forward(
+        self,
+        zq: Float[Tensor, "batch nq embed"],
+        zk: Float[Tensor, "batch nk embed"],
+        xq: Float[Tensor, "batch nq dx"],
+        xk: Float[Tensor, "batch nk dx"],
+    ) -> Float[Tensor, "batch nq embed"]:
+        """Queries ``zq`` at ``xq`` attend to tokens ``zk`` at ``xk``."""
+        q = rearrange(self.to_q(zq), "b n (h d) -> b h n d", h=self.num_heads)
+        k, v = rearrange(self.to_kv(zk), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
+        logits = self.kernel(q @ k.transpose(-1, -2) * self.scale, xq, xk)
+        out = torch.softmax(logits, dim=-1) @ v
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

@@ -1,0 +1,181 @@
+"""Equivariance checks and the contract every neural process must satisfy.
+
+Shipped with the package so that anyone adding a backbone can test it the same way::
+
+    from aenp.testing import ModelContract, assert_equivariant, translation
+
+    class TestMyModel(ModelContract):
+        key = "my_model"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from aenp.data.batch import Batch
+from aenp.models.registry import build_model
+
+Transform = Callable[[Batch], Batch]
+
+DEFAULT_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 1e-1}
+
+
+def translation(offset: float | torch.Tensor) -> Transform:
+    """The action of shifting every input (context and target) by ``offset``."""
+    return lambda batch: batch.shift(offset)
+
+
+@torch.no_grad()
+def equivariance_error(
+    model: nn.Module,
+    batch: Batch,
+    transform: Transform,
+    output_transform: Callable[[Normal], Normal] | None = None,
+) -> float:
+    """Largest change of the predictive mean or std when the inputs are transformed.
+
+    Compares ``model(transform(batch))`` with ``output_transform(model(batch))`` (outputs
+    are invariant, i.e. ``output_transform`` is the identity, for groups that act on the
+    inputs only). The model is called in its current mode: call ``model.eval()`` first
+    unless training-mode behaviour (fixed-input dropout) is what is being checked.
+    """
+    expected = model(batch)
+    if output_transform is not None:
+        expected = output_transform(expected)
+    actual = model(transform(batch))
+    return max(
+        (actual.mean - expected.mean).abs().max().item(),
+        (actual.stddev - expected.stddev).abs().max().item(),
+    )
+
+
+def assert_equivariant(
+    model: nn.Module,
+    batch: Batch,
+    transform: Transform,
+    output_transform: Callable[[Normal], Normal] | None = None,
+    atol: float | None = None,
+) -> None:
+    """Raises ``AssertionError`` unless :func:`equivariance_error` is within ``atol``.
+
+    The default tolerance depends on the batch's dtype (``1e-9`` in float64).
+    """
+    atol = DEFAULT_TOLERANCE[batch.xc.dtype] if atol is None else atol
+    error = equivariance_error(model, batch, transform, output_transform)
+    if error > atol:
+        raise AssertionError(f"equivariance error {error:.3e} exceeds tolerance {atol:.1e}")
+
+
+def random_batch(
+    batch_size: int = 3,
+    num_context: int = 7,
+    num_target: int = 11,
+    dim_x: int = 1,
+    dim_y: int = 1,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Batch:
+    """A batch of random tasks on ``[-2, 2]^dx`` whose every task spans the same box.
+
+    The first two targets of every task sit at the corners ``-2`` and ``2``, so models with a
+    data-adaptive grid build the same grid for the whole batch as for each task alone.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (4 * torch.rand(*shape, generator=generator, dtype=dtype) - 2).to(dtype)
+
+    xt = uniform(batch_size, num_target, dim_x)
+    xt[:, 0], xt[:, 1] = -2.0, 2.0
+    return Batch(
+        xc=uniform(batch_size, num_context, dim_x),
+        yc=torch.randn(batch_size, num_context, dim_y, generator=generator, dtype=dtype),
+        xt=xt,
+        yt=torch.randn(batch_size, num_target, dim_y, generator=generator, dtype=dtype),
+    )
+
+
+class ModelContract:
+    """Behaviour every registry model must have; subclass it with ``key`` set.
+
+    Attributes:
+        key: Registry key of the model under test.
+        hparams: Hyper-parameters passed to :func:`aenp.build_model` (keep the model small).
+    """
+
+    key: ClassVar[str]
+    hparams: ClassVar[dict[str, Any]] = {}
+
+    def build(self, dim_x: int = 1, dim_y: int = 1, dtype: torch.dtype = torch.float32):
+        """The model under test, seeded and in evaluation mode."""
+        torch.manual_seed(0)
+        return build_model(self.key, dim_x, dim_y, **self.hparams).to(dtype).eval()
+
+    def test_shapes_and_finite_loglik(self):
+        """Predictions are Normals of the targets' shape with a finite log-likelihood."""
+        for dim_y in (1, 2):
+            batch = random_batch(dim_y=dim_y)
+            pred = self.build(dim_y=dim_y)(batch)
+            assert isinstance(pred, Normal)
+            assert pred.mean.shape == batch.yt.shape
+            assert pred.stddev.shape == batch.yt.shape
+            assert bool(torch.isfinite(pred.log_prob(batch.yt)).all())
+            assert bool((pred.stddev > 0).all())
+
+    def test_called_with_tensors_or_batch(self):
+        """``model(xc, yc, xt)`` and ``model(batch)`` agree."""
+        model, batch = self.build(), random_batch()
+        by_tensors = model(batch.xc, batch.yc, batch.xt)
+        torch.testing.assert_close(by_tensors.mean, model(batch).mean, rtol=0, atol=0)
+
+    def test_empty_context_gives_finite_prediction(self):
+        """An empty context set (``nc = 0``) gives a finite, prior-like prediction."""
+        model = self.build()
+        batch = random_batch(num_context=0)
+        pred = model(batch)
+        assert pred.mean.shape == batch.yt.shape
+        assert bool(torch.isfinite(pred.mean).all() and torch.isfinite(pred.stddev).all())
+
+    def test_batch_split_consistency(self):
+        """Each task's prediction is the same in a batch as alone."""
+        model, batch = self.build(dtype=torch.float64), random_batch(dtype=torch.float64)
+        whole = model(batch)
+        for i in range(len(batch)):
+            alone = model(batch[i])
+            torch.testing.assert_close(alone.mean, whole.mean[i : i + 1], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(alone.stddev, whole.stddev[i : i + 1], rtol=1e-9, atol=1e-9)
+
+    def test_float32_and_float64_agree(self):
+        """Both precisions give the same prediction to float32 accuracy."""
+        batch = random_batch(dtype=torch.float64)
+        pred64 = self.build(dtype=torch.float64)(batch)
+        pred32 = self.build(dtype=torch.float32)(batch.to(torch.float32))
+        assert pred64.mean.dtype == torch.float64
+        torch.testing.assert_close(pred32.mean.double(), pred64.mean, rtol=1e-3, atol=1e-3)
+
+    def test_prediction_depends_on_context(self):
+        """Changing the context outputs changes the prediction."""
+        model, batch = self.build(), random_batch()
+        other = Batch(batch.xc, batch.yc + 1.0, batch.xt)
+        assert (model(other).mean - model(batch).mean).abs().max() > 1e-6
+
+    def test_rejects_mismatched_dimensions(self):
+        """Wrong dimensions, batch sizes, NaNs and empty targets are named errors."""
+        import pytest
+
+        model, batch = self.build(), random_batch()
+        with pytest.raises(ValueError, match="dim_x=1"):
+            model(random_batch(dim_x=2))
+        with pytest.raises(ValueError, match="dim_y=1"):
+            model(random_batch(dim_y=2))
+        with pytest.raises(ValueError, match="batch size"):
+            model(batch.xc, batch.yc, batch.xt[:2])
+        with pytest.raises(ValueError, match="NaN"):
+            model(batch.xc, batch.yc.masked_fill(batch.yc > 0, float("nan")), batch.xt)
+        with pytest.raises(ValueError, match="nt >= 1"):
+            model(batch.xc, batch.yc, batch.xt[:, :0])

@@ -1,0 +1,1 @@
+"""Training: the Lightning module, the task data module and the Hydra-driven entry point."""

@@ -1,0 +1,37 @@
+"""Every registry model passes the shipped contract (small sizes keep the suite fast)."""
+
+from aenp.testing import ModelContract
+
+SMALL_TNP = {"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 16}
+SMALL_CONVCNP = {"points_per_unit": 16, "channels": 8, "num_layers": 3}
+SMALL_APPROX = {"num_fixed_inputs": 2, "domain": [[-2.5, 2.5]]}
+
+
+class TestTNP(ModelContract):
+    key = "tnp"
+    hparams = SMALL_TNP
+
+
+class TestTETNP(ModelContract):
+    key = "tetnp"
+    hparams = SMALL_TNP
+
+
+class TestTETNPApprox(ModelContract):
+    key = "tetnp_approx"
+    hparams = {**SMALL_TNP, **SMALL_APPROX}
+
+
+class TestConvCNP(ModelContract):
+    key = "convcnp"
+    hparams = SMALL_CONVCNP
+
+
+class TestConvCNPConvNet(ModelContract):
+    key = "convcnp"
+    hparams = {**SMALL_CONVCNP, "cnn": "conv", "kernel_size": 5}
+
+
+class TestConvCNPApprox(ModelContract):
+    key = "convcnp_approx"
+    hparams = {**SMALL_CONVCNP, **SMALL_APPROX}

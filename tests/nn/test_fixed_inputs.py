@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from aenp.nn.fixed_inputs import FixedInputs
+
+
+def make(**kwargs):
+    module = FixedInputs(dim_x=2, width=5, **kwargs)
+    torch.nn.init.normal_(module.projection.weight)
+    return module
+
+
+def test_projection_starts_at_zero():
+    module = FixedInputs(dim_x=1, width=4)
+    assert torch.count_nonzero(module(torch.randn(3, 7, 1))) == 0
+
+
+def test_zero_outside_the_domain_and_not_inside():
+    module = make(domain=[[-1.0, 1.0], [0.0, 2.0]])
+    x = torch.tensor([[[0.0, 1.0], [1.5, 1.0], [0.0, -0.1], [-1.0, 2.0]]])
+    out = module.eval()(x)
+    assert out[0, 0].abs().sum() > 0 and out[0, 3].abs().sum() > 0
+    assert torch.count_nonzero(out[0, 1:3]) == 0
+
+
+def test_one_drop_flag_per_task_without_rescaling():
+    module = make(p_drop=0.5).train()
+    x = torch.randn(1, 6, 2).expand(400, 6, 2)
+    out = module(x)
+    reference = module.eval()(x[:1])
+    dropped = out.abs().sum(dim=(1, 2)) == 0
+    assert 120 < int(dropped.sum()) < 280
+    torch.testing.assert_close(out[~dropped], reference.expand_as(out)[~dropped])
+
+
+def test_shared_positions_are_broadcast_to_every_task():
+    module = make().eval()
+    out = module(torch.randn(1, 4, 3, 2), num_tasks=6)
+    assert out.shape == (6, 4, 3, 5)
+    torch.testing.assert_close(out[0], out[5])
+
+
+def test_disabled_gives_zeros_of_the_right_shape():
+    module = make()
+    module.enabled = False
+    out = module(torch.randn(1, 4, 2), num_tasks=3)
+    assert out.shape == (3, 4, 5) and torch.count_nonzero(out) == 0
+
+
+def test_eval_mode_never_drops():
+    module = make(p_drop=0.99).eval()
+    assert bool((module(torch.randn(50, 3, 2)).abs().sum(dim=(1, 2)) > 0).all())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_fixed_inputs": 0}, "num_fixed_inputs must be at least 1"),
+        ({"p_drop": 1.5}, r"p_drop must lie in \[0, 1\]"),
+        ({"domain": [[1.0, -1.0], [0.0, 1.0]]}, "low < high"),
+        ({"domain": [[-1.0, 1.0]]}, r"2 \(low, high\) pair"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FixedInputs(dim_x=2, width=3, **kwargs)

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from aenp.testing import random_batch
+from aenp.train.run import CONFIG_DIR, build_from_config, compose_config
+
+MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+EXPERIMENT_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def test_configs_exist_for_every_registry_model():
+    import aenp
+
+    assert set(MODEL_CONFIGS) == set(aenp.model_keys())
+    assert "gp1d" in EXPERIMENT_CONFIGS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENT_CONFIGS)
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_config_composes_and_builds(experiment, model):
+    cfg = compose_config([f"experiment={experiment}", f"model={model}"])
+    assert cfg.model.key == model
+    net = build_from_config(cfg).eval()
+    pred = net(random_batch(num_context=5, num_target=6))
+    assert pred.mean.shape == (3, 6, 1) and bool(torch.isfinite(pred.mean).all())
+
+
+def test_approximate_configs_take_the_experiment_domain():
+    cfg = compose_config(["experiment=gp1d", "model=convcnp_approx"])
+    assert list(cfg.model.hparams.domain) == list(cfg.experiment.domain)
+    assert build_from_config(cfg).backbone.fixed_inputs.domain.tolist() == [[-4.0, 4.0]]
+
+
+def test_unknown_model_config_is_refused():
+    with pytest.raises(Exception, match="gnp"):
+        compose_config(["model=gnp"])
+
+
+def test_run_dir_defaults_to_experiment_and_model():
+    cfg = compose_config(["model=tetnp"])
+    assert Path(cfg.run_dir) == Path("runs/gp1d/tetnp")

@@ -1,0 +1,116 @@
+import csv
+
+import pytest
+import torch
+
+import aenp
+from aenp.data.experiments import get_experiment
+from aenp.train.data import TaskDataModule, TaskStream
+from aenp.train.module import NeuralProcessModule, mean_loglik
+from aenp.train.run import compose_config, train
+
+TINY = {
+    "tetnp_approx": [
+        "model.hparams.embed_dim=16",
+        "model.hparams.num_heads=2",
+        "model.hparams.num_layers=1",
+        "model.hparams.ff_dim=16",
+    ],
+    "convcnp_approx": [
+        "model.hparams.channels=8",
+        "model.hparams.num_layers=2",
+        "model.hparams.points_per_unit=16",
+    ],
+    "tnp": [
+        "model.hparams.embed_dim=16",
+        "model.hparams.num_heads=2",
+        "model.hparams.num_layers=1",
+        "model.hparams.ff_dim=16",
+    ],
+}
+
+
+def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=()):
+    return compose_config(
+        [
+            f"model={model}",
+            f"run_dir={tmp_path / model}",
+            "data.num_train_tasks=64",
+            "data.num_val_tasks=32",
+            "data.num_test_tasks=32",
+            f"trainer.max_epochs={epochs}",
+            "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1",
+            *TINY[model],
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("key", ["tnp", "tetnp_approx", "convcnp_approx"])
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(key):
+    torch.manual_seed(0)
+    model = aenp.build_model(key, 1, 1, **({"domain": [[-4.0, 4.0]]} if "approx" in key else {}))
+    batch = get_experiment("gp1d").sample_train(16, torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.eval()  # no fixed-input dropout: the same function before and after the step
+    before = -mean_loglik(model, batch)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = -mean_loglik(model, batch)
+    assert after < before
+
+
+def test_training_stream_is_reproducible_and_differs_by_epoch_and_rank():
+    sample = get_experiment("gp1d").sample_train
+    first = list(TaskStream(sample, 3, 4, (0, 0, 0)))
+    again = list(TaskStream(sample, 3, 4, (0, 0, 0)))
+    assert all(torch.equal(a.yc, b.yc) for a, b in zip(first, again, strict=True))
+    for entropy in [(0, 1, 0), (0, 0, 1), (1, 0, 0)]:
+        other = next(iter(TaskStream(sample, 1, 4, entropy)))
+        assert not torch.equal(other.xt, first[0].xt)
+
+
+def test_validation_reads_the_validation_split():
+    experiment = get_experiment("gp1d")
+    val = experiment.split("val", 32, 16)
+    data = TaskDataModule(experiment.sample_train, [i.batch for i in val], 64, 16)
+    served = list(data.val_dataloader())
+    assert len(served) == 2
+    for batch, item in zip(served, val, strict=True):
+        assert torch.equal(batch.yt, item.batch.yt)
+    test = experiment.split("test", 16, 16)[0].batch
+    assert not torch.equal(served[0].xt, test.xt)
+
+
+def test_validation_step_logs_the_validation_loglik(monkeypatch):
+    model = aenp.build_model("convcnp", 1, 1, channels=8, num_layers=2)
+    module = NeuralProcessModule(model)
+    batch = get_experiment("gp1d").split("val", 16, 16)[0].batch
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.update({name: value}))
+    module.validation_step(batch, 0)
+    torch.testing.assert_close(logged["val/loglik"], mean_loglik(model, batch))
+
+
+def test_train_writes_model_checkpoints_and_logs(tmp_path):
+    run_dir = train(tiny_config(tmp_path))
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    model = aenp.load(run_dir / "model")
+    assert aenp.model_name(model) == "convcnp_approx"
+    with (run_dir / "logs" / "metrics.csv").open() as f:
+        assert any(row.get("val/loglik") for row in csv.DictReader(f))
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    train(tiny_config(tmp_path, epochs=1))
+    first = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
+    # Starting the same run again with a longer budget continues where it stopped.
+    train(tiny_config(tmp_path, epochs=2))
+    second = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
+    assert first["epoch"] == 0 and second["epoch"] == 1
+    assert second["global_step"] == 2 * first["global_step"]
