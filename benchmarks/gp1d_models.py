@@ -28,13 +28,31 @@ CONFIGURATIONS = {
     # The peers' own configurations (BENCHMARKS.md), built with aenp.
     "convcnp@neuralprocesses": (
         "convcnp",
-        {"points_per_unit": 64, "margin": 0.1, "cnn": "unet", "channels": 64, "num_layers": 6, "kernel_size": 5},
+        {
+            "points_per_unit": 64,
+            "margin": 0.1,
+            "cnn": "unet",
+            "channels": 64,
+            "num_layers": 6,
+            "kernel_size": 5,
+        },
     ),
     "convcnp@tnp": (
         "convcnp",
-        {"points_per_unit": 16, "margin": 0.1, "cnn": "conv", "channels": 32, "num_layers": 5, "kernel_size": 9},
+        {
+            "points_per_unit": 16,
+            "margin": 0.1,
+            "cnn": "conv",
+            "channels": 32,
+            "num_layers": 5,
+            "kernel_size": 9,
+        },
     ),
     "tnp@tnp": ("tnp", {"embed_dim": 128, "num_heads": 8, "num_layers": 5, "ff_dim": 128}),
+    # The sizes `aenp reproduce gp1d --scale quick` trains.
+    "tnp@quick": ("tnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
+    "tetnp@quick": ("tetnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
+    "convcnp@quick": ("convcnp", {"points_per_unit": 32, "channels": 32, "num_layers": 5}),
 }
 
 
@@ -42,6 +60,7 @@ def measure(name: str, steps: int, device: str) -> dict:
     """Runs in a child process: one model's figures."""
     from aenp import build_model
     from aenp.data.experiments import get_experiment
+    from aenp.data.gp import GPMixture, switching_kernels
 
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
@@ -71,7 +90,8 @@ def measure(name: str, steps: int, device: str) -> dict:
         step(batch)
     sync()
     steps_per_second = steps / (time.perf_counter() - start)
-    full = batches[0].__class__(*(t[:, :64] if i < 2 else t for i, t in enumerate((batches[0].xc, batches[0].yc, batches[0].xt))))
+    full = GPMixture(switching_kernels(), num_context=(64, 64)).sample(16, generator).batch
+    full = full.to(device)
     model.eval()
     with torch.no_grad():
         for _ in range(3):
@@ -91,8 +111,12 @@ def measure(name: str, steps: int, device: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS)
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per model")
     parser.add_argument("--device", default="cpu")
@@ -106,22 +130,36 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in args.models:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--steps",
+                    str(args.steps),
+                    "--device",
+                    args.device,
+                ],
                 check=True,
                 capture_output=True,
                 text=True,
             ).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
-    print(f"gp1d workload: batch 16, nc ~ U{{1..64}}, nt = 128, {args.steps} steps × {args.repeats} processes, device {args.device}")
-    print()
-    print("| model | parameters | train steps/s (median, min–max) | forward ms, nc=64 (median) | peak RSS MB |")
+    print(
+        f"gp1d workload: batch 16, nc ~ U{{1..64}}, nt = 128, {args.steps} steps × "
+        f"{args.repeats} processes, device {args.device}\n"
+    )
+    print(
+        "| model | parameters | train steps/s (median, min–max) | forward ms, nc=64 | peak RSS MB |"
+    )
     print("|---|---|---|---|---|")
     for name, results in runs.items():
         rates = [r["steps_per_second"] for r in results]
         forward = [r["forward_ms"] for r in results]
         rss = max(r["peak_rss_mb"] for r in results)
+        rate = f"{statistics.median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f})"
         print(
-            f"| {name} | {results[0]['parameters']:,} | {statistics.median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f}) "
+            f"| {name} | {results[0]['parameters']:,} | {rate} "
             f"| {statistics.median(forward):.1f} | {rss:.0f} |"
         )
 

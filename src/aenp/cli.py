@@ -1,10 +1,10 @@
 """The ``aenp`` command line.
 
-``aenp train [overrides]``            train one model (Hydra: ``experiment=gp1d model=convcnp_approx``)
-``aenp evaluate RUN_DIR``             evaluate a finished run on its test splits
-``aenp reproduce EXPERIMENT``         train and evaluate every model of an experiment; table + figures
-``aenp data export EXPERIMENT``       write an evaluation split to a portable file
-``aenp models``                       list the registry keys
+``aenp train [overrides]``       train one model (Hydra: ``experiment=gp1d model=convcnp_approx``)
+``aenp evaluate RUN_DIR``        evaluate a finished run on its test splits
+``aenp reproduce EXPERIMENT``    train and evaluate every model of an experiment; table, figures
+``aenp data export EXPERIMENT``  write an evaluation split to a portable file
+``aenp models``                  list the registry keys
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="default: results/<experiment>-<scale>"
     )
     reproduce.add_argument(
-        "--models", nargs="+", default=None, help="a subset of the plan's models"
+        "--models", default=None, help="a comma-separated subset of the plan's models"
     )
     reproduce.add_argument(
         "overrides", nargs="*", help="Hydra overrides for every model, e.g. trainer.max_epochs=1"
@@ -107,7 +107,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from aenp.reproduce import reproduce
 
         out = args.out or Path("results") / f"{args.experiment}-{args.scale}"
-        reproduce(args.experiment, args.scale, out, args.models, args.overrides)
+        models = args.models.split(",") if args.models else None
+        reproduce(args.experiment, args.scale, out, models, args.overrides)
         print(f"Results: {out / 'results.md'}")
     elif args.command == "data":
         from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split

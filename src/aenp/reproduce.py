@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from aenp import __version__
 from aenp.data.experiments import get_experiment
 from aenp.evaluate.plots import plot_fixed_inputs_1d, plot_predictions_1d, plot_training_curves
-from aenp.evaluate.run import evaluate_run
-from aenp.evaluate.tables import results_table
+from aenp.evaluate.run import evaluate_run, load_per_task_loglik
+from aenp.evaluate.tables import comparisons_table, results_table
 from aenp.models.io import load
 from aenp.train.run import CONFIG_DIR, MODEL_DIR, compose_config, train
 
@@ -82,9 +82,10 @@ def reproduce(
     """Trains and evaluates every model of the experiment's plan; writes results to ``out``.
 
     ``models`` restricts the plan to some of its models; ``overrides`` (Hydra syntax, e.g.
-    ``trainer.max_epochs=1``) apply to every model after the plan's own. Writes ``results.json``, ``results.md`` and figures to ``out``, and one run directory per
-    model (``out/<key>``) that ``aenp evaluate`` can read again. Models already trained there
-    resume (or are skipped if finished).
+    ``trainer.max_epochs=1``) apply to every model after the plan's own. Writes
+    ``results.json``, ``results.md`` and figures to ``out``, and one run directory per model
+    (``out/<key>``) that ``aenp evaluate`` can read again. Models already trained there resume
+    (or are skipped if finished).
     """
     plan = load_plan(experiment, scale)
     keys = models or plan["models"]
@@ -106,7 +107,7 @@ def reproduce(
         results.append(result)
         run_dirs[key] = run_dir
     exp = get_experiment(experiment)
-    id_split, *others = exp.evaluation_splits
+    id_split = exp.evaluation_splits[0]
     ood_split = exp.ood_splits[0] if exp.ood_splits else None
     summary = {
         "experiment": experiment,
@@ -129,13 +130,16 @@ def reproduce(
         ),
         plot_training_curves(run_dirs, out / "training_curves.png"),
     ]
-    (out / "results.md").write_text(
-        _markdown(summary, results_table(results, id_split, ood_split), figures, out)
-    )
+    per_task = {key: load_per_task_loglik(run_dirs[key]) for key in keys}
+    tables = [
+        results_table(results, id_split, ood_split),
+        comparisons_table(per_task, id_split, ood_split),
+    ]
+    (out / "results.md").write_text(_markdown(summary, tables, figures, out))
     return out
 
 
-def _markdown(summary: dict[str, Any], table: str, figures: list[Path], out: Path) -> str:
+def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], out: Path) -> str:
     hw = summary["hardware"]
     lines = [
         f"# {summary['experiment']} — scale `{summary['scale']}`",
@@ -144,7 +148,13 @@ def _markdown(summary: dict[str, Any], table: str, figures: list[Path], out: Pat
         "Rows marked *fixed inputs zeroed* evaluate an approximate model inside "
         "`strictly_equivariant(...)`. Δequiv is the mean |μ − μ_strict| over test targets.",
         "",
-        table,
+        tables[0],
+        "",
+        "Approximate models against their counterparts, as paired differences over the same "
+        "test tasks (positive: the approximate model is better; *better*/*worse* when the "
+        "difference clears two standard errors):",
+        "",
+        tables[1],
         "",
         f"Wall time: {summary['wall_seconds'] / 60:.1f} min on {hw['processor']} "
         f"({hw['threads']} threads, torch {hw['torch']}{', ' + hw['gpu'] if 'gpu' in hw else ''}).",

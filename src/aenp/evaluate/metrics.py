@@ -72,15 +72,28 @@ def per_task_metrics(
     return result
 
 
+def summarise(per_task: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean ± standard error of every metric of every split."""
+    return {
+        split: {name: mean_and_stderr(values) for name, values in metrics.items()}
+        for split, metrics in per_task.items()
+    }
+
+
+def evaluate_per_task(
+    model: NeuralProcess, splits: dict[str, Sequence[EvaluationBatch]]
+) -> dict[str, dict[str, Tensor]]:
+    """:func:`per_task_metrics` of every split; approximate models also as ``<split>_strict``."""
+    modes = (False, True) if is_approximate(model) else (False,)
+    return {
+        name + ("_strict" if strict else ""): per_task_metrics(model, items, strict=strict)
+        for name, items in splits.items()
+        for strict in modes
+    }
+
+
 def evaluate_splits(
     model: NeuralProcess, splits: dict[str, Sequence[EvaluationBatch]]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Summaries per split; approximate models also as ``<split>_strict``."""
-    results = {}
-    for name, items in splits.items():
-        modes = (False, True) if is_approximate(model) else (False,)
-        for strict in modes:
-            metrics = per_task_metrics(model, items, strict=strict)
-            key = f"{name}_strict" if strict else name
-            results[key] = {metric: mean_and_stderr(v) for metric, v in metrics.items()}
-    return results
+    """Mean ± standard error of :func:`evaluate_per_task`."""
+    return summarise(evaluate_per_task(model, splits))

@@ -104,7 +104,7 @@ def plot_predictions_1d(
                 ax.set_ylabel(display_name(key))
             if row == 0:
                 ax.set_title(f"{split}: {task.xc.shape[1]} context points")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)

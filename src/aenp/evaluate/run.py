@@ -6,19 +6,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from aenp.data.experiments import get_experiment
-from aenp.evaluate.metrics import evaluate_splits
+from aenp.evaluate.metrics import evaluate_per_task, summarise
 from aenp.models.io import load
 from aenp.models.registry import model_name
 from aenp.train.run import MODEL_DIR, RUN_CONFIG
 
 METRICS_FILE = "metrics.json"
+PER_TASK_FILE = "per_task_loglik.npz"
 
 
 def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str, Any]:
-    """Evaluates the saved model of ``run_dir`` and writes ``metrics.json`` there.
+    """Evaluates the saved model of ``run_dir``; writes ``metrics.json`` and per-task logliks.
+
+    ``per_task_loglik.npz`` holds one array ``[num_tasks]`` per split (and ``<split>_strict``
+    for approximate models), in the split's fixed task order, for paired comparisons.
 
     Args:
         run_dir: Directory written by ``aenp train``.
@@ -39,11 +44,19 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str,
         name: experiment.split(name, num_tasks, cfg.data.batch_size)
         for name in experiment.evaluation_splits
     }
+    per_task = evaluate_per_task(model, splits)
     results = {
         "model": model_name(model),
         "experiment": experiment.name,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "splits": evaluate_splits(model, splits),
+        "splits": summarise(per_task),
     }
     (run_dir / METRICS_FILE).write_text(json.dumps(results, indent=2))
+    np.savez(run_dir / PER_TASK_FILE, **{k: v["loglik"].numpy() for k, v in per_task.items()})
     return results
+
+
+def load_per_task_loglik(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The per-task log-likelihoods written by :func:`evaluate_run`."""
+    with np.load(Path(run_dir) / PER_TASK_FILE) as arrays:
+        return dict(arrays)

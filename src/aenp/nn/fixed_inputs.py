@@ -67,6 +67,7 @@ class FixedInputs(nn.Module):
         self.p_drop = p_drop
         self.enabled = True
         self.basis = MLP(dim_x, num_fixed_inputs, hidden)
+        _spread_hinges(self.basis)
         self.projection = nn.Linear(num_fixed_inputs, width, bias=False)
         nn.init.zeros_(self.projection.weight)
         if domain is None:
@@ -107,6 +108,25 @@ class FixedInputs(nn.Module):
             keep = torch.rand(num_tasks, device=x.device) >= self.p_drop
             return features * keep.to(features.dtype).view(-1, *[1] * (features.ndim - 1))
         return features.expand(num_tasks, *features.shape[1:])
+
+
+def _spread_hinges(mlp: MLP) -> None:
+    """Initialises ``t`` to vary by O(1) across the (normalised) domain ``[-1, 1]^dx``.
+
+    PyTorch's default initialisation makes an MLP of position nearly constant (its outputs
+    vary by a few hundredths over the domain), so fixed inputs would carry almost no
+    positional information at first and learn slowly. Instead every first-layer ReLU hinge
+    passes through a uniformly random point of the domain, and deeper layers use He
+    initialisation, so that ``t`` starts as a rich piecewise-linear function of position.
+    """
+    first, *rest = [m for m in mlp if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        nn.init.normal_(first.weight)
+        anchor = torch.rand(first.out_features, first.in_features) * 2 - 1
+        first.bias.copy_(-(first.weight * anchor).sum(dim=1))
+        for layer in rest:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
 
 def injection_sites(model: nn.Module) -> list[nn.Module]:

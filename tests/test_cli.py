@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aenp.cli import main
+from aenp.data.gp import gp1d_split, load_exported_tasks
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    assert "convcnp_approx" in capsys.readouterr().out.split()
+
+
+def test_evaluate_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "is not a training run" in capsys.readouterr().err
+
+
+def test_reproduce_an_unknown_experiment_is_a_clear_error(tmp_path, capsys):
+    assert main(["reproduce", "weather", "--out", str(tmp_path)]) == 2
+    assert "no reproduce plan for experiment 'weather'" in capsys.readouterr().err
+
+
+def test_unknown_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        main(["models", "--fast"])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".nc"])
+def test_data_export_writes_the_split_with_ground_truth(tmp_path, suffix):
+    out = tmp_path / f"test{suffix}"
+    assert (
+        main(["data", "export", "gp1d", "--split", "test", "--out", str(out), "--num-tasks", "32"])
+        == 0
+    )
+    exported = load_exported_tasks(out)
+    expected = gp1d_split("test", 32)
+    for (tasks, truth), (want_tasks, want_truth) in zip(exported, expected, strict=True):
+        assert torch.equal(tasks.batch.yt, want_tasks.batch.yt)
+        assert torch.equal(truth.loglik, want_truth.loglik)
+
+
+def test_train_with_an_unknown_model_names_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "aenp.cli", "train", "model=gnp", f"run_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "gnp" in result.stderr and "convcnp_approx" in result.stderr
+
+
+def test_reproduce_end_to_end_writes_table_json_and_figures(tmp_path):
+    tiny = [
+        "data.num_train_tasks=32",
+        "data.num_val_tasks=16",
+        "data.num_test_tasks=32",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    models = ["convcnp", "convcnp_approx"]
+    sizes = ["model.hparams.channels=8", "model.hparams.num_layers=2"]
+    argv = [
+        "reproduce",
+        "gp1d",
+        "--out",
+        str(tmp_path),
+        "--models",
+        ",".join(models),
+        *tiny,
+        *sizes,
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert [r["model"] for r in summary["results"]] == models
+    approx = summary["results"][1]["splits"]
+    assert {"test", "ood", "test_strict", "ood_strict"} <= set(approx)
+    assert approx["test"]["loglik"]["num_tasks"] == 32
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| ConvCNP (T̃), fixed inputs zeroed |" in markdown
+    assert "aenp train experiment=gp1d model=convcnp_approx" in markdown
+    for figure in ("predictions.png", "fixed_inputs.png", "training_curves.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
