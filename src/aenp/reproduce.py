@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ from aenp.train.run import CONFIG_DIR, MODEL_DIR, compose_config, train
 
 SCALES = ("quick", "paper")
 PLAN_DIR = CONFIG_DIR / "reproduce"
-FIGURE_TASKS = 8
-"""Tasks per split loaded for the figures (only the first of a few batches are drawn)."""
+FIGURE_BATCHES = 8
+"""Batches (of two tasks) per split the figures choose from: the fewest and most contexts."""
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,22 @@ def train_overrides(
     ]
 
 
+def _cpu_name() -> str:
+    """The CPU's model name where the OS reports it, else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
     """The machine a result was measured on."""
     info = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
+        "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "aenp": __version__,
@@ -119,7 +131,7 @@ def reproduce(
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     trained = {key: load(run_dirs[key] / MODEL_DIR) for key in keys}
-    figure_tasks = {split: exp.split(split, FIGURE_TASKS * 2, 2) for split in exp.evaluation_splits}
+    figure_tasks = {s: exp.split(s, 2 * FIGURE_BATCHES, 2) for s in exp.evaluation_splits}
     figures = [
         plot_predictions_1d(trained, exp, figure_tasks, out / "predictions.png"),
         plot_fixed_inputs_1d(
@@ -141,6 +153,7 @@ def reproduce(
 
 def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], out: Path) -> str:
     hw = summary["hardware"]
+    gpu = f", {hw['gpu']}" if "gpu" in hw else ""
     lines = [
         f"# {summary['experiment']} — scale `{summary['scale']}`",
         "",
@@ -157,7 +170,7 @@ def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], o
         tables[1],
         "",
         f"Wall time: {summary['wall_seconds'] / 60:.1f} min on {hw['processor']} "
-        f"({hw['threads']} threads, torch {hw['torch']}{', ' + hw['gpu'] if 'gpu' in hw else ''}).",
+        f"({hw['cpus']} CPUs, {hw['threads']} threads, torch {hw['torch']}{gpu}).",
         "",
         "| model | parameters | training time (s) |",
         "|---|---|---|",

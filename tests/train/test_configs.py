@@ -41,3 +41,12 @@ def test_unknown_model_config_is_refused():
 def test_run_dir_defaults_to_experiment_and_model():
     cfg = compose_config(["model=tetnp"])
     assert Path(cfg.run_dir) == Path("runs/gp1d/tetnp")
+
+
+def test_unknown_experiment_is_refused_with_the_available_ones():
+    from aenp.data.experiments import get_experiment
+
+    with pytest.raises(ValueError, match=r"unknown experiment 'weather'; available: gp1d"):
+        get_experiment("weather")
+    with pytest.raises(Exception, match="weather"):
+        compose_config(["experiment=weather"])

@@ -36,7 +36,6 @@ def plot_predictions_1d(
     experiment: GP1D,
     tasks: Mapping[str, list[EvaluationBatch]],
     path: Path,
-    tasks_per_split: int = 2,
 ) -> Path:
     """Predictive mean ± 2 std of every model beside the ground truth, one row per model.
 
@@ -46,13 +45,14 @@ def plot_predictions_1d(
     Args:
         models: Trained models by registry key.
         experiment: The gp1d experiment (for ground-truth predictives).
-        tasks: Evaluation batches per split; the first task of the first batches is drawn.
+        tasks: Evaluation batches per split; of each split, the first task of the batch with
+            the fewest and of the batch with the most context points is drawn.
         path: Where to write the PNG.
-        tasks_per_split: Tasks drawn from each split.
     """
-    columns = [
-        (split, items[i].batch[0]) for split, items in tasks.items() for i in range(tasks_per_split)
-    ]
+    columns = []
+    for split, items in tasks.items():
+        by_size = sorted(items, key=lambda item: item.batch.xc.shape[1])
+        columns += [(split, by_size[0].batch[0]), (split, by_size[-1].batch[0])]
     fig = Figure(figsize=(4 * len(columns), 2.6 * len(models)), layout="constrained")
     axes = fig.subplots(len(models), len(columns), squeeze=False, sharex="col")
     for col, (split, task) in enumerate(columns):

@@ -1,0 +1,177 @@
+"""aenp's ConvCNP beside the neuralprocesses ConvCNP, side by side on the same gp1d batches.
+
+The peer runs in its own virtual environment (it is not a dependency of aenp):
+
+    python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 neuralprocesses==0.2.7
+    python benchmarks/peers.py --peer-python /tmp/peer/bin/python [--steps 40] [--repeats 3]
+
+Both are configured as in BENCHMARKS.md (U-Net 6 × 64 channels, strides 2, kernel 5,
+64 points per unit, margin 0.1, heteroscedastic Gaussian; Adam 3e-4), use two threads, and
+train on the same pre-generated batches (16 tasks, nc ~ U{1..64}, nt = 128). Each measurement
+is a fresh process; the contenders are interleaved. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+NEURALPROCESSES_CONVCNP = {
+    "dim_x": 1,
+    "dim_yc": (1,),
+    "dim_yt": 1,
+    "likelihood": "het",
+    "points_per_unit": 64,
+    "margin": 0.1,
+    "conv_arch": "unet",
+    "unet_channels": (64,) * 6,
+    "unet_strides": (2,) * 6,
+    "unet_kernels": 5,
+    "encoder_scales": None,
+}
+AENP_CONVCNP = {
+    "points_per_unit": 64,
+    "margin": 0.1,
+    "cnn": "unet",
+    "channels": 64,
+    "num_layers": 6,
+    "kernel_size": 5,
+}
+WARMUP = 5
+
+
+def write_batches(path: Path, count: int) -> None:
+    """Pre-generates gp1d training batches with aenp and stores them as plain arrays."""
+    import torch
+
+    from aenp.data.experiments import get_experiment
+
+    generator = torch.Generator().manual_seed(0)
+    sample = get_experiment("gp1d").sample_train
+    batches = [sample(16, generator) for _ in range(count)]
+    arrays = {}
+    for i, b in enumerate(batches):
+        for name in ("xc", "yc", "xt", "yt"):
+            arrays[f"{name}{i}"] = getattr(b, name).numpy()
+    np.savez(path, **arrays)
+
+
+def load_batches(path: Path, count: int) -> list[dict[str, np.ndarray]]:
+    with np.load(path) as arrays:
+        return [{n: arrays[f"{n}{i}"] for n in ("xc", "yc", "xt", "yt")} for i in range(count)]
+
+
+def time_training(step, batches: list) -> float:
+    """Steps per second over the batches after a warm-up."""
+    for batch in batches[:WARMUP]:
+        step(batch)
+    start = time.perf_counter()
+    for batch in batches[WARMUP:]:
+        step(batch)
+    return (len(batches) - WARMUP) / (time.perf_counter() - start)
+
+
+def child_aenp(path: Path, count: int) -> dict:
+    import torch
+
+    from aenp import Batch, build_model
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = build_model("convcnp", 1, 1, **AENP_CONVCNP)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    batches = [
+        Batch(**{k: torch.from_numpy(v) for k, v in b.items()}) for b in load_batches(path, count)
+    ]
+
+    def step(batch):
+        loss = -model(batch).log_prob(batch.yt).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rate = time_training(step, batches)
+    return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def child_neuralprocesses(path: Path, count: int) -> dict:
+    import neuralprocesses.torch as nps
+    import torch
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = nps.construct_convgnp(**NEURALPROCESSES_CONVCNP)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    # neuralprocesses is channels-first: [batch, dim, n].
+    batches = [
+        {k: torch.from_numpy(v).transpose(1, 2).contiguous() for k, v in b.items()}
+        for b in load_batches(path, count)
+    ]
+
+    def step(b):
+        loss = -torch.mean(nps.loglik(model, b["xc"], b["yc"], b["xt"], b["yt"], normalise=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rate = time_training(step, batches)
+    return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+CHILDREN = {"aenp": child_aenp, "neuralprocesses": child_neuralprocesses}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peer-python", required=True, help="python of the peer's venv")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    count = args.steps + WARMUP
+    if args.child:
+        result = CHILDREN[args.child](args.batches, count)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        batches = Path(tmp) / "batches.npz"
+        write_batches(batches, count)
+        pythons = {"aenp": sys.executable, "neuralprocesses": args.peer_python}
+        runs: dict[str, list[dict]] = {name: [] for name in CHILDREN}
+        for _ in range(args.repeats):
+            for name, python in pythons.items():
+                command = [python, __file__, "--peer-python", args.peer_python, "--child", name]
+                command += ["--batches", str(batches), "--steps", str(args.steps)]
+                out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"ConvCNP, gp1d batches of 16, {args.steps} steps × {args.repeats} fresh processes\n")
+    print("| library | parameters | train steps/s (median, min–max) | peak RSS MB |")
+    print("|---|---|---|---|")
+    for name, results in runs.items():
+        rates = [r["steps_per_second"] for r in results]
+        rate = f"{statistics.median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f})"
+        rss = max(r["peak_rss_mb"] for r in results)
+        print(f"| {name} | {results[0]['parameters']:,} | {rate} | {rss:.0f} |")
+    ratio = statistics.median(r["steps_per_second"] for r in runs["aenp"]) / statistics.median(
+        r["steps_per_second"] for r in runs["neuralprocesses"]
+    )
+    print(f"\naenp / neuralprocesses: {ratio:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
