@@ -82,5 +82,5 @@ def test_reproduce_end_to_end_writes_table_json_and_figures(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "| ConvCNP (T̃), fixed inputs zeroed |" in markdown
     assert "aenp train experiment=gp1d model=convcnp_approx" in markdown
-    for figure in ("predictions.png", "fixed_inputs.png", "training_curves.png"):
+    for figure in ("predictions.png", "fixed_inputs.png", "departure.png", "training_curves.png"):
         assert (tmp_path / figure).stat().st_size > 10_000

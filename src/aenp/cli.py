@@ -15,24 +15,16 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 import torch
-from omegaconf import DictConfig
-
-from aenp.train.run import CONFIG_DIR, CONFIG_NAME
 
 
 def _train_with_hydra(args: list[str]) -> None:
     """Runs ``aenp train`` through Hydra so overrides, ``--multirun`` and ``--cfg`` all work."""
+    from aenp.train import __main__ as train_main
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
-    def run(cfg: DictConfig) -> None:
-        from aenp.train.run import train
-
-        print(f"Run directory: {train(cfg)}")
-
-    sys.argv = ["aenp train", *args]
-    run()
+    # Launchers of further processes (DDP) re-run sys.argv: make it the training module.
+    sys.argv = [train_main.__file__, *args]
+    train_main.main()
 
 
 def _parser() -> argparse.ArgumentParser:

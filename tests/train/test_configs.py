@@ -50,3 +50,9 @@ def test_unknown_experiment_is_refused_with_the_available_ones():
         get_experiment("weather")
     with pytest.raises(Exception, match="weather"):
         compose_config(["experiment=weather"])
+
+
+def test_experiment_settings_override_the_training_defaults():
+    cfg = compose_config(["experiment=gp1d"])
+    assert cfg.trainer.max_epochs == 200
+    assert compose_config(["trainer.max_epochs=3"]).trainer.max_epochs == 3

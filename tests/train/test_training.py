@@ -114,3 +114,17 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     second = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
     assert first["epoch"] == 0 and second["epoch"] == 1
     assert second["global_step"] == 2 * first["global_step"]
+
+
+def test_each_rank_draws_its_own_share_of_the_epoch():
+    from types import SimpleNamespace
+
+    experiment = get_experiment("gp1d")
+    data = TaskDataModule(experiment.sample_train, [], num_train_tasks=64, batch_size=4)
+    first = {}
+    for rank in (0, 1):
+        data.trainer = SimpleNamespace(current_epoch=3, global_rank=rank, world_size=2)
+        loader = data.train_dataloader()
+        assert len(loader) == 8  # 64 tasks / (4 per batch × 2 ranks)
+        first[rank] = next(iter(loader))
+    assert not torch.equal(first[0].xt, first[1].xt)

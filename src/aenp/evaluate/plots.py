@@ -153,3 +153,39 @@ def plot_training_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
     ax.legend()
     fig.savefig(path, dpi=110)
     return path
+
+
+@torch.no_grad()
+def plot_departure_1d(
+    models: Mapping[str, NeuralProcess],
+    items: list[EvaluationBatch],
+    low: float,
+    high: float,
+    path: Path,
+) -> Path:
+    """Where each approximate model departs from equivariance: mean ``|μ − μ_strict|`` at ``x``.
+
+    The predictive means with fixed inputs on and zeroed are compared on a dense grid of
+    targets over ``[low, high]`` for every task of ``items``, and averaged over tasks.
+    """
+    approximate = {k: m for k, m in models.items() if is_approximate(m)}
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    x = torch.linspace(low, high, NUM_PLOT_POINTS)
+    for key, model in approximate.items():
+        model.eval()
+        departure = []
+        for item in items:
+            b = item.batch
+            xt = x[None, :, None].expand(len(b), -1, -1)
+            mean = model(Batch(b.xc, b.yc, xt)).mean
+            with strictly_equivariant(model):
+                strict = model(Batch(b.xc, b.yc, xt)).mean
+            departure.append((mean - strict).abs().sum(-1))
+        ax.plot(x, torch.cat(departure).mean(0), label=display_name(key))
+    ax.set_xlabel("x")
+    ax.set_ylabel("mean |μ − μ_strict|")
+    ax.set_title("Departure from equivariance over the input space")
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return path
