@@ -179,3 +179,7 @@ class ModelContract:
             model(batch.xc, batch.yc.masked_fill(batch.yc > 0, float("nan")), batch.xt)
         with pytest.raises(ValueError, match="nt >= 1"):
             model(batch.xc, batch.yc, batch.xt[:, :0])
+        with pytest.raises(TypeError, match="yc is required"):
+            model(batch.xc, None, batch.xt)
+        with pytest.raises(TypeError, match=r"model's parameters are torch\.float32"):
+            model(batch.to(torch.float64))

@@ -29,6 +29,11 @@ class Batch:
     yt: Float[Tensor, "batch nt dy"] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("xc", "yc", "xt"):
+            if getattr(self, name) is None:
+                raise TypeError(
+                    f"{name} is required (an empty context set has shape [batch, 0, d])"
+                )
         for field in fields(self):
             value = getattr(self, field.name)
             if value is None:
@@ -45,6 +50,13 @@ class Batch:
             if value.numel() and not bool(torch.isfinite(value).all()):
                 bad = int((~torch.isfinite(value)).sum())
                 raise ValueError(f"{field.name} contains {bad} NaN or infinite value(s)")
+        for name in ("yc", "xt", "yt"):
+            value = getattr(self, name)
+            if value is not None and (value.dtype, value.device) != (self.xc.dtype, self.xc.device):
+                raise TypeError(
+                    f"{name} is {value.dtype} on {value.device} but xc is {self.xc.dtype} on "
+                    f"{self.xc.device}; every tensor of a batch must match"
+                )
         batch_size = self.xc.shape[0]
         for name in ("yc", "xt", "yt"):
             value = getattr(self, name)

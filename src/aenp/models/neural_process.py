@@ -57,4 +57,10 @@ class NeuralProcess(nn.Module):
             raise ValueError(
                 f"yc has dimension dy={batch.dim_y} but the model was built for dim_y={self.dim_y}"
             )
+        dtype = next(self.parameters()).dtype
+        if batch.xc.dtype != dtype:
+            raise TypeError(
+                f"inputs are {batch.xc.dtype} but the model's parameters are {dtype}; "
+                f"cast one to match (e.g. model.to({batch.xc.dtype}))"
+            )
         return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))
