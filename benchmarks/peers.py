@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gp1d_models import CONFIGURATIONS
+
 NEURALPROCESSES_CONVCNP = {
     "dim_x": 1,
     "dim_yc": (1,),
@@ -38,14 +40,7 @@ NEURALPROCESSES_CONVCNP = {
     "unet_kernels": 5,
     "encoder_scales": None,
 }
-AENP_CONVCNP = {
-    "points_per_unit": 64,
-    "margin": 0.1,
-    "cnn": "unet",
-    "channels": 64,
-    "num_layers": 6,
-    "kernel_size": 5,
-}
+AENP_CONVCNP = CONFIGURATIONS["convcnp@neuralprocesses"][1]
 WARMUP = 5
 
 
