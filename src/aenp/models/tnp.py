@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -19,9 +21,13 @@ def _flagged(y: Tensor, is_context: bool) -> Tensor:
 
 
 class TNPLayer(nn.Module):
-    """Context self-attention, then target→context cross-attention."""
+    """One TNP layer: context self-attention, then target→context cross-attention.
 
-    def __init__(self, make_attention, embed_dim: int, ff_dim: int):
+    The backbone calls ``context`` and then ``target``, since their arguments differ between
+    the TNP and the TE-TNP.
+    """
+
+    def __init__(self, make_attention: Callable[[], nn.Module], embed_dim: int, ff_dim: int):
         super().__init__()
         self.context = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=False)
         self.target = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=True)
