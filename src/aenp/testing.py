@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
 from aenp.models.registry import build_model
+from aenp.nn.group_conv import transform
 
 Transform = Callable[[Batch], Batch]
 
@@ -28,6 +29,36 @@ DEFAULT_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 1
 def translation(offset: float | torch.Tensor) -> Transform:
     """The action of shifting every input (context and target) by ``offset``."""
     return lambda batch: batch.shift(offset)
+
+
+def _on_grid(x: torch.Tensor, g: tuple[int, int]) -> torch.Tensor:
+    """``transform`` applied to the two spatial dimensions of ``[batch, h, w, ...]``."""
+    extra = x.ndim - 3
+    moved = x.movedim(tuple(range(3, 3 + extra)), tuple(range(1, 1 + extra)))
+    out = transform(moved, g)
+    return out.movedim(tuple(range(1, 1 + extra)), tuple(range(3, 3 + extra)))
+
+
+def dihedral(g: tuple[int, int]) -> tuple[Transform, Callable[[Normal], Normal]]:
+    """The action of a D4 element on a 2-D :class:`GridBatch` and on gridded predictions.
+
+    Values and masks are rotated/mirrored as images; a quarter turn swaps the coordinate axes.
+    Returns the pair ``(transform, output_transform)`` for :func:`equivariance_error`.
+    """
+
+    def on_batch(batch: GridBatch) -> GridBatch:
+        axes = batch.axes[::-1] if g[0] % 2 else batch.axes
+        return GridBatch(
+            _on_grid(batch.y, g),
+            _on_grid(batch.context_mask, g),
+            _on_grid(batch.target_mask, g),
+            tuple(axes),
+        )
+
+    def on_prediction(pred: Normal) -> Normal:
+        return Normal(_on_grid(pred.mean, g), _on_grid(pred.stddev, g))
+
+    return on_batch, on_prediction
 
 
 @torch.no_grad()
@@ -65,10 +96,31 @@ def assert_equivariant(
 
     The default tolerance depends on the batch's dtype (``1e-9`` in float64).
     """
-    atol = DEFAULT_TOLERANCE[batch.xc.dtype] if atol is None else atol
+    atol = DEFAULT_TOLERANCE[batch.dtype] if atol is None else atol
     error = equivariance_error(model, batch, transform, output_transform)
     if error > atol:
         raise AssertionError(f"equivariance error {error:.3e} exceeds tolerance {atol:.1e}")
+
+
+def random_grid_batch(
+    batch_size: int = 3,
+    shape: tuple[int, ...] = (8, 8),
+    dim_y: int = 1,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> GridBatch:
+    """Random gridded tasks on ``[-1, 1]`` along each axis.
+
+    About a third of the cells are context, a third targets; the rest hold NaN, which a
+    model must never read.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randn(batch_size, *shape, dim_y, generator=generator, dtype=dtype)
+    role = torch.randint(0, 3, (batch_size, *shape), generator=generator)
+    context, target = role == 0, role == 1
+    y = torch.where((context | target)[..., None], y, torch.nan)
+    axes = tuple(torch.linspace(-1, 1, n, dtype=dtype) for n in shape)
+    return GridBatch(y, context, target, axes)
 
 
 def random_batch(
@@ -110,16 +162,21 @@ class ModelContract:
 
     key: ClassVar[str]
     hparams: ClassVar[dict[str, Any]] = {}
+    dim_x: ClassVar[int] = 1
 
-    def build(self, dim_x: int = 1, dim_y: int = 1, dtype: torch.dtype = torch.float32):
+    def build(self, dim_y: int = 1, dtype: torch.dtype = torch.float32):
         """The model under test, seeded and in evaluation mode."""
         torch.manual_seed(0)
-        return build_model(self.key, dim_x, dim_y, **self.hparams).to(dtype).eval()
+        return build_model(self.key, self.dim_x, dim_y, **self.hparams).to(dtype).eval()
+
+    def batch(self, **kwargs: Any) -> Batch:
+        """A :func:`random_batch` of the model's input dimension."""
+        return random_batch(dim_x=self.dim_x, **kwargs)
 
     def test_shapes_and_finite_loglik(self):
         """Predictions are Normals of the targets' shape with a finite log-likelihood."""
         for dim_y in (1, 2):
-            batch = random_batch(dim_y=dim_y)
+            batch = self.batch(dim_y=dim_y)
             pred = self.build(dim_y=dim_y)(batch)
             assert isinstance(pred, Normal)
             assert pred.mean.shape == batch.yt.shape
@@ -129,21 +186,21 @@ class ModelContract:
 
     def test_called_with_tensors_or_batch(self):
         """``model(xc, yc, xt)`` and ``model(batch)`` agree."""
-        model, batch = self.build(), random_batch()
+        model, batch = self.build(), self.batch()
         by_tensors = model(batch.xc, batch.yc, batch.xt)
         torch.testing.assert_close(by_tensors.mean, model(batch).mean, rtol=0, atol=0)
 
     def test_empty_context_gives_finite_prediction(self):
         """An empty context set (``nc = 0``) gives a finite, prior-like prediction."""
         model = self.build()
-        batch = random_batch(num_context=0)
+        batch = self.batch(num_context=0)
         pred = model(batch)
         assert pred.mean.shape == batch.yt.shape
         assert bool(torch.isfinite(pred.mean).all() and torch.isfinite(pred.stddev).all())
 
     def test_batch_split_consistency(self):
         """Each task's prediction is the same in a batch as alone."""
-        model, batch = self.build(dtype=torch.float64), random_batch(dtype=torch.float64)
+        model, batch = self.build(dtype=torch.float64), self.batch(dtype=torch.float64)
         whole = model(batch)
         for i in range(len(batch)):
             alone = model(batch[i])
@@ -152,7 +209,7 @@ class ModelContract:
 
     def test_float32_and_float64_agree(self):
         """Both precisions give the same prediction to float32 accuracy."""
-        batch = random_batch(dtype=torch.float64)
+        batch = self.batch(dtype=torch.float64)
         pred64 = self.build(dtype=torch.float64)(batch)
         pred32 = self.build(dtype=torch.float32)(batch.to(torch.float32))
         assert pred64.mean.dtype == torch.float64
@@ -160,7 +217,7 @@ class ModelContract:
 
     def test_prediction_depends_on_context(self):
         """Changing the context outputs changes the prediction."""
-        model, batch = self.build(), random_batch()
+        model, batch = self.build(), self.batch()
         other = Batch(batch.xc, batch.yc + 1.0, batch.xt)
         assert (model(other).mean - model(batch).mean).abs().max() > 1e-6
 
@@ -168,11 +225,11 @@ class ModelContract:
         """Wrong dimensions, batch sizes, NaNs and empty targets are named errors."""
         import pytest
 
-        model, batch = self.build(), random_batch()
-        with pytest.raises(ValueError, match="dim_x=1"):
-            model(random_batch(dim_x=2))
+        model, batch = self.build(), self.batch()
+        with pytest.raises(ValueError, match=f"dim_x={self.dim_x}"):
+            model(random_batch(dim_x=self.dim_x + 1))
         with pytest.raises(ValueError, match="dim_y=1"):
-            model(random_batch(dim_y=2))
+            model(self.batch(dim_y=2))
         with pytest.raises(ValueError, match="batch size"):
             model(batch.xc, batch.yc, batch.xt[:2])
         with pytest.raises(ValueError, match="NaN"):

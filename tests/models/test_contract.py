@@ -35,3 +35,22 @@ class TestConvCNPConvNet(ModelContract):
 class TestConvCNPApprox(ModelContract):
     key = "convcnp_approx"
     hparams = {**SMALL_CONVCNP, **SMALL_APPROX}
+
+
+class TestEquivCNP(ModelContract):
+    key = "equivcnp"
+    dim_x = 2
+    hparams = {"points_per_unit": 2, "channels": 2, "num_layers": 2, "kernel_size": 3}
+
+
+class TestEquivCNPApprox(ModelContract):
+    key = "equivcnp_approx"
+    dim_x = 2
+    hparams = {
+        "points_per_unit": 2,
+        "channels": 2,
+        "num_layers": 2,
+        "kernel_size": 3,
+        "num_fixed_inputs": 2,
+        "domain": [[-2.5, 2.5], [-2.5, 2.5]],
+    }

@@ -1,12 +1,17 @@
-"""A batch of neural-process tasks, validated once at construction."""
+"""Batches of neural-process tasks, validated once at construction.
+
+:class:`Batch` holds off-grid context and target sets; :class:`GridBatch` holds tasks whose
+data lie on one regular grid (images, gridded fields), with masks for context and targets.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
+from torch.distributions import Normal
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Batch:
         """Output dimension ``dy``."""
         return self.yc.shape[-1]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of every tensor."""
+        return self.xc.dtype
+
     def __len__(self) -> int:
         return self.xc.shape[0]
 
@@ -112,6 +122,10 @@ class Batch:
         """Translates every input (context and target) by ``offset``."""
         return replace(self, xc=self.xc + offset, xt=self.xt + offset)
 
+    def target_loglik(self, pred: Normal) -> Float[Tensor, " batch"]:
+        """Log-likelihood of ``yt`` under ``pred``, averaged over each task's targets."""
+        return pred.log_prob(self.yt).sum(-1).mean(-1)
+
     def __getitem__(self, index: slice | Tensor | int) -> Batch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
         if isinstance(index, int):
@@ -121,4 +135,118 @@ class Batch:
                 f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
                 for f in fields(self)
             }
+        )
+
+
+GRID_SPACING_RTOL = 1e-4
+"""Relative tolerance within which a grid axis counts as evenly spaced."""
+
+
+@dataclass(frozen=True)
+class GridBatch:
+    """Tasks whose data lie on one regular grid shared by the batch.
+
+    Models predict every cell; the target mask says which cells are scored. Values outside the
+    context are never read (they may be NaN, e.g. oceans in a land-only field).
+
+    Attributes:
+        y: Values at every cell, ``[batch, *grid, dy]``.
+        context_mask: Observed cells, ``[batch, *grid]`` (bool).
+        target_mask: Cells to predict and score, ``[batch, *grid]`` (bool); every task needs one.
+        axes: Coordinates of the cells along each spatial dimension: one increasing, evenly
+            spaced tensor ``[size_d]`` per dimension.
+    """
+
+    y: Float[Tensor, "batch *grid dy"]
+    context_mask: Bool[Tensor, " batch *grid"]
+    target_mask: Bool[Tensor, " batch *grid"]
+    axes: tuple[Tensor, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.y, Tensor) or not self.y.is_floating_point():
+            raise TypeError(f"y must be a floating-point torch.Tensor, got {type(self.y).__name__}")
+        grid = tuple(self.y.shape[1:-1])
+        if len(self.axes) != len(grid) or not grid:
+            raise ValueError(
+                f"y has shape {tuple(self.y.shape)}, i.e. {len(grid)} spatial dimension(s), "
+                f"but {len(self.axes)} coordinate axes were given"
+            )
+        for name in ("context_mask", "target_mask"):
+            mask = getattr(self, name)
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                raise TypeError(f"{name} must be a boolean torch.Tensor")
+            if mask.shape != self.y.shape[:-1]:
+                raise ValueError(
+                    f"{name} has shape {tuple(mask.shape)}, expected {tuple(self.y.shape[:-1])}"
+                )
+        for d, axis in enumerate(self.axes):
+            if axis.ndim != 1 or len(axis) != grid[d]:
+                raise ValueError(
+                    f"axis {d} has shape {tuple(axis.shape)}, expected ({grid[d]},) to match y"
+                )
+            if len(axis) > 1:
+                steps = axis.diff()
+                if not bool((steps > 0).all()) or not torch.allclose(
+                    steps, steps.mean().expand_as(steps), rtol=GRID_SPACING_RTOL, atol=0
+                ):
+                    raise ValueError(f"axis {d} must be increasing and evenly spaced")
+        used = self.context_mask | self.target_mask
+        if not bool(torch.isfinite(self.y[used]).all()):
+            raise ValueError("y contains NaN or infinite values at context or target cells")
+        empty = ~self.target_mask.flatten(1).any(dim=1)
+        if bool(empty.any()):
+            raise ValueError(
+                f"task(s) {empty.nonzero().flatten().tolist()} have no target cell "
+                "(every task needs at least one)"
+            )
+
+    @property
+    def dim_x(self) -> int:
+        """Number of spatial dimensions ``dx``."""
+        return len(self.axes)
+
+    @property
+    def dim_y(self) -> int:
+        """Output dimension ``dy``."""
+        return self.y.shape[-1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the values."""
+        return self.y.dtype
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def context_values(self) -> Float[Tensor, "batch *grid dy"]:
+        """``y`` with every cell outside the context set to zero."""
+        return torch.where(self.context_mask[..., None], self.y, 0.0)
+
+    def to(self, *args, **kwargs) -> GridBatch:
+        """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``."""
+        device_only = {k: v for k, v in kwargs.items() if k == "device"}
+        return GridBatch(
+            self.y.to(*args, **kwargs),
+            self.context_mask.to(**device_only),
+            self.target_mask.to(**device_only),
+            tuple(a.to(*args, **kwargs) for a in self.axes),
+        )
+
+    def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:
+        """Translates the grid (its coordinates) by ``offset``; the values move with it."""
+        offset = torch.as_tensor(offset, dtype=self.axes[0].dtype).expand(self.dim_x)
+        return replace(self, axes=tuple(a + o for a, o in zip(self.axes, offset, strict=True)))
+
+    def target_loglik(self, pred: Normal) -> Float[Tensor, " batch"]:
+        """Log-likelihood of the target cells under ``pred``, averaged over each task's targets."""
+        log_prob = pred.log_prob(self.y.nan_to_num()).sum(-1)
+        scored = torch.where(self.target_mask, log_prob, 0.0).flatten(1).sum(1)
+        return scored / self.target_mask.flatten(1).sum(1)
+
+    def __getitem__(self, index: slice | Tensor | int) -> GridBatch:
+        """Selects tasks along the batch dimension (an integer keeps the dimension)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return GridBatch(
+            self.y[index], self.context_mask[index], self.target_mask[index], self.axes
         )

@@ -18,6 +18,8 @@ DISPLAY_NAMES = {
     "tetnp_approx": "TE-TNP (T̃)",
     "convcnp": "ConvCNP (T)",
     "convcnp_approx": "ConvCNP (T̃)",
+    "equivcnp": "EquivCNP (E)",
+    "equivcnp_approx": "EquivCNP (Ẽ)",
 }
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.mlp import MLP
-from aenp.nn.setconv import SetConvDecoder, SetConvEncoder, lattice_grid
+from aenp.nn.setconv import Grid, SetConvDecoder, SetConvEncoder, lattice_grid
 
 
 class ConvCNPBackbone(nn.Module):
@@ -58,8 +58,36 @@ class ConvCNPBackbone(nn.Module):
         """Target features for the likelihood."""
         x = torch.cat([xc, xt], dim=1)
         grid = lattice_grid(x, self.points_per_unit, self.margin, self.cnn.resolution_multiple)
-        h = self.resize(self.encoder(xc, yc, grid))
+        z = self._on_grid(self.encoder(xc, yc, grid), grid)
+        return self.head(self.decoder(grid, z, xt))
+
+    def forward_grid(
+        self,
+        yc: Float[Tensor, "batch *grid dy"],
+        context_mask: Bool[Tensor, " batch *grid"],
+        grid: Grid,
+    ) -> Float[Tensor, "batch *grid 2*dy"]:
+        """Features of every cell of a grid of data; the set convolutions are skipped.
+
+        Args:
+            yc: Values, zero outside the context.
+            context_mask: Observed cells.
+            grid: The cells' coordinates.
+        """
+        multiple = self.cnn.resolution_multiple
+        if any(size % multiple for size in grid.shape):
+            raise ValueError(
+                f"grid of shape {grid.shape} must have a multiple of {multiple} cells along "
+                f"every axis for this CNN; crop or pad the grid, or use fewer U-Net levels"
+            )
+        density = context_mask[..., None].to(yc.dtype)
+        return self.head(self._on_grid(torch.cat([density, yc], dim=-1), grid))
+
+    def _on_grid(
+        self, h: Float[Tensor, "batch *grid dy+1"], grid: Grid
+    ) -> Float[Tensor, "batch *grid channels"]:
+        """Density and data channels → (plus fixed inputs) → CNN features, channels last."""
+        h = self.resize(h)
         if self.fixed_inputs is not None:
             h = h + self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
-        h = self.cnn(h.movedim(-1, 1)).movedim(1, -1)
-        return self.head(self.decoder(grid, h, xt))
+        return self.cnn(h.movedim(-1, 1)).movedim(1, -1)

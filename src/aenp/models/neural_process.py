@@ -8,7 +8,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
+from aenp.nn.setconv import Grid
 
 
 class NeuralProcess(nn.Module):
@@ -39,15 +40,30 @@ class NeuralProcess(nn.Module):
 
     def forward(
         self,
-        xc: Float[Tensor, "batch nc dx"] | Batch,
+        xc: Float[Tensor, "batch nc dx"] | Batch | GridBatch,
         yc: Float[Tensor, "batch nc dy"] | None = None,
         xt: Float[Tensor, "batch nt dx"] | None = None,
     ) -> Normal:
         """Predictive distribution over ``yt``, ``[batch, nt, dy]``.
 
-        Called as ``model(xc, yc, xt)`` or ``model(batch)``.
+        Called as ``model(xc, yc, xt)`` or ``model(batch)``. Given a :class:`GridBatch`, models
+        that work on grids predict every cell: ``[batch, *grid, dy]``.
         """
-        batch = xc if isinstance(xc, Batch) else Batch(xc, yc, xt)
+        batch = xc if isinstance(xc, Batch | GridBatch) else Batch(xc, yc, xt)
+        self._check(batch)
+        if isinstance(batch, GridBatch):
+            if not hasattr(self.backbone, "forward_grid"):
+                raise TypeError(
+                    f"{type(self.backbone).__name__} does not accept gridded inputs; "
+                    "pass a Batch of context and target points instead"
+                )
+            grid = Grid(batch.axes)
+            z = self.backbone.forward_grid(batch.context_values(), batch.context_mask, grid)
+            return self.likelihood(z)
+        return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))
+
+    def _check(self, batch: Batch | GridBatch) -> None:
+        """Names any mismatch between the batch and the model's dimensions or dtype."""
         if batch.dim_x != self.dim_x:
             raise ValueError(
                 f"inputs have dimension dx={batch.dim_x} but the model was built for "
@@ -55,12 +71,12 @@ class NeuralProcess(nn.Module):
             )
         if batch.dim_y != self.dim_y:
             raise ValueError(
-                f"yc has dimension dy={batch.dim_y} but the model was built for dim_y={self.dim_y}"
+                f"outputs have dimension dy={batch.dim_y} but the model was built for "
+                f"dim_y={self.dim_y}"
             )
         dtype = next(self.parameters()).dtype
-        if batch.xc.dtype != dtype:
+        if batch.dtype != dtype:
             raise TypeError(
-                f"inputs are {batch.xc.dtype} but the model's parameters are {dtype}; "
-                f"cast one to match (e.g. model.to({batch.xc.dtype}))"
+                f"inputs are {batch.dtype} but the model's parameters are {dtype}; "
+                f"cast one to match (e.g. model.to({batch.dtype}))"
             )
-        return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))

@@ -12,6 +12,7 @@ from aenp.models.neural_process import NeuralProcess
 from aenp.models.tnp import TETNPBackbone, TNPBackbone
 from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.fixed_inputs import approximate
+from aenp.nn.group_conv import GroupConvNet, GroupUNet
 
 APPROX_SUFFIX = "_approx"
 
@@ -73,12 +74,44 @@ def build_convcnp(
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 
+GROUP_CNNS = {"unet": GroupUNet, "conv": GroupConvNet}
+
+
+def build_equivcnp(
+    dim_x: int,
+    dim_y: int,
+    points_per_unit: float = 64,
+    margin: float = 0.1,
+    cnn: str = "unet",
+    channels: int = 8,
+    num_layers: int = 4,
+    kernel_size: int = 5,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """ConvCNP whose CNN is equivariant to the rotations and reflections of the grid (D4).
+
+    ``channels`` counts regular fields, each of 8 feature maps. Exactly equivariant to the
+    8 dihedral transformations of gridded inputs (:class:`aenp.GridBatch`).
+    """
+    if dim_x != 2:
+        raise ValueError(
+            "equivcnp acts on 2-D inputs (the dihedral group of the square grid), "
+            f"got dim_x={dim_x}"
+        )
+    if cnn not in GROUP_CNNS:
+        raise ValueError(f"unknown cnn {cnn!r}; choose one of {sorted(GROUP_CNNS)}")
+    network = GROUP_CNNS[cnn](dim_x, channels, num_layers, kernel_size)
+    backbone = ConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
 BUILDERS: dict[str, Callable[..., NeuralProcess]] = {
     "tnp": build_tnp,
     "tetnp": build_tetnp,
     "convcnp": build_convcnp,
+    "equivcnp": build_equivcnp,
 }
-EQUIVARIANT = ("tetnp", "convcnp")
+EQUIVARIANT = ("tetnp", "convcnp", "equivcnp")
 APPROXIMATE_HPARAMS = tuple(
     name for name in inspect.signature(approximate).parameters if name != "model"
 )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
 from aenp.models.neural_process import NeuralProcess
 
 
-def mean_loglik(model: NeuralProcess, batch: Batch) -> torch.Tensor:
-    """Log-likelihood of ``batch.yt`` averaged over targets, then tasks (nats per point)."""
-    return model(batch).log_prob(batch.yt).sum(-1).mean()
+def mean_loglik(model: NeuralProcess, batch: Batch | GridBatch) -> torch.Tensor:
+    """Log-likelihood of the targets averaged over each task's targets, then tasks (nats)."""
+    return batch.target_loglik(model(batch)).mean()
 
 
 class NeuralProcessModule(L.LightningModule):
@@ -37,13 +37,13 @@ class NeuralProcessModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.cosine_schedule = cosine_schedule
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
         """Negative mean log-likelihood of the targets."""
         loss = -mean_loglik(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch | GridBatch, batch_idx: int) -> None:
         """Logs the validation log-likelihood (higher is better)."""
         loglik = mean_loglik(self.model, batch)
         self.log("val/loglik", loglik, prog_bar=True, sync_dist=True, batch_size=len(batch))

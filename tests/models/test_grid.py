@@ -1,0 +1,108 @@
+"""Gridded inputs (GridBatch) for the convolutional models, and D4 exactness of EquivCNP."""
+
+import pytest
+import torch
+
+import aenp
+from aenp.data.batch import GridBatch
+from aenp.nn.fixed_inputs import FixedInputs
+from aenp.nn.group_conv import D4
+from aenp.testing import (
+    assert_equivariant,
+    dihedral,
+    equivariance_error,
+    random_grid_batch,
+    translation,
+)
+
+SMALL = {
+    "convcnp": {"channels": 6, "num_layers": 2, "points_per_unit": 4},
+    "equivcnp": {"channels": 3, "num_layers": 2, "kernel_size": 3, "points_per_unit": 4},
+}
+APPROX = {"num_fixed_inputs": 2, "domain": [[-1.0, 1.0], [-1.0, 1.0]]}
+GRID_KEYS = ["convcnp", "convcnp_approx", "equivcnp", "equivcnp_approx"]
+
+
+def build(key, dtype=torch.float64):
+    torch.manual_seed(0)
+    hparams = {**SMALL[key.removesuffix("_approx")], **(APPROX if "approx" in key else {})}
+    model = aenp.build_model(key, 2, 1, **hparams).to(dtype).eval()
+    for module in model.modules():
+        if isinstance(module, FixedInputs):
+            torch.nn.init.normal_(module.projection.weight)
+    return model
+
+
+@pytest.mark.parametrize("key", GRID_KEYS)
+def test_predicts_every_cell(key):
+    batch = random_grid_batch(dtype=torch.float64)
+    pred = build(key)(batch)
+    assert pred.mean.shape == batch.y.shape
+    assert bool(torch.isfinite(pred.mean).all() and (pred.stddev > 0).all())
+    assert bool(torch.isfinite(batch.target_loglik(pred)).all())
+
+
+@pytest.mark.parametrize("key", GRID_KEYS)
+def test_values_outside_the_context_are_never_read(key):
+    model, batch = build(key), random_grid_batch(dtype=torch.float64)
+    altered = GridBatch(
+        torch.where(batch.context_mask[..., None], batch.y, 123.0),
+        batch.context_mask,
+        batch.target_mask,
+        batch.axes,
+    )
+    torch.testing.assert_close(model(altered).mean, model(batch).mean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key", GRID_KEYS)
+def test_grid_batch_split_consistency(key):
+    model, batch = build(key), random_grid_batch(dtype=torch.float64)
+    whole = model(batch).mean
+    for i in range(len(batch)):
+        torch.testing.assert_close(model(batch[i]).mean, whole[i : i + 1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 12)])
+@pytest.mark.parametrize("g", D4)
+def test_equivcnp_is_exactly_d4_equivariant_on_grids(g, shape):
+    batch = random_grid_batch(shape=shape, dtype=torch.float64)
+    assert_equivariant(build("equivcnp"), batch, *dihedral(g))
+
+
+def test_equivcnp_approx_breaks_d4_until_zeroed():
+    model, batch = build("equivcnp_approx"), random_grid_batch(dtype=torch.float64)
+    quarter_turn = dihedral((1, 0))
+    assert equivariance_error(model, batch, *quarter_turn) > 1e-3
+    with aenp.strictly_equivariant(model):
+        for g in D4:
+            assert_equivariant(model, batch, *dihedral(g))
+
+
+def test_convcnp_is_not_rotation_equivariant():
+    """Guards the D4 tests: an ordinary CNN visibly changes under a quarter turn."""
+    model, batch = build("convcnp"), random_grid_batch(dtype=torch.float64)
+    assert equivariance_error(model, batch, *dihedral((1, 0))) > 1e-4
+
+
+@pytest.mark.parametrize("key", GRID_KEYS)
+def test_moving_the_grid_changes_only_approximate_models(key):
+    model, batch = build(key), random_grid_batch(dtype=torch.float64)
+    error = equivariance_error(model, batch, translation(torch.tensor([0.5, -0.25])))
+    assert (error > 1e-3) if key.endswith("_approx") else (error == 0)
+
+
+def test_grid_size_must_suit_the_unet():
+    model = build("convcnp")  # 2 levels: axes must be multiples of 4
+    with pytest.raises(ValueError, match=r"multiple of 4 cells along every axis"):
+        model(random_grid_batch(shape=(8, 6), dtype=torch.float64))
+
+
+def test_transformers_refuse_grids():
+    model = aenp.build_model("tetnp", 2, 1, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8)
+    with pytest.raises(TypeError, match="does not accept gridded inputs"):
+        model(random_grid_batch())
+
+
+def test_equivcnp_needs_two_dimensional_inputs():
+    with pytest.raises(ValueError, match="equivcnp acts on 2-D inputs"):
+        aenp.build_model("equivcnp", 1, 1)
