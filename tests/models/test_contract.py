@@ -54,3 +54,8 @@ class TestEquivCNPApprox(ModelContract):
         "num_fixed_inputs": 2,
         "domain": [[-2.5, 2.5], [-2.5, 2.5]],
     }
+
+
+class TestRelaxedConvCNP(ModelContract):
+    key = "relaxed_convcnp"
+    hparams = {"points_per_unit": 16, "channels": 8, "num_layers": 2, "num_banks": 2}

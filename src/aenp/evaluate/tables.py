@@ -20,6 +20,7 @@ DISPLAY_NAMES = {
     "convcnp_approx": "ConvCNP (T̃)",
     "equivcnp": "EquivCNP (E)",
     "equivcnp_approx": "EquivCNP (Ẽ)",
+    "relaxed_convcnp": "RelaxedConvCNP (T̃)",
 }
 
 

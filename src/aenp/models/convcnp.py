@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.mlp import MLP
+from aenp.nn.relaxed_conv import RelaxedConvNet
 from aenp.nn.setconv import Grid, SetConvDecoder, SetConvEncoder, lattice_grid
 
 
@@ -91,3 +92,34 @@ class ConvCNPBackbone(nn.Module):
         if self.fixed_inputs is not None:
             h = h + self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
         return self.cnn(h.movedim(-1, 1)).movedim(1, -1)
+
+
+class RelaxedConvCNPBackbone(ConvCNPBackbone):
+    """ConvCNP whose CNN mixes filter banks with position-dependent weights (RelaxedConvCNP).
+
+    Its injection point turns fixed inputs into the relaxed convolutions' weight departures
+    instead of adding them as channels; without fixed inputs (or inside
+    ``strictly_equivariant``) the weights are uniform and the model is an ordinary ConvCNP.
+    """
+
+    def __init__(
+        self,
+        dim_x: int,
+        dim_y: int,
+        cnn: RelaxedConvNet,
+        channels: int,
+        points_per_unit: float,
+        margin: float,
+    ):
+        super().__init__(dim_x, dim_y, cnn, channels, points_per_unit, margin)
+        self.fixed_input_width = cnn.num_weights
+
+    def _on_grid(
+        self, h: Float[Tensor, "batch *grid dy+1"], grid: Grid
+    ) -> Float[Tensor, "batch *grid channels"]:
+        """Density and data channels → relaxed CNN (weights from fixed inputs), channels last."""
+        h = self.resize(h)
+        departures = None
+        if self.fixed_inputs is not None:
+            departures = self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
+        return self.cnn(h.movedim(-1, 1), departures).movedim(1, -1)

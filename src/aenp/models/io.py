@@ -12,8 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aenp.models.neural_process import NeuralProcess
-from aenp.models.registry import build_model, model_name
-from aenp.nn.fixed_inputs import approximate
+from aenp.models.registry import model_name, rebuild_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -81,9 +80,7 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
             (missing, unexpected or mis-shaped tensors); nothing is loaded partially.
     """
     config = load_config(directory)
-    model = build_model(config["key"], config["dim_x"], config["dim_y"], **config["hparams"])
-    if "approximate" in config:
-        approximate(model, **config["approximate"])
+    model = rebuild_model(config)
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no weights at {directory}: {path} does not exist")

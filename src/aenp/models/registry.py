@@ -6,13 +6,14 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aenp.models.convcnp import ConvCNPBackbone
+from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.tnp import TETNPBackbone, TNPBackbone
 from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.fixed_inputs import approximate
 from aenp.nn.group_conv import GroupConvNet, GroupUNet
+from aenp.nn.relaxed_conv import RelaxedConvNet
 
 APPROX_SUFFIX = "_approx"
 
@@ -105,13 +106,38 @@ def build_equivcnp(
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 
+def build_relaxed_convcnp(
+    dim_x: int,
+    dim_y: int,
+    points_per_unit: float = 64,
+    margin: float = 0.1,
+    channels: int = 32,
+    num_layers: int = 6,
+    kernel_size: int = 5,
+    num_banks: int = 2,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """ConvCNP with relaxed convolutions: ``num_banks`` filter banks per layer.
+
+    Built without fixed inputs it is an ordinary ConvCNP (uniform bank weights); the registry
+    key ``relaxed_convcnp`` always attaches fixed inputs, which set the weights.
+    """
+    network = RelaxedConvNet(dim_x, channels, num_layers, kernel_size, num_banks)
+    backbone = RelaxedConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
 BUILDERS: dict[str, Callable[..., NeuralProcess]] = {
     "tnp": build_tnp,
     "tetnp": build_tetnp,
     "convcnp": build_convcnp,
     "equivcnp": build_equivcnp,
+    "relaxed_convcnp": build_relaxed_convcnp,
 }
 EQUIVARIANT = ("tetnp", "convcnp", "equivcnp")
+"""Strictly equivariant models; ``<key>_approx`` is each made approximate."""
+APPROXIMATE_ONLY = ("relaxed_convcnp",)
+"""Models whose registry key always comes with fixed inputs."""
 APPROXIMATE_HPARAMS = tuple(
     name for name in inspect.signature(approximate).parameters if name != "model"
 )
@@ -120,6 +146,10 @@ APPROXIMATE_HPARAMS = tuple(
 def model_keys() -> list[str]:
     """Every registry key, approximate variants included."""
     return [*BUILDERS, *(key + APPROX_SUFFIX for key in EQUIVARIANT)]
+
+
+def _approximates(key: str) -> bool:
+    return key.endswith(APPROX_SUFFIX) or key in APPROXIMATE_ONLY
 
 
 def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProcess:
@@ -142,7 +172,7 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     builder = BUILDERS[base]
-    is_approx = key != base
+    is_approx = _approximates(key)
     approx_args = {k: hparams.pop(k) for k in APPROXIMATE_HPARAMS if is_approx and k in hparams}
     accepted = set(inspect.signature(builder).parameters) - {"dim_x", "dim_y"}
     unknown = set(hparams) - accepted
@@ -160,8 +190,25 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
 
 def model_name(model: NeuralProcess) -> str:
     """Registry key that rebuilds ``model`` (``*_approx`` once it has fixed inputs)."""
-    suffix = APPROX_SUFFIX if "approximate" in model.config else ""
-    return model.config["key"] + suffix
+    return registry_key(model.config)
+
+
+def registry_key(config: dict[str, Any]) -> str:
+    """The registry key of the model a build config describes."""
+    key = config["key"]
+    if "approximate" in config and key not in APPROXIMATE_ONLY:
+        return key + APPROX_SUFFIX
+    return key
+
+
+def rebuild_model(config: dict[str, Any]) -> NeuralProcess:
+    """A freshly initialised model from a build config.
+
+    The config holds ``key``, ``dim_x``, ``dim_y``, ``hparams`` and, for models with fixed
+    inputs, ``approximate`` (the arguments of :func:`aenp.approximate`).
+    """
+    hparams = {**config["hparams"], **config.get("approximate", {})}
+    return build_model(registry_key(config), config["dim_x"], config["dim_y"], **hparams)
 
 
 def _plain(value: Any) -> Any:

@@ -11,7 +11,8 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-def _check(dim: int, kernel_size: int) -> None:
+def check_conv_arguments(dim: int, kernel_size: int) -> None:
+    """Names an unsupported number of dimensions or an even kernel size."""
     if dim not in CONV:
         raise ValueError(f"convolutions support 1 to 3 spatial dimensions, got {dim}")
     if kernel_size % 2 == 0:
@@ -32,7 +33,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_layers: int, kernel_size: int):
         super().__init__()
-        _check(dim, kernel_size)
+        check_conv_arguments(dim, kernel_size)
         self.layers = nn.ModuleList(
             CONV[dim](channels, channels, kernel_size, padding=kernel_size // 2)
             for _ in range(num_layers)
@@ -60,7 +61,7 @@ class UNet(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_levels: int, kernel_size: int):
         super().__init__()
-        _check(dim, kernel_size)
+        check_conv_arguments(dim, kernel_size)
         self.resolution_multiple = 2**num_levels
         padding = kernel_size // 2
         self.down = nn.ModuleList(
