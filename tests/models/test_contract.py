@@ -59,3 +59,21 @@ class TestEquivCNPApprox(ModelContract):
 class TestRelaxedConvCNP(ModelContract):
     key = "relaxed_convcnp"
     hparams = {"points_per_unit": 16, "channels": 8, "num_layers": 2, "num_banks": 2}
+
+
+SMALL_PT = {**SMALL_TNP, "num_pseudo_tokens": 4}
+
+
+class TestPTTNP(ModelContract):
+    key = "pttnp"
+    hparams = SMALL_PT
+
+
+class TestTEPTTNP(ModelContract):
+    key = "tepttnp"
+    hparams = SMALL_PT
+
+
+class TestTEPTTNPApprox(ModelContract):
+    key = "tepttnp_approx"
+    hparams = {**SMALL_PT, **SMALL_APPROX}

@@ -12,7 +12,12 @@ from .test_contract import SMALL_CONVCNP, SMALL_TNP
 PPU = SMALL_CONVCNP["points_per_unit"]
 ANY_SHIFTS = [0.37, -5.123, 8.0, 1e3 + 0.25]
 LATTICE_SHIFTS = [1 / PPU, -7 / PPU, 8.0, 1000.0 + 3 / PPU]
-STRICT = {"tetnp": (SMALL_TNP, ANY_SHIFTS), "convcnp": (SMALL_CONVCNP, LATTICE_SHIFTS)}
+SMALL_PT = {**SMALL_TNP, "num_pseudo_tokens": 4}
+STRICT = {
+    "tetnp": (SMALL_TNP, ANY_SHIFTS),
+    "tepttnp": (SMALL_PT, ANY_SHIFTS),
+    "convcnp": (SMALL_CONVCNP, LATTICE_SHIFTS),
+}
 
 
 def build(key, **hparams):
@@ -48,13 +53,21 @@ def test_convcnp_is_not_equivariant_off_the_lattice():
     assert equivariance_error(model, batch, translation(0.5 / PPU)) > 1e-6
 
 
-def test_tnp_is_not_equivariant():
+@pytest.mark.parametrize(("key", "hparams"), [("tnp", SMALL_TNP), ("pttnp", SMALL_PT)])
+def test_non_equivariant_transformers_are_not_equivariant(key, hparams):
     torch.manual_seed(0)
-    model = aenp.build_model("tnp", 1, 1, **SMALL_TNP).double().eval()
+    model = aenp.build_model(key, 1, 1, **hparams).double().eval()
     assert equivariance_error(model, random_batch(dtype=torch.float64), translation(0.37)) > 1e-4
 
 
-@pytest.mark.parametrize("key", ["tetnp_approx", "convcnp_approx"])
+def test_tepttnp_is_equivariant_to_vector_shifts_in_2d():
+    torch.manual_seed(0)
+    model = aenp.build_model("tepttnp", 2, 1, **SMALL_PT).double().eval()
+    batch = random_batch(dim_x=2, dtype=torch.float64)
+    assert_equivariant(model, batch, translation(torch.tensor([3.7, -0.2], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("key", ["tetnp_approx", "tepttnp_approx", "convcnp_approx"])
 class TestApproximate:
     def test_zero_initialised_equals_strict_model(self, key):
         strict, approx = build(key.removesuffix("_approx")), build(key, domain=[[-3.0, 3.0]])

@@ -9,6 +9,7 @@ from typing import Any
 from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
+from aenp.models.pttnp import PTTNPBackbone, TEPTTNPBackbone
 from aenp.models.tnp import TETNPBackbone, TNPBackbone
 from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.fixed_inputs import approximate
@@ -45,6 +46,50 @@ def build_tetnp(
     """Translation-equivariant transformer neural process (TE-TNP)."""
     backbone = TETNPBackbone(
         dim_x, dim_y, embed_dim, num_heads, num_layers, ff_dim, tuple(kernel_hidden)
+    )
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
+def build_pttnp(
+    dim_x: int,
+    dim_y: int,
+    embed_dim: int = 128,
+    num_heads: int = 8,
+    num_layers: int = 5,
+    ff_dim: int = 128,
+    num_pseudo_tokens: int = 64,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """Non-equivariant pseudo-token TNP (PT-TNP)."""
+    backbone = PTTNPBackbone(
+        dim_x, dim_y, embed_dim, num_heads, num_layers, ff_dim, num_pseudo_tokens
+    )
+    return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
+
+
+def build_tepttnp(
+    dim_x: int,
+    dim_y: int,
+    embed_dim: int = 128,
+    num_heads: int = 8,
+    num_layers: int = 5,
+    ff_dim: int = 128,
+    num_pseudo_tokens: int = 64,
+    kernel_hidden: Sequence[int] = (16,),
+    offset_scale: float = 1.0,
+    min_std: float = 1e-3,
+) -> NeuralProcess:
+    """Translation-equivariant pseudo-token TNP (TE-PT-TNP)."""
+    backbone = TEPTTNPBackbone(
+        dim_x,
+        dim_y,
+        embed_dim,
+        num_heads,
+        num_layers,
+        ff_dim,
+        num_pseudo_tokens,
+        tuple(kernel_hidden),
+        offset_scale,
     )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
@@ -130,11 +175,13 @@ def build_relaxed_convcnp(
 BUILDERS: dict[str, Callable[..., NeuralProcess]] = {
     "tnp": build_tnp,
     "tetnp": build_tetnp,
+    "pttnp": build_pttnp,
+    "tepttnp": build_tepttnp,
     "convcnp": build_convcnp,
     "equivcnp": build_equivcnp,
     "relaxed_convcnp": build_relaxed_convcnp,
 }
-EQUIVARIANT = ("tetnp", "convcnp", "equivcnp")
+EQUIVARIANT = ("tetnp", "tepttnp", "convcnp", "equivcnp")
 """Strictly equivariant models; ``<key>_approx`` is each made approximate."""
 APPROXIMATE_ONLY = ("relaxed_convcnp",)
 """Models whose registry key always comes with fixed inputs."""

@@ -20,6 +20,24 @@ def _flagged(y: Tensor, is_context: bool) -> Tensor:
     return torch.cat([y, flag], dim=-1)
 
 
+def embed_tokens(
+    encoder: nn.Module,
+    yc: Float[Tensor, "batch nc dy"],
+    xt: Float[Tensor, "batch nt dx"],
+    xc: Float[Tensor, "batch nc dx"] | None = None,
+) -> tuple[Float[Tensor, "batch nc embed"], Float[Tensor, "batch nt embed"]]:
+    """Initial context tokens ``(y, 1)`` and target tokens ``(0, 0)``.
+
+    Non-equivariant models pass ``xc``: their tokens also embed the inputs, ``(x, y, 1)`` and
+    ``(x, 0, 0)``. Equivariant models see inputs only through differences, in attention.
+    """
+    placeholder = xt.new_zeros(*xt.shape[:-1], yc.shape[-1])
+    if xc is None:
+        return encoder(_flagged(yc, True)), encoder(_flagged(placeholder, False))
+    zc = encoder(_flagged(torch.cat([xc, yc], dim=-1), True))
+    return zc, encoder(_flagged(torch.cat([xt, placeholder], dim=-1), False))
+
+
 class TNPLayer(nn.Module):
     """One TNP layer: context self-attention, then target→context cross-attention.
 
@@ -63,9 +81,7 @@ class TNPBackbone(nn.Module):
         xt: Float[Tensor, "batch nt dx"],
     ) -> Float[Tensor, "batch nt 2*dy"]:
         """Target features for the likelihood."""
-        zc = self.token_encoder(_flagged(torch.cat([xc, yc], dim=-1), True))
-        yt_placeholder = xt.new_zeros(*xt.shape[:-1], yc.shape[-1])
-        zt = self.token_encoder(_flagged(torch.cat([xt, yt_placeholder], dim=-1), False))
+        zc, zt = embed_tokens(self.token_encoder, yc, xt, xc)
         for layer in self.layers:
             zc = layer.context(zc)
             zt = layer.target(zt, zc)
@@ -119,8 +135,7 @@ class TETNPBackbone(nn.Module):
         xt: Float[Tensor, "batch nt dx"],
     ) -> Float[Tensor, "batch nt 2*dy"]:
         """Target features for the likelihood."""
-        zc = self.token_encoder(_flagged(yc, True))
-        zt = self.token_encoder(_flagged(xt.new_zeros(*xt.shape[:-1], yc.shape[-1]), False))
+        zc, zt = embed_tokens(self.token_encoder, yc, xt)
         if self.fixed_inputs is not None:
             t = self.fixed_inputs(torch.cat([xc, xt], dim=1))
             zc, zt = zc + t[:, : xc.shape[1]], zt + t[:, xc.shape[1] :]
