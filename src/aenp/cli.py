@@ -4,6 +4,7 @@
 ``aenp evaluate RUN_DIR``        evaluate a finished run on its test splits
 ``aenp reproduce EXPERIMENT``    train and evaluate every model of an experiment; table, figures
 ``aenp data export EXPERIMENT``  write an evaluation split to a portable file
+``aenp data smoke --out DIR``    simulate 2-D smoke plumes (PhiFlow) into a zarr store
 ``aenp models``                  list the registry keys
 """
 
@@ -65,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="a .npz or .nc file")
     export.add_argument("--num-tasks", type=int, default=None)
 
+    smoke = data_commands.add_parser("smoke", help="simulate 2-D smoke plumes with PhiFlow")
+    smoke.add_argument("--num-train", type=int, default=1024)
+    smoke.add_argument("--num-test", type=int, default=128)
+    smoke.add_argument("--resolution", type=int, default=64)
+    smoke.add_argument("--steps", type=int, default=None, help="simulation steps")
+    smoke.add_argument("--seed", type=int, default=0)
+    smoke.add_argument("--batch-size", type=int, default=32, help="simulations run together")
+    smoke.add_argument("--out", type=Path, required=True, help="directory of the store")
+
     commands.add_parser("models", help="list the registry keys")
     return parser
 
@@ -102,12 +112,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         models = args.models.split(",") if args.models else None
         reproduce(args.experiment, args.scale, out, models, args.overrides)
         print(f"Results: {out / 'results.md'}")
-    elif args.command == "data":
+    elif args.command == "data" and args.data_command == "export":
         from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split
 
         items = gp1d_split(args.split, args.num_tasks or GP1D_NUM_TASKS)
         export_tasks(args.out, items, gp1d_generator(args.split))
         print(f"Wrote {sum(len(t) for t, _ in items)} {args.split} tasks to {args.out}")
+    elif args.command == "data" and args.data_command == "smoke":
+        from dataclasses import replace
+
+        from aenp.data.smoke import SimulationError, SmokeSettings, generate
+
+        settings = SmokeSettings(resolution=args.resolution, seed=args.seed)
+        if args.steps is not None:
+            settings = replace(settings, num_steps=args.steps)
+        try:
+            generate(args.out, args.num_train, args.num_test, settings, args.batch_size)
+        except SimulationError as error:
+            print(f"aenp data smoke: error: {error}", file=sys.stderr)
+            return 1
+        print(f"Wrote {args.num_train + args.num_test} plumes to {args.out}")
     elif args.command == "models":
         from aenp.models.registry import model_keys
 
