@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.batch import GridBatch
+from aenp.data.batch import GridBatch, target_loglik
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4
 from aenp.testing import (
@@ -39,7 +39,7 @@ def test_predicts_every_cell(key):
     pred = build(key)(batch)
     assert pred.mean.shape == batch.y.shape
     assert bool(torch.isfinite(pred.mean).all() and (pred.stddev > 0).all())
-    assert bool(torch.isfinite(batch.target_loglik(pred)).all())
+    assert bool(torch.isfinite(target_loglik(batch, pred)).all())
 
 
 @pytest.mark.parametrize("key", GRID_KEYS)
@@ -97,10 +97,35 @@ def test_grid_size_must_suit_the_unet():
         model(random_grid_batch(shape=(8, 6), dtype=torch.float64))
 
 
-def test_transformers_refuse_grids():
+def equal_count_grid_batch(dtype=torch.float64):
+    """Gridded tasks with 5 context and 7 target cells each (as point sets need)."""
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 4, 4, 1, generator=generator, dtype=dtype)
+    order = torch.stack([torch.randperm(16, generator=generator) for _ in range(3)])
+    context = torch.zeros(3, 16, dtype=torch.bool).scatter(1, order[:, :5], True)
+    target = torch.zeros(3, 16, dtype=torch.bool).scatter(1, order[:, 5:12], True)
+    axes = (torch.arange(4, dtype=dtype), torch.arange(4, dtype=dtype))
+    return GridBatch(y, context.view(3, 4, 4), target.view(3, 4, 4), axes)
+
+
+def test_point_set_models_predict_the_target_cells_of_a_grid():
+    torch.manual_seed(0)
     model = aenp.build_model("tetnp", 2, 1, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8)
-    with pytest.raises(TypeError, match="does not accept gridded inputs"):
-        model(random_grid_batch())
+    model = model.double().eval()
+    grid = equal_count_grid_batch()
+    points = grid.to_points()
+    assert points.xc.shape == (3, 5, 2) and points.xt.shape == (3, 7, 2)
+    on_grid, direct = model(grid), model(points)
+    torch.testing.assert_close(on_grid.mean[grid.target_mask], direct.mean.reshape(-1, 1))
+    torch.testing.assert_close(target_loglik(grid, on_grid), target_loglik(points, direct))
+
+
+def test_point_sets_need_equal_counts_per_task():
+    grid = equal_count_grid_batch()
+    uneven = GridBatch(grid.y, grid.context_mask, grid.target_mask.clone(), grid.axes)
+    uneven.target_mask[0].view(-1)[grid.context_mask[0].view(-1).nonzero()[0]] = True
+    with pytest.raises(ValueError, match="same number of cells per task"):
+        uneven.to_points()
 
 
 def test_equivcnp_needs_two_dimensional_inputs():

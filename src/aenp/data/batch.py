@@ -13,6 +13,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torch.distributions import Normal
 
+from aenp.data.grid import Grid
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -122,9 +124,25 @@ class Batch:
         """Translates every input (context and target) by ``offset``."""
         return replace(self, xc=self.xc + offset, xt=self.xt + offset)
 
-    def target_loglik(self, pred: Normal) -> Float[Tensor, " batch"]:
-        """Log-likelihood of ``yt`` under ``pred``, averaged over each task's targets."""
-        return pred.log_prob(self.yt).sum(-1).mean(-1)
+    @property
+    def targets(self) -> Float[Tensor, "batch nt dy"]:
+        """The target outputs ``yt``, shaped like a prediction."""
+        if self.yt is None:
+            raise ValueError("this batch has no target outputs (yt is None)")
+        return self.yt
+
+    def target_average(self, values: Float[Tensor, "batch nt"]) -> Float[Tensor, " batch"]:
+        """Averages a per-target quantity over each task's targets."""
+        return values.mean(dim=-1)
+
+    def context_as_targets(self) -> Batch:
+        """The same tasks asked to predict their own context set."""
+        return Batch(self.xc, self.yc, self.xc, self.yc)
+
+    @property
+    def num_context(self) -> Tensor:
+        """Context points of each task, ``[batch]``."""
+        return torch.full((len(self),), self.xc.shape[1])
 
     def __getitem__(self, index: slice | Tensor | int) -> Batch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
@@ -237,11 +255,56 @@ class GridBatch:
         offset = torch.as_tensor(offset, dtype=self.axes[0].dtype).expand(self.dim_x)
         return replace(self, axes=tuple(a + o for a, o in zip(self.axes, offset, strict=True)))
 
-    def target_loglik(self, pred: Normal) -> Float[Tensor, " batch"]:
-        """Log-likelihood of the target cells under ``pred``, averaged over each task's targets."""
-        log_prob = pred.log_prob(self.y.nan_to_num()).sum(-1)
-        scored = torch.where(self.target_mask, log_prob, 0.0).flatten(1).sum(1)
+    @property
+    def targets(self) -> Float[Tensor, "batch *grid dy"]:
+        """The values, shaped like a prediction (unused cells set to zero)."""
+        return torch.where(self.target_mask[..., None], self.y, 0.0)
+
+    def target_average(self, values: Float[Tensor, " batch *grid"]) -> Float[Tensor, " batch"]:
+        """Averages a per-cell quantity over each task's target cells."""
+        scored = torch.where(self.target_mask, values, 0.0).flatten(1).sum(1)
         return scored / self.target_mask.flatten(1).sum(1)
+
+    def context_as_targets(self) -> GridBatch:
+        """The same tasks asked to predict their own context cells."""
+        return GridBatch(self.y, self.context_mask, self.context_mask, self.axes)
+
+    @property
+    def num_context(self) -> Tensor:
+        """Context cells of each task, ``[batch]``."""
+        return self.context_mask.flatten(1).sum(1)
+
+    def to_points(self) -> Batch:
+        """The tasks as context and target point sets, cells in row-major order.
+
+        Every task must have the same number of context cells and of target cells.
+        """
+        points = Grid(self.axes).points().to(self.y.dtype)
+        sets = []
+        for mask in (self.context_mask, self.target_mask):
+            counts = mask.flatten(1).sum(1)
+            if bool((counts != counts[0]).any()):
+                raise ValueError(
+                    "to_points needs the same number of cells per task in each mask, got "
+                    f"{counts.tolist()}"
+                )
+            n = int(counts[0])
+            x = points.expand(len(self), *points.shape)[mask].reshape(len(self), n, -1)
+            sets.append((x, self.y[mask].reshape(len(self), n, -1)))
+        (xc, yc), (xt, yt) = sets
+        return Batch(xc, yc, xt, yt)
+
+    def to_grid(self, pred: Normal) -> Normal:
+        """Places a prediction at the target points of :meth:`to_points` back on the grid.
+
+        Cells outside the targets get a standard normal (they are never scored).
+        """
+        shape = (*self.target_mask.shape, pred.mean.shape[-1])
+        mean = pred.mean.new_zeros(shape)
+        std = pred.mean.new_ones(shape)
+        mean[self.target_mask] = pred.mean.reshape(-1, shape[-1])
+        std[self.target_mask] = pred.stddev.reshape(-1, shape[-1])
+        return Normal(mean, std)
 
     def __getitem__(self, index: slice | Tensor | int) -> GridBatch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
@@ -250,3 +313,8 @@ class GridBatch:
         return GridBatch(
             self.y[index], self.context_mask[index], self.target_mask[index], self.axes
         )
+
+
+def target_loglik(batch: Batch | GridBatch, pred: Normal) -> Float[Tensor, " batch"]:
+    """Log-likelihood of the targets under ``pred``, averaged over each task's targets (nats)."""
+    return batch.target_average(pred.log_prob(batch.targets).sum(-1))

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
+from aenp.data.batch import target_loglik
 from aenp.data.experiments import EvaluationBatch
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
@@ -52,20 +53,21 @@ def per_task_metrics(
         for item in items:
             batch = item.batch.to(device)
             pred = model(batch)
-            add("loglik", pred.log_prob(batch.yt).sum(-1).mean(-1))
-            add("rmse", (pred.mean - batch.yt).square().sum(-1).mean(-1).sqrt())
-            if batch.xc.shape[1] > 0:
-                context = model(batch.xc, batch.yc, batch.xc)
-                add("context_loglik", context.log_prob(batch.yc).sum(-1).mean(-1))
-            else:
-                add("context_loglik", torch.full((len(batch),), math.nan))
+            add("loglik", target_loglik(batch, pred))
+            error = (pred.mean - batch.targets).square().mean(-1)
+            add("rmse", batch.target_average(error).sqrt())
+            context_loglik = torch.full((len(batch),), math.nan)
+            if bool((batch.num_context > 0).all()):
+                reconstruction = batch.context_as_targets()
+                context_loglik = target_loglik(reconstruction, model(reconstruction))
+            add("context_loglik", context_loglik)
             if item.gt_loglik is not None:
                 add("gt_loglik", item.gt_loglik)
                 add("oracle_loglik", item.oracle_loglik)
             if measure_equiv:
                 with strictly_equivariant(model):
                     strict_mean = model(batch).mean
-                add("delta_equiv", (pred.mean - strict_mean).abs().mean(dim=(-1, -2)))
+                add("delta_equiv", batch.target_average((pred.mean - strict_mean).abs().mean(-1)))
     result = {name: torch.cat(values) for name, values in columns.items()}
     if "gt_loglik" in result:
         result["gap"] = result["gt_loglik"] - result["loglik"]

@@ -6,10 +6,11 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from aenp.data.grid import Grid
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.mlp import MLP
 from aenp.nn.relaxed_conv import RelaxedConvNet
-from aenp.nn.setconv import Grid, SetConvDecoder, SetConvEncoder, lattice_grid
+from aenp.nn.setconv import SetConvDecoder, SetConvEncoder, lattice_grid
 
 
 class ConvCNPBackbone(nn.Module):

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from aenp.data.batch import Batch, GridBatch
-from aenp.nn.setconv import Grid
+from aenp.data.grid import Grid
 
 
 class NeuralProcess(nn.Module):
@@ -46,20 +46,21 @@ class NeuralProcess(nn.Module):
     ) -> Normal:
         """Predictive distribution over ``yt``, ``[batch, nt, dy]``.
 
-        Called as ``model(xc, yc, xt)`` or ``model(batch)``. Given a :class:`GridBatch`, models
-        that work on grids predict every cell: ``[batch, *grid, dy]``.
+        Called as ``model(xc, yc, xt)`` or ``model(batch)``. Given a :class:`GridBatch`, the
+        prediction has the grid's shape ``[batch, *grid, dy]``: convolutional models predict
+        every cell; point-set models (transformers) predict the target cells, seen as points,
+        and leave a standard normal elsewhere.
         """
         batch = xc if isinstance(xc, Batch | GridBatch) else Batch(xc, yc, xt)
         self._check(batch)
-        if isinstance(batch, GridBatch):
-            if not hasattr(self.backbone, "forward_grid"):
-                raise TypeError(
-                    f"{type(self.backbone).__name__} does not accept gridded inputs; "
-                    "pass a Batch of context and target points instead"
-                )
+        if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):
             grid = Grid(batch.axes)
             z = self.backbone.forward_grid(batch.context_values(), batch.context_mask, grid)
             return self.likelihood(z)
+        if isinstance(batch, GridBatch):
+            # Point-set models see the context and target cells as points.
+            points = batch.to_points()
+            return batch.to_grid(self.likelihood(self.backbone(points.xc, points.yc, points.xt)))
         return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))
 
     def _check(self, batch: Batch | GridBatch) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from aenp.data.batch import Batch, GridBatch
+from aenp.data.batch import Batch, GridBatch, target_loglik
 from aenp.models.neural_process import NeuralProcess
 
 
 def mean_loglik(model: NeuralProcess, batch: Batch | GridBatch) -> torch.Tensor:
     """Log-likelihood of the targets averaged over each task's targets, then tasks (nats)."""
-    return batch.target_loglik(model(batch)).mean()
+    return target_loglik(batch, model(batch)).mean()
 
 
 class NeuralProcessModule(L.LightningModule):
