@@ -14,7 +14,7 @@ def test_configs_exist_for_every_registry_model():
     import aenp
 
     assert set(MODEL_CONFIGS) == set(aenp.model_keys())
-    assert "gp1d" in EXPERIMENT_CONFIGS
+    assert {"gp1d", "smoke2d"} <= set(EXPERIMENT_CONFIGS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENT_CONFIGS)
@@ -27,7 +27,7 @@ def test_every_config_composes_and_builds(experiment, model):
             build_from_config(cfg)
         return
     net = build_from_config(cfg).eval()
-    pred = net(random_batch(num_context=5, num_target=6))
+    pred = net(random_batch(num_context=5, num_target=6, dim_x=cfg.experiment.dim_x))
     assert pred.mean.shape == (3, 6, 1) and bool(torch.isfinite(pred.mean).all())
 
 

@@ -128,3 +128,45 @@ def test_each_rank_draws_its_own_share_of_the_epoch():
         assert len(loader) == 8  # 64 tasks / (4 per batch × 2 ranks)
         first[rank] = next(iter(loader))
     assert not torch.equal(first[0].xt, first[1].xt)
+
+
+@pytest.mark.parametrize("model", ["tepttnp_approx", "equivcnp_approx"])
+def test_trains_and_evaluates_on_smoke2d(tmp_path, model):
+    from aenp.data.smoke import SmokeSettings, generate
+    from aenp.evaluate.run import evaluate_run
+
+    store = generate(tmp_path / "smoke", 8, 2, SmokeSettings(16, 3), 4, progress=False)
+    sizes = {
+        "tepttnp_approx": [
+            "model.hparams.embed_dim=8",
+            "model.hparams.num_heads=2",
+            "model.hparams.num_layers=1",
+            "model.hparams.ff_dim=8",
+            "model.hparams.num_pseudo_tokens=4",
+        ],
+        "equivcnp_approx": [
+            "model.hparams.channels=2",
+            "model.hparams.num_layers=2",
+            "model.hparams.kernel_size=3",
+        ],
+    }
+    cfg = compose_config(
+        [
+            "experiment=smoke2d",
+            f"model={model}",
+            f"run_dir={tmp_path / model}",
+            f"experiment.options.data_dir={store}",
+            "experiment.options.num_targets=16",
+            "data.num_train_tasks=16",
+            "data.num_val_tasks=4",
+            "data.num_test_tasks=4",
+            "data.batch_size=4",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            *sizes[model],
+        ]
+    )
+    results = evaluate_run(train(cfg))
+    test = results["splits"]["test"]
+    assert test["loglik"]["num_tasks"] == 4 and test["delta_equiv"]["num_tasks"] == 4
+    assert set(results["splits"]) == {"test", "test_strict"}

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
 from aenp.data.gp import GP1D_OOD_SHIFT, TARGET_RANGE, GPMixture, gp1d_generator, gp1d_split
+from aenp.data.smoke import SmokeStore
 
 
 @dataclass(frozen=True)
 class EvaluationBatch:
     """A batch of evaluation tasks with, where known, the exact log-likelihoods ``[batch]``."""
 
-    batch: Batch
+    batch: Batch | GridBatch
     gt_loglik: torch.Tensor | None = None
     oracle_loglik: torch.Tensor | None = None
 
@@ -72,11 +76,119 @@ class GP1D:
         ]
 
 
-EXPERIMENTS = {"gp1d": GP1D}
+class Smoke2D:
+    """2-D smoke plumes (DESIGN §3 smoke2d): each task is one simulated density field.
+
+    A random fraction of the cells is context (drawn once per batch, so every task of a batch
+    has as many context cells) and ``num_targets`` of the other cells are targets. The last
+    :data:`VALIDATION_FRACTION` of the training simulations are held out for validation.
+
+    Args:
+        data_dir: A store written by ``aenp data smoke``.
+        downsample: Average the fields over ``downsample × downsample`` blocks of cells.
+        context_fraction: Range ``(low, high)`` of the fraction of cells in the context.
+        num_targets: Target cells per task.
+    """
+
+    name = "smoke2d"
+    dim_x = 2
+    dim_y = 1
+    evaluation_splits = ("test",)
+    ood_splits = ()
+    domain = ((0.0, 1.0), (0.0, 1.0))
+    split_seeds: ClassVar[dict[str, int]] = {"val": 2_025_001, "test": 2_025_002}
+
+    def __init__(
+        self,
+        data_dir: str = "data/smoke-64",
+        downsample: int = 1,
+        context_fraction: tuple[float, float] = (0.05, 0.5),
+        num_targets: int = 256,
+    ):
+        self.store = SmokeStore(data_dir)
+        resolution = self.store.resolution
+        if downsample < 1 or resolution % downsample:
+            raise ValueError(
+                f"downsample must divide the store's resolution {resolution}, got {downsample}"
+            )
+        low, high = context_fraction
+        self.resolution = resolution // downsample
+        cells = self.resolution**2
+        if not 0 < low <= high < 1 or round(high * cells) + num_targets > cells:
+            raise ValueError(
+                f"context_fraction {tuple(context_fraction)} and num_targets {num_targets} do "
+                f"not fit a {self.resolution}×{self.resolution} grid"
+            )
+        self.downsample = downsample
+        self.context_fraction = (low, high)
+        self.num_targets = num_targets
+        num_train = self.store.density("train").shape[0]
+        self.num_validation = max(1, round(VALIDATION_FRACTION * num_train))
+        centres = (torch.arange(self.resolution) + 0.5) / self.resolution
+        self.axes = (centres, centres)
+
+    def _fields(self, split: str, indices: Sequence[int]) -> torch.Tensor:
+        """Density fields ``[n, res, res]`` of the given simulations (read lazily)."""
+        unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
+        fields = torch.from_numpy(np.asarray(self.store.density(split)[unique.tolist()]))
+        if self.downsample > 1:
+            fields = F.avg_pool2d(fields[:, None], self.downsample)[:, 0]
+        return fields[torch.from_numpy(inverse)]
+
+    def _tasks(self, fields: torch.Tensor, generator: torch.Generator) -> GridBatch:
+        """Random context and target cells over each field."""
+        batch_size, cells = fields.shape[0], self.resolution**2
+        low, high = self.context_fraction
+        fraction = low + (high - low) * torch.rand((), generator=generator).item()
+        num_context = max(1, round(fraction * cells))
+        order = torch.argsort(torch.rand(batch_size, cells, generator=generator), dim=1)
+        roles = torch.zeros(batch_size, cells, dtype=torch.long)
+        roles.scatter_(1, order[:, :num_context], 1)
+        roles.scatter_(1, order[:, num_context : num_context + self.num_targets], 2)
+        shape = (batch_size, self.resolution, self.resolution)
+        return GridBatch(
+            fields[..., None], (roles == 1).view(shape), (roles == 2).view(shape), self.axes
+        )
+
+    def sample_train(self, batch_size: int, generator: torch.Generator) -> GridBatch:
+        """Draws a batch of tasks from the training simulations (validation ones excluded)."""
+        num_train = self.store.density("train").shape[0] - self.num_validation
+        indices = torch.randint(num_train, (batch_size,), generator=generator).tolist()
+        return self._tasks(self._fields("train", indices), generator)
+
+    def split(self, name: str, num_tasks: int, batch_size: int) -> list[EvaluationBatch]:
+        """Fixed, seeded tasks of a split.
+
+        ``"val"`` comes from the held-out training simulations and ``"test"`` from the test
+        simulations, cycling through them if ``num_tasks`` exceeds their number.
+        """
+        if name not in self.split_seeds:
+            raise ValueError(
+                f"unknown smoke2d split {name!r}; valid: {', '.join(self.split_seeds)}"
+            )
+        if name == "val":
+            first = self.store.density("train").shape[0] - self.num_validation
+            source, pool = "train", range(first, first + self.num_validation)
+        else:
+            source, pool = "test", range(self.store.density("test").shape[0])
+        generator = torch.Generator().manual_seed(self.split_seeds[name])
+        items = []
+        for start in range(0, num_tasks, batch_size):
+            indices = [
+                pool[i % len(pool)] for i in range(start, min(start + batch_size, num_tasks))
+            ]
+            items.append(EvaluationBatch(self._tasks(self._fields(source, indices), generator)))
+        return items
 
 
-def get_experiment(name: str) -> Experiment:
-    """The experiment registered under ``name``."""
+VALIDATION_FRACTION = 0.1
+"""Share of the smoke training simulations held out for validation."""
+
+EXPERIMENTS = {"gp1d": GP1D, "smoke2d": Smoke2D}
+
+
+def get_experiment(name: str, **options: Any) -> Experiment:
+    """The experiment registered under ``name``, built with its ``options``."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name]()
+    return EXPERIMENTS[name](**options)

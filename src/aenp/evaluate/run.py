@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from aenp.data.experiments import get_experiment
 from aenp.evaluate.metrics import evaluate_per_task, summarise
 from aenp.models.io import load
 from aenp.models.registry import model_name
-from aenp.train.run import MODEL_DIR, RUN_CONFIG
+from aenp.train.run import MODEL_DIR, RUN_CONFIG, experiment_from_config
 
 METRICS_FILE = "metrics.json"
 PER_TASK_FILE = "per_task_loglik.npz"
@@ -38,7 +37,7 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str,
         raise FileNotFoundError(f"{run_dir} is not a training run: {config_path} does not exist")
     cfg = OmegaConf.load(config_path)
     model = load(run_dir / MODEL_DIR)
-    experiment = get_experiment(cfg.experiment.name)
+    experiment = experiment_from_config(cfg)
     num_tasks = num_tasks or cfg.data.num_test_tasks
     splits = {
         name: experiment.split(name, num_tasks, cfg.data.batch_size)

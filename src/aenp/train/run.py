@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from aenp.data.experiments import get_experiment
+from aenp.data.experiments import Experiment, get_experiment
 from aenp.models.io import save
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import build_model
@@ -35,11 +35,17 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
         return compose(config_name=CONFIG_NAME, overrides=list(overrides))
 
 
+def experiment_from_config(cfg: DictConfig) -> Experiment:
+    """The experiment a config names, built with its ``experiment.options``."""
+    options = cfg.experiment.get("options")
+    options = {} if options is None else OmegaConf.to_container(options, resolve=True)
+    return get_experiment(cfg.experiment.name, **options)
+
+
 def build_from_config(cfg: DictConfig) -> NeuralProcess:
-    """The model a config describes, sized for its experiment's data."""
-    experiment = get_experiment(cfg.experiment.name)
+    """The model a config describes, sized by the experiment's ``dim_x`` and ``dim_y``."""
     hparams = OmegaConf.to_container(cfg.model.hparams, resolve=True)
-    return build_model(cfg.model.key, experiment.dim_x, experiment.dim_y, **hparams)
+    return build_model(cfg.model.key, cfg.experiment.dim_x, cfg.experiment.dim_y, **hparams)
 
 
 def _precision(setting: str) -> str:
@@ -62,7 +68,7 @@ def train(cfg: DictConfig) -> Path:
     # slower on x86 CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    experiment = get_experiment(cfg.experiment.name)
+    experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
     module = NeuralProcessModule(model, **cfg.optimizer)
     data = TaskDataModule(
