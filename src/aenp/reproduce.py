@@ -14,26 +14,14 @@ import torch
 from omegaconf import OmegaConf
 
 from aenp import __version__
-from aenp.data.experiments import get_experiment
-from aenp.evaluate.plots import (
-    plot_departure_1d,
-    plot_fixed_inputs_1d,
-    plot_predictions_1d,
-    plot_training_curves,
-)
+from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.run import evaluate_run, load_per_task_loglik
 from aenp.evaluate.tables import comparisons_table, results_table
 from aenp.models.io import load
-from aenp.train.run import CONFIG_DIR, MODEL_DIR, compose_config, train
+from aenp.train.run import CONFIG_DIR, MODEL_DIR, compose_config, experiment_from_config, train
 
 SCALES = ("quick", "paper")
 PLAN_DIR = CONFIG_DIR / "reproduce"
-FIGURE_MARGIN = 2.0
-"""How far beyond the training range the 1-D figures of fixed inputs and departure reach."""
-DEPARTURE_TASKS = 64
-"""Test tasks averaged in the figure of where models depart from equivariance."""
-FIGURE_BATCHES = 8
-"""Batches (of two tasks) per split the figures choose from: the fewest and most contexts."""
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +108,15 @@ def reproduce(
         commands[key] = "aenp train " + " ".join(train_args)
         log.info("[%d/%d] %s", i, len(keys), commands[key])
         model_start = time.perf_counter()
-        train(compose_config(train_args))
+        cfg = compose_config(train_args)
+        train(cfg)
         train_seconds = time.perf_counter() - model_start
         log.info("[%d/%d] evaluating %s", i, len(keys), key)
         result = evaluate_run(run_dir)
         result["train_seconds"] = train_seconds
         results.append(result)
         run_dirs[key] = run_dir
-    exp = get_experiment(experiment)
+    exp = experiment_from_config(cfg)
     id_split = exp.evaluation_splits[0]
     ood_split = exp.ood_splits[0] if exp.ood_splits else None
     summary = {
@@ -140,16 +129,7 @@ def reproduce(
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     trained = {key: load(run_dirs[key] / MODEL_DIR) for key in keys}
-    figure_tasks = {s: exp.split(s, 2 * FIGURE_BATCHES, 2) for s in exp.evaluation_splits}
-    low, high = exp.train_range[0] - FIGURE_MARGIN, exp.train_range[1] + FIGURE_MARGIN
-    figures = [
-        plot_predictions_1d(trained, exp, figure_tasks, out / "predictions.png"),
-        plot_fixed_inputs_1d(trained, low, high, out / "fixed_inputs.png"),
-        plot_departure_1d(
-            trained, exp.split(id_split, DEPARTURE_TASKS, 16), low, high, out / "departure.png"
-        ),
-        plot_training_curves(run_dirs, out / "training_curves.png"),
-    ]
+    figures = experiment_figures(exp, trained, run_dirs, out)
     per_task = {key: load_per_task_loglik(run_dirs[key]) for key in keys}
     tables = [
         results_table(results, id_split, ood_split),

@@ -128,7 +128,8 @@ def simulate(parameters: np.ndarray, settings: SmokeSettings) -> np.ndarray:
     )
     dt = settings.time_step
     try:
-        with warnings.catch_warnings():
+        # float64 keeps the conjugate-gradient residual from stagnating above the tolerance.
+        with warnings.catch_warnings(), flow.math.precision(64):
             # The closed box's pressure is defined up to a constant (rank deficiency 1,
             # declared above); PhiFlow warns about the deficiency even when it is declared.
             warnings.filterwarnings("ignore", message="Rank deficiency", category=RuntimeWarning)

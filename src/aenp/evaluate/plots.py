@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from aenp.data.batch import Batch
-from aenp.data.experiments import GP1D, EvaluationBatch
+from aenp.data.experiments import GP1D, EvaluationBatch, Experiment
 from aenp.evaluate.metrics import is_approximate
 from aenp.evaluate.tables import display_name
 from aenp.models.neural_process import NeuralProcess
@@ -23,6 +24,12 @@ TRUTH_COLOUR = "black"
 NUM_PLOT_POINTS = 400
 PLOT_MARGIN = 1.0
 """Extent shown beyond the targets' range, so the edge of the training range is visible."""
+FIGURE_MARGIN = 2.0
+"""How far beyond the training range the 1-D figures of fixed inputs and departure reach."""
+DEPARTURE_TASKS = 64
+"""Test tasks averaged in the figures of where models depart from equivariance."""
+FIGURE_BATCHES = 8
+"""Batches (of two tasks) per split the 1-D figure chooses from: the fewest and most contexts."""
 
 
 def _band(ax, x, mean, std, colour, label, **kwargs) -> None:
@@ -189,3 +196,131 @@ def plot_departure_1d(
     ax.legend()
     fig.savefig(path, dpi=110)
     return path
+
+
+def _image(ax, values: torch.Tensor, extent, title: str, **kwargs) -> AxesImage:
+    """A 2-D field ``[x, y]`` drawn with x to the right and y upwards."""
+    image = ax.imshow(values.T.numpy(), origin="lower", extent=extent, **kwargs)
+    ax.set_title(title, fontsize="small")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
+
+
+@torch.no_grad()
+def plot_maps_2d(
+    models: Mapping[str, NeuralProcess], item: EvaluationBatch, path: Path, task: int = 0
+) -> Path:
+    """Predictive mean and |error| of every model on one gridded task, beside the truth.
+
+    The first row shows the true field and the context; each model has a row with its mean,
+    its absolute error over the whole grid and, for approximate models, where it departs from
+    equivariance (``|μ − μ_strict|``). Point-set models predict every cell for this figure.
+    """
+    batch = item.batch[task]
+    # Ask every model for every cell, so maps are complete.
+    everywhere = type(batch)(
+        batch.y.nan_to_num(), batch.context_mask, batch.context_mask | True, batch.axes
+    )
+    axes_x, axes_y = batch.axes
+    extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
+    truth = batch.y[0, ..., 0]
+    vmin, vmax = truth.min().item(), truth.max().item()
+    fig = Figure(figsize=(9, 3 * (len(models) + 1)), layout="constrained")
+    grid = fig.subplots(len(models) + 1, 3, squeeze=False)
+    _image(grid[0, 0], truth, extent, "truth", vmin=vmin, vmax=vmax)
+    context = torch.where(batch.context_mask[0], truth, torch.nan)
+    _image(
+        grid[0, 1],
+        context,
+        extent,
+        f"context ({int(batch.context_mask.sum())} cells)",
+        vmin=vmin,
+        vmax=vmax,
+    )
+    grid[0, 2].axis("off")
+    for row, (key, model) in enumerate(models.items(), start=1):
+        model.eval()
+        mean = _dense_mean(model, everywhere)
+        _image(grid[row, 0], mean, extent, f"{display_name(key)}: mean", vmin=vmin, vmax=vmax)
+        _image(grid[row, 1], (mean - truth).abs(), extent, "|error|", vmin=0, vmax=vmax - vmin)
+        if is_approximate(model):
+            with strictly_equivariant(model):
+                strict = _dense_mean(model, everywhere)
+            image = _image(
+                grid[row, 2], (mean - strict).abs(), extent, "|μ − μ_strict|", cmap="magma"
+            )
+            fig.colorbar(image, ax=grid[row, 2], shrink=0.8)
+        else:
+            grid[row, 2].axis("off")
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _dense_mean(model: NeuralProcess, batch) -> torch.Tensor:
+    """Predictive mean at every cell of a one-task grid, ``[x, y]``."""
+    return model(batch).mean[0, ..., 0]
+
+
+@torch.no_grad()
+def plot_departure_2d(
+    models: Mapping[str, NeuralProcess], items: list[EvaluationBatch], path: Path
+) -> Path:
+    """Where each approximate model departs from equivariance, averaged over tasks.
+
+    Mean ``|μ − μ_strict|`` at every cell over the tasks of ``items`` (every cell predicted).
+    """
+    approximate = {k: m for k, m in models.items() if is_approximate(m)}
+    fig = Figure(figsize=(3.4 * max(1, len(approximate)), 3.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(approximate)), squeeze=False)[0]
+    for ax, (key, model) in zip(axes, approximate.items(), strict=False):
+        model.eval()
+        total = 0
+        for item in items:
+            b = item.batch
+            everywhere = type(b)(b.y.nan_to_num(), b.context_mask, b.context_mask | True, b.axes)
+            mean = model(everywhere).mean
+            with strictly_equivariant(model):
+                strict = model(everywhere).mean
+            total = total + (mean - strict).abs()[..., 0].sum(0)
+        count = sum(len(item.batch) for item in items)
+        axes_x, axes_y = items[0].batch.axes
+        extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
+        image = _image(ax, total / count, extent, display_name(key), cmap="magma")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle("Mean |μ − μ_strict| over test tasks")
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def experiment_figures(
+    experiment: Experiment,
+    models: Mapping[str, NeuralProcess],
+    run_dirs: Mapping[str, Path],
+    out: Path,
+) -> list[Path]:
+    """Every figure of an experiment's results, written to ``out``.
+
+    1-D experiments: predictive bands, learned fixed inputs, departure from equivariance.
+    2-D experiments: prediction and error maps, mean departure maps. Both: training curves.
+    """
+    test = experiment.evaluation_splits[0]
+    if experiment.dim_x == 1:
+        tasks = {
+            s: experiment.split(s, 2 * FIGURE_BATCHES, 2) for s in experiment.evaluation_splits
+        }
+        low = experiment.train_range[0] - FIGURE_MARGIN
+        high = experiment.train_range[1] + FIGURE_MARGIN
+        departure_items = experiment.split(test, DEPARTURE_TASKS, 16)
+        figures = [
+            plot_predictions_1d(models, experiment, tasks, out / "predictions.png"),
+            plot_fixed_inputs_1d(models, low, high, out / "fixed_inputs.png"),
+            plot_departure_1d(models, departure_items, low, high, out / "departure.png"),
+        ]
+    else:
+        items = experiment.split(test, DEPARTURE_TASKS, 16)
+        figures = [
+            plot_maps_2d(models, items[0], out / "maps.png"),
+            plot_departure_2d(models, items, out / "departure.png"),
+        ]
+    return [*figures, plot_training_curves(run_dirs, out / "training_curves.png")]
