@@ -84,3 +84,31 @@ def test_reproduce_end_to_end_writes_table_json_and_figures(tmp_path):
     assert "aenp train experiment=gp1d model=convcnp_approx" in markdown
     for figure in ("predictions.png", "fixed_inputs.png", "departure.png", "training_curves.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
+
+
+def test_ablation_of_the_number_of_fixed_inputs(tmp_path):
+    tiny = [
+        "data.num_train_tasks=32",
+        "data.num_val_tasks=16",
+        "data.num_test_tasks=32",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "model.hparams.channels=8",
+        "model.hparams.num_layers=2",
+    ]
+    argv = ["ablate", "gp1d", "--model", "convcnp_approx", "--num-fixed-inputs", "0", "2"]
+    assert main([*argv, "--out", str(tmp_path), *tiny]) == 0
+    summary = json.loads((tmp_path / "ablation.json").read_text())
+    assert [(r["value"], r["model"]) for r in summary["rows"]] == [
+        (0, "convcnp"),
+        (2, "convcnp_approx"),
+    ]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| 0 | ConvCNP (T) |" in table and "| 2 | ConvCNP (T̃) |" in table
+    assert "model.hparams.num_fixed_inputs=2" in table
+
+
+def test_ablating_a_strict_model_is_refused(tmp_path, capsys):
+    argv = ["ablate", "gp1d", "--model", "convcnp", "--p-drop", "0", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "has no fixed inputs to ablate" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 ``aenp train [overrides]``       train one model (Hydra: ``experiment=gp1d model=convcnp_approx``)
 ``aenp evaluate RUN_DIR``        evaluate a finished run on its test splits
 ``aenp reproduce EXPERIMENT``    train and evaluate every model of an experiment; table, figures
+``aenp ablate EXPERIMENT``       one model over values of num_fixed_inputs or p_drop; a table
 ``aenp data export EXPERIMENT``  write an evaluation split to a portable file
 ``aenp data smoke --out DIR``    simulate 2-D smoke plumes (PhiFlow) into a zarr store
 ``aenp models``                  list the registry keys
@@ -56,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="Hydra overrides for every model, e.g. trainer.max_epochs=1"
     )
 
+    ablate = commands.add_parser(
+        "ablate", help="train an approximate model over values of num_fixed_inputs or p_drop"
+    )
+    ablate.add_argument("experiment")
+    ablate.add_argument("--model", required=True, help="an approximate model, e.g. convcnp_approx")
+    group = ablate.add_mutually_exclusive_group(required=True)
+    group.add_argument("--num-fixed-inputs", type=int, nargs="+", metavar="B")
+    group.add_argument("--p-drop", type=float, nargs="+", metavar="P")
+    ablate.add_argument("--scale", choices=("quick", "paper"), default="quick")
+    ablate.add_argument(
+        "--out", type=Path, default=None, help="default: results/<experiment>-ablation-<parameter>"
+    )
+    ablate.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     export = data_commands.add_parser(
@@ -89,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and (args.command != "reproduce" or not all("=" in a for a in unknown)):
+    takes_overrides = args.command in ("reproduce", "ablate")
+    if unknown and (not takes_overrides or not all("=" in a for a in unknown)):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command == "reproduce":
+    if takes_overrides:
         args.overrides = [*args.overrides, *unknown]
     try:
         return _dispatch(args)
@@ -112,6 +128,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         models = args.models.split(",") if args.models else None
         reproduce(args.experiment, args.scale, out, models, args.overrides)
         print(f"Results: {out / 'results.md'}")
+    elif args.command == "ablate":
+        from aenp.reproduce import ablate
+
+        parameter = "num_fixed_inputs" if args.num_fixed_inputs else "p_drop"
+        values = args.num_fixed_inputs or args.p_drop
+        out = args.out or Path("results") / f"{args.experiment}-ablation-{parameter}"
+        ablate(args.experiment, args.scale, args.model, parameter, values, out, args.overrides)
+        print(f"Ablation: {out / 'ablation.md'}")
     elif args.command == "data" and args.data_command == "export":
         from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from aenp.evaluate.metrics import mean_and_stderr
-from aenp.models.registry import APPROX_SUFFIX, BUILDERS, EQUIVARIANT
+from aenp.models.registry import BUILDERS, EQUIVARIANT, strict_counterpart
 
 DISPLAY_NAMES = {
     "tnp": "TNP",
@@ -118,9 +118,9 @@ def comparisons_table(
     non_equivariant = [k for k in per_task if k in BUILDERS and k not in EQUIVARIANT]
     rows = []
     for key, arrays in per_task.items():
-        if not key.endswith(APPROX_SUFFIX):
+        base = strict_counterpart(key)
+        if base is None:
             continue
-        base = key.removesuffix(APPROX_SUFFIX)
         rivals = ([base] if base in per_task else []) + non_equivariant
         for rival in rivals:
             rows.append(
@@ -154,4 +154,38 @@ def comparisons_table(
         "|---|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {split} | {estimate(d)} | {_verdict(d)} |" for a, b, split, d in rows]
+    return "\n".join(lines)
+
+
+def ablation_table(
+    parameter: str,
+    rows: Sequence[dict[str, Any]],
+    per_task: dict[Any, dict[str, np.ndarray]],
+    id_split: str,
+    ood_split: str | None,
+) -> str:
+    """One row per value of the ablated parameter.
+
+    Columns: log-likelihoods as trained and with fixed inputs zeroed, Δequiv, and the paired
+    difference to the first row (the strict model when ``num_fixed_inputs`` starts at 0).
+    """
+    first = rows[0]["value"]
+    splits = [id_split, *([ood_split] if ood_split else [])]
+    header = [parameter, "model"]
+    for split in splits:
+        header += [f"{split} log-lik", f"{split}, zeroed"]
+    header += [f"Δequiv ({id_split})", f"Δ {id_split} vs {parameter}={first} (paired)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row["value"]), display_name(row["model"])]
+        for split in splits:
+            cells.append(estimate(row["splits"][split]["loglik"]))
+            strict = row["splits"].get(split + "_strict")
+            cells.append(estimate(strict["loglik"]) if strict else "–")
+        cells.append(estimate(row["splits"][id_split].get("delta_equiv")))
+        difference = _paired(per_task[row["value"]][id_split], per_task[first][id_split])
+        cells.append(
+            "–" if row["value"] == first else f"{estimate(difference)} ({_verdict(difference)})"
+        )
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

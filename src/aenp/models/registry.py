@@ -185,6 +185,15 @@ EQUIVARIANT = ("tetnp", "tepttnp", "convcnp", "equivcnp")
 """Strictly equivariant models; ``<key>_approx`` is each made approximate."""
 APPROXIMATE_ONLY = ("relaxed_convcnp",)
 """Models whose registry key always comes with fixed inputs."""
+
+
+def strict_counterpart(key: str) -> str | None:
+    """The strictly equivariant model an approximate one relaxes (``None`` if not approximate)."""
+    if key in APPROXIMATE_ONLY:
+        return {"relaxed_convcnp": "convcnp"}[key]
+    return key.removesuffix(APPROX_SUFFIX) if key.endswith(APPROX_SUFFIX) else None
+
+
 APPROXIMATE_HPARAMS = tuple(
     name for name in inspect.signature(approximate).parameters if name != "model"
 )
