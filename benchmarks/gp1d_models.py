@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
-import sys
-import time
 
 import torch
+
+from harness import WARMUP_STEPS, measure_model, print_table, run_interleaved
 
 CONFIGURATIONS = {
     # aenp's defaults (the paper's 1-D sizes).
@@ -67,47 +64,13 @@ def measure(name: str, steps: int, device: str) -> dict:
     key, hparams = CONFIGURATIONS[name]
     experiment = get_experiment("gp1d")
     generator = torch.Generator().manual_seed(0)
-    batches = [experiment.sample_train(16, generator).to(device) for _ in range(steps + 5)]
+    batches = [
+        experiment.sample_train(16, generator).to(device) for _ in range(steps + WARMUP_STEPS)
+    ]
+    full = GPMixture(switching_kernels(), num_context=(64, 64)).sample(16, generator).batch
     torch.manual_seed(0)
     model = build_model(key, 1, 1, **hparams).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
-
-    def step(batch):
-        loss = -model(batch).log_prob(batch.yt).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    for batch in batches[:5]:
-        step(batch)
-    sync()
-    start = time.perf_counter()
-    for batch in batches[5:]:
-        step(batch)
-    sync()
-    steps_per_second = steps / (time.perf_counter() - start)
-    full = GPMixture(switching_kernels(), num_context=(64, 64)).sample(16, generator).batch
-    full = full.to(device)
-    model.eval()
-    with torch.no_grad():
-        for _ in range(3):
-            model(full)
-        sync()
-        start = time.perf_counter()
-        for _ in range(10):
-            model(full)
-        sync()
-    forward_ms = (time.perf_counter() - start) / 10 * 1000
-    return {
-        "steps_per_second": steps_per_second,
-        "forward_ms": forward_ms,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return measure_model(model, batches, full.to(device), device)
 
 
 def main() -> None:
@@ -125,43 +88,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.steps, args.device)))
         return
-    runs: dict[str, list[dict]] = {name: [] for name in args.models}
-    # Interleave the contenders so drifts in machine load affect all of them alike.
-    for _ in range(args.repeats):
-        for name in args.models:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    name,
-                    "--steps",
-                    str(args.steps),
-                    "--device",
-                    args.device,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    child_args = ["--steps", str(args.steps), "--device", args.device]
+    runs = run_interleaved(__file__, args.models, args.repeats, child_args)
     print(
         f"gp1d workload: batch 16, nc ~ U{{1..64}}, nt = 128, {args.steps} steps × "
         f"{args.repeats} processes, device {args.device}\n"
     )
-    print(
-        "| model | parameters | train steps/s (median, min–max) | forward ms, nc=64 | peak RSS MB |"
-    )
-    print("|---|---|---|---|---|")
-    for name, results in runs.items():
-        rates = [r["steps_per_second"] for r in results]
-        forward = [r["forward_ms"] for r in results]
-        rss = max(r["peak_rss_mb"] for r in results)
-        rate = f"{statistics.median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f})"
-        print(
-            f"| {name} | {results[0]['parameters']:,} | {rate} "
-            f"| {statistics.median(forward):.1f} | {rss:.0f} |"
-        )
+    print_table(runs, "forward ms, nc=64")
 
 
 if __name__ == "__main__":
