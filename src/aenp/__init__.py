@@ -6,7 +6,7 @@ and :func:`strictly_equivariant` (the fixed-input mechanism), :func:`save` / :fu
 """
 
 from aenp import testing
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
 from aenp.models.io import load, save
 from aenp.models.registry import build_model, model_keys, model_name
 from aenp.nn.fixed_inputs import FixedInputs, approximate, strictly_equivariant
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "GridBatch",
     "FixedInputs",
     "__version__",
     "approximate",
