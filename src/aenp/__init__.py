@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
-    "GridBatch",
     "FixedInputs",
+    "GridBatch",
     "__version__",
     "approximate",
     "build_model",

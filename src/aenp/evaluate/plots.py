@@ -263,30 +263,35 @@ def _dense_mean(model: NeuralProcess, batch) -> torch.Tensor:
 
 
 @torch.no_grad()
+def departure_map(model: NeuralProcess, items: list[EvaluationBatch]) -> torch.Tensor:
+    """Mean ``|μ − μ_strict|`` at every cell of a gridded split, ``[*grid]``.
+
+    Every cell is predicted (not only the targets), with fixed inputs on and zeroed.
+    """
+    model.eval()
+    total, count = 0.0, 0
+    for item in items:
+        b = item.batch
+        everywhere = type(b)(b.y.nan_to_num(), b.context_mask, b.context_mask | True, b.axes)
+        mean = model(everywhere).mean
+        with strictly_equivariant(model):
+            strict = model(everywhere).mean
+        total = total + (mean - strict).abs().mean(-1).sum(0)
+        count += len(b)
+    return total / count
+
+
 def plot_departure_2d(
     models: Mapping[str, NeuralProcess], items: list[EvaluationBatch], path: Path
 ) -> Path:
-    """Where each approximate model departs from equivariance, averaged over tasks.
-
-    Mean ``|μ − μ_strict|`` at every cell over the tasks of ``items`` (every cell predicted).
-    """
+    """Where each approximate model departs from equivariance: :func:`departure_map`."""
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
     fig = Figure(figsize=(3.4 * max(1, len(approximate)), 3.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(approximate)), squeeze=False)[0]
+    axes_x, axes_y = items[0].batch.axes
+    extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
     for ax, (key, model) in zip(axes, approximate.items(), strict=False):
-        model.eval()
-        total = 0
-        for item in items:
-            b = item.batch
-            everywhere = type(b)(b.y.nan_to_num(), b.context_mask, b.context_mask | True, b.axes)
-            mean = model(everywhere).mean
-            with strictly_equivariant(model):
-                strict = model(everywhere).mean
-            total = total + (mean - strict).abs()[..., 0].sum(0)
-        count = sum(len(item.batch) for item in items)
-        axes_x, axes_y = items[0].batch.axes
-        extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
-        image = _image(ax, total / count, extent, display_name(key), cmap="magma")
+        image = _image(ax, departure_map(model, items), extent, display_name(key), cmap="magma")
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle("Mean |μ − μ_strict| over test tasks")
     fig.savefig(path, dpi=90)
