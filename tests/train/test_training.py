@@ -5,6 +5,7 @@ import torch
 
 import aenp
 from aenp.data.experiments import get_experiment
+from aenp.testing import random_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
 from aenp.train.run import compose_config, train
@@ -47,11 +48,33 @@ def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=()):
     )
 
 
-@pytest.mark.parametrize("key", ["tnp", "tetnp_approx", "convcnp_approx"])
+SMALL_TRANSFORMER = {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16}
+SMALL_MODELS = {
+    "tnp": SMALL_TRANSFORMER,
+    "tetnp": SMALL_TRANSFORMER,
+    "pttnp": {**SMALL_TRANSFORMER, "num_pseudo_tokens": 4},
+    "tepttnp": {**SMALL_TRANSFORMER, "num_pseudo_tokens": 4},
+    "convcnp": {"channels": 8, "num_layers": 2},
+    "relaxed_convcnp": {"channels": 8, "num_layers": 2},
+    "equivcnp": {"channels": 2, "num_layers": 2, "kernel_size": 3, "points_per_unit": 8},
+}
+
+
+@pytest.mark.parametrize("key", aenp.model_keys())
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch(key):
+    from aenp.models.registry import strict_counterpart
+
     torch.manual_seed(0)
-    model = aenp.build_model(key, 1, 1, **({"domain": [[-4.0, 4.0]]} if "approx" in key else {}))
-    batch = get_experiment("gp1d").sample_train(16, torch.Generator().manual_seed(1))
+    base = strict_counterpart(key) if key.endswith("_approx") else key
+    dim_x = 2 if base == "equivcnp" else 1
+    hparams = dict(SMALL_MODELS[base])
+    if strict_counterpart(key) is not None:
+        hparams["domain"] = [[-4.0, 4.0]] * dim_x
+    model = aenp.build_model(key, dim_x, 1, **hparams)
+    if dim_x == 1:
+        batch = get_experiment("gp1d").sample_train(16, torch.Generator().manual_seed(1))
+    else:
+        batch = random_batch(batch_size=4, dim_x=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     model.eval()  # no fixed-input dropout: the same function before and after the step
     before = -mean_loglik(model, batch)
