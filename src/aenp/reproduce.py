@@ -168,12 +168,7 @@ def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], o
             for r in summary["results"]
         ),
         "",
-        "Commands:",
-        "",
-        "```",
-        *summary["commands"].values(),
-        "```",
-        "",
+        *_commands_block(summary["commands"].values()),
         *(f"![{f.stem}]({f.relative_to(out)})" for f in figures),
         "",
     ]
@@ -241,12 +236,12 @@ def ablate(
         "",
         table,
         "",
-        "Commands:",
-        "",
-        "```",
-        *commands,
-        "```",
-        "",
+        *_commands_block(commands),
     ]
     (out / "ablation.md").write_text("\n".join(lines))
     return out
+
+
+def _commands_block(commands) -> list[str]:
+    """Markdown lines listing the exact commands of a run."""
+    return ["Commands:", "", "```", *commands, "```", ""]

@@ -34,10 +34,8 @@ class Experiment(Protocol):
     """Splits reported in the results table, in order (in-distribution first)."""
     ood_splits: tuple[str, ...]
     """Of those, the out-of-distribution ones."""
-    train_range: tuple[float, float]
-    """Interval the training targets cover, marked on figures."""
 
-    def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch | GridBatch:
         """Draws a batch of fresh training tasks."""
         ...
 
@@ -55,6 +53,7 @@ class GP1D:
     evaluation_splits = ("test", "ood")
     ood_splits = ("ood",)
     train_range = TARGET_RANGE
+    """Interval the training targets cover, marked on figures."""
     ood_shift = GP1D_OOD_SHIFT
 
     def __init__(self) -> None:
