@@ -54,3 +54,14 @@ def test_bad_options_are_named(store, tmp_path):
         Smoke2D(str(store), num_targets=250)
     with pytest.raises(ValueError, match="no smoke store at"):
         get_experiment("smoke2d", data_dir=str(tmp_path))
+
+
+def test_lazy_reading_gives_the_same_tasks_as_reading_into_memory(store, monkeypatch):
+    import aenp.data.experiments as experiments
+
+    in_memory = Smoke2D(str(store), num_targets=20).split("test", 3, 3)[0].batch
+    monkeypatch.setattr(experiments, "IN_MEMORY_BYTES", 0)
+    lazy_experiment = Smoke2D(str(store), num_targets=20)
+    lazy = lazy_experiment.split("test", 3, 3)[0].batch
+    assert lazy_experiment._in_memory == {}
+    assert torch.equal(torch.nan_to_num(lazy.y), torch.nan_to_num(in_memory.y))

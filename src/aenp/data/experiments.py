@@ -125,11 +125,20 @@ class Smoke2D:
         self.num_validation = max(1, round(VALIDATION_FRACTION * num_train))
         centres = (torch.arange(self.resolution) + 0.5) / self.resolution
         self.axes = (centres, centres)
+        self._in_memory: dict[str, np.ndarray] = {}
 
     def _fields(self, split: str, indices: Sequence[int]) -> torch.Tensor:
-        """Density fields ``[n, res, res]`` of the given simulations (read lazily)."""
+        """Density fields ``[n, res, res]`` of the given simulations.
+
+        A split small enough (:data:`IN_MEMORY_BYTES`) is read once and kept in memory;
+        a larger one is read lazily, only the chunks a batch needs.
+        """
+        array = self.store.density(split)
+        if split not in self._in_memory and array.nbytes <= IN_MEMORY_BYTES:
+            self._in_memory[split] = np.asarray(array[:])
+        source = self._in_memory.get(split, array)
         unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
-        fields = torch.from_numpy(np.asarray(self.store.density(split)[unique.tolist()]))
+        fields = torch.from_numpy(np.asarray(source[unique.tolist()]))
         if self.downsample > 1:
             fields = F.avg_pool2d(fields[:, None], self.downsample)[:, 0]
         return fields[torch.from_numpy(inverse)]
@@ -182,6 +191,8 @@ class Smoke2D:
 
 VALIDATION_FRACTION = 0.1
 """Share of the smoke training simulations held out for validation."""
+IN_MEMORY_BYTES = 2**30
+"""Largest split of a smoke store that is read into memory at once (1 GiB)."""
 
 EXPERIMENTS = {"gp1d": GP1D, "smoke2d": Smoke2D}
 
