@@ -76,3 +76,32 @@ def test_strict_rows_only_for_approximate_models_and_table_lists_them():
     assert rows[2].startswith("| Ground truth (mixture)")
     assert any(r.startswith("| ConvCNP (T̃), fixed inputs zeroed") for r in rows)
     assert len(rows) == 2 + 2 + 3
+
+
+def test_comparisons_pair_approximate_models_with_strict_and_non_equivariant_ones():
+    import numpy as np
+
+    from aenp.evaluate.tables import comparisons_table
+
+    rng = np.random.default_rng(0)
+    per_task = {
+        k: {"test": rng.normal(size=50)}
+        for k in ("pttnp", "convcnp", "convcnp_approx", "relaxed_convcnp")
+    }
+    per_task["relaxed_convcnp"]["test"] = per_task["convcnp"]["test"] + 1.0
+    rows = comparisons_table(per_task, "test", None).splitlines()[2:]
+    pairs = [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows]
+    assert pairs == [
+        ("ConvCNP (T̃)", "ConvCNP (T)"),
+        ("ConvCNP (T̃)", "PT-TNP"),
+        ("RelaxedConvCNP (T̃)", "ConvCNP (T)"),
+        ("RelaxedConvCNP (T̃)", "PT-TNP"),
+    ]
+    assert rows[2].endswith("| 1.000 ± 0.000 | better |")
+
+
+def test_small_estimates_keep_their_significant_digits():
+    from aenp.evaluate.tables import estimate
+
+    assert estimate({"mean": 3.14e-4, "stderr": 2e-5}) == "3.14e-04 ± 2.00e-05"
+    assert estimate({"mean": 0.5, "stderr": 0.01}) == "0.500 ± 0.010"

@@ -135,15 +135,6 @@ class Batch:
         """Averages a per-target quantity over each task's targets."""
         return values.mean(dim=-1)
 
-    def context_as_targets(self) -> Batch:
-        """The same tasks asked to predict their own context set."""
-        return Batch(self.xc, self.yc, self.xc, self.yc)
-
-    @property
-    def num_context(self) -> Tensor:
-        """Context points of each task, ``[batch]``."""
-        return torch.full((len(self),), self.xc.shape[1])
-
     def __getitem__(self, index: slice | Tensor | int) -> Batch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
         if isinstance(index, int):
@@ -264,15 +255,6 @@ class GridBatch:
         """Averages a per-cell quantity over each task's target cells."""
         scored = torch.where(self.target_mask, values, 0.0).flatten(1).sum(1)
         return scored / self.target_mask.flatten(1).sum(1)
-
-    def context_as_targets(self) -> GridBatch:
-        """The same tasks asked to predict their own context cells."""
-        return GridBatch(self.y, self.context_mask, self.context_mask, self.axes)
-
-    @property
-    def num_context(self) -> Tensor:
-        """Context cells of each task, ``[batch]``."""
-        return self.context_mask.flatten(1).sum(1)
 
     def to_points(self) -> Batch:
         """The tasks as context and target point sets, cells in row-major order.

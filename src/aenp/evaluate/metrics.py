@@ -9,7 +9,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
-from aenp.data.batch import target_loglik
+from aenp.data.batch import Batch, target_loglik
 from aenp.data.experiments import EvaluationBatch
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
@@ -37,9 +37,10 @@ def per_task_metrics(
     """Per-task metrics ``[num_tasks]`` over a split.
 
     Returns a dict with ``loglik`` (mean over targets, nats), ``context_loglik`` (the model
-    predicting its own context set; NaN for empty contexts), ``rmse``, where known
-    ``gt_loglik``, ``oracle_loglik`` and ``gap`` (ground truth minus model), and for
-    approximate models evaluated as trained ``delta_equiv`` (mean ``|μ − μ_strict|``).
+    predicting its own context set; NaN for empty contexts and for gridded tasks),
+    ``rmse``, where known ``gt_loglik``, ``oracle_loglik`` and ``gap`` (ground truth minus
+    model), and for approximate models evaluated as trained ``delta_equiv`` (mean
+    ``|μ − μ_strict|``).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -57,8 +58,10 @@ def per_task_metrics(
             error = (pred.mean - batch.targets).square().mean(-1)
             add("rmse", batch.target_average(error).sqrt())
             context_loglik = torch.full((len(batch),), math.nan)
-            if bool((batch.num_context > 0).all()):
-                reconstruction = batch.context_as_targets()
+            # On grids the targets exclude the context cells, so predicting a context cell is
+            # outside what models are trained for: the context log-likelihood is for point sets.
+            if isinstance(batch, Batch) and batch.xc.shape[1] > 0:
+                reconstruction = Batch(batch.xc, batch.yc, batch.xc, batch.yc)
                 context_loglik = target_loglik(reconstruction, model(reconstruction))
             add("context_loglik", context_loglik)
             if item.gt_loglik is not None:

@@ -32,13 +32,19 @@ def display_name(key: str) -> str:
     return DISPLAY_NAMES.get(key, key)
 
 
+SMALL = 0.01
+"""Magnitudes below which estimates are shown in scientific notation."""
+
+
 def estimate(summary: dict[str, float] | None, digits: int = 3) -> str:
-    """``mean ± stderr`` of a summary, or a dash."""
+    """``mean ± stderr`` of a summary (scientific notation for small values), or a dash."""
     if summary is None or math.isnan(summary["mean"]):
         return "–"
+    small = 0 < abs(summary["mean"]) < SMALL
+    form = f".{digits - 1}e" if small else f".{digits}f"
     if math.isnan(summary["stderr"]):
-        return f"{summary['mean']:.{digits}f}"
-    return f"{summary['mean']:.{digits}f} ± {summary['stderr']:.{digits}f}"
+        return f"{summary['mean']:{form}}"
+    return f"{summary['mean']:{form}} ± {summary['stderr']:{form}}"
 
 
 def results_table(results: Sequence[dict[str, Any]], id_split: str, ood_split: str | None) -> str:
@@ -115,7 +121,11 @@ def comparisons_table(
         id_split: The in-distribution split.
         ood_split: The out-of-distribution split, if any.
     """
-    non_equivariant = [k for k in per_task if k in BUILDERS and k not in EQUIVARIANT]
+    non_equivariant = [
+        k
+        for k in per_task
+        if k in BUILDERS and k not in EQUIVARIANT and strict_counterpart(k) is None
+    ]
     rows = []
     for key, arrays in per_task.items():
         base = strict_counterpart(key)
