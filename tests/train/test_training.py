@@ -1,5 +1,3 @@
-import csv
-
 import pytest
 import torch
 
@@ -8,7 +6,7 @@ from aenp.data.experiments import get_experiment
 from aenp.testing import random_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
-from aenp.train.run import compose_config, train
+from aenp.train.run import compose_config, train, training_log, training_record
 
 TINY = {
     "tetnp_approx": [
@@ -125,8 +123,7 @@ def test_train_writes_model_checkpoints_and_logs(tmp_path):
     assert (run_dir / "config.yaml").is_file()
     model = aenp.load(run_dir / "model")
     assert aenp.model_name(model) == "convcnp_approx"
-    with (run_dir / "logs" / "metrics.csv").open() as f:
-        assert any(row.get("val/loglik") for row in csv.DictReader(f))
+    assert any(row.get("val/loglik") for row in training_log(run_dir))
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
@@ -137,6 +134,22 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     second = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
     assert first["epoch"] == 0 and second["epoch"] == 1
     assert second["global_step"] == 2 * first["global_step"]
+    # The logs of both starts are kept, one validation per epoch.
+    assert [r["epoch"] for r in training_log(tmp_path / "convcnp_approx") if r["val/loglik"]] == [
+        "0",
+        "1",
+    ]
+
+
+def test_finished_run_started_again_is_left_as_it_is(tmp_path):
+    run_dir = train(tiny_config(tmp_path, epochs=1))
+    record = training_record(run_dir)
+    weights = (run_dir / "model" / "model.safetensors").read_bytes()
+    assert record["seconds"] > 0
+    train(tiny_config(tmp_path, epochs=1))
+    assert training_record(run_dir) == record
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights
+    assert len(list((run_dir / "logs").glob("version_*"))) == 1
 
 
 def test_each_rank_draws_its_own_share_of_the_epoch():

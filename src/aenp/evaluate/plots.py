@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from aenp.evaluate.metrics import is_approximate
 from aenp.evaluate.tables import display_name
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
+from aenp.train.run import training_log
 
 AS_TRAINED_COLOUR = "tab:blue"
 STRICT_COLOUR = "tab:red"
@@ -147,11 +147,9 @@ def plot_training_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for key, run_dir in run_dirs.items():
-        log = Path(run_dir) / "logs" / "metrics.csv"
-        if not log.is_file():
+        rows = [r for r in training_log(run_dir) if r.get("val/loglik")]
+        if not rows:
             continue
-        with log.open() as f:
-            rows = [r for r in csv.DictReader(f) if r.get("val/loglik")]
         steps = np.array([float(r["step"]) for r in rows])
         values = np.array([float(r["val/loglik"]) for r in rows])
         ax.plot(steps, values, marker="o", markersize=3, label=display_name(key))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +26,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAME = "train"
 RUN_CONFIG = "config.yaml"
 MODEL_DIR = "model"
+TRAINING_RECORD = "training.json"
+LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"
 
@@ -59,11 +64,19 @@ def train(cfg: DictConfig) -> Path:
 
     The run directory receives ``config.yaml`` (the resolved config), ``checkpoints/``
     (``best.ckpt`` by validation log-likelihood and ``last.ckpt``), CSV logs, and ``model/``
-    (the best weights, saved with :func:`aenp.save`). A run killed part-way resumes from
-    ``last.ckpt`` when started again with the same ``run_dir``.
+    (the best weights, saved with :func:`aenp.save`) and ``training.json`` (the training time
+    and the config it finished with). A run killed part-way resumes from ``last.ckpt`` when
+    started again with the same ``run_dir``, logging to a new ``logs/version_<k>``; a finished
+    run started again with the same config is left as it is.
     """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    record = training_record(run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if record.get("config") == resolved and (run_dir / MODEL_DIR).is_dir():
+        log.info("%s is already trained with this config", run_dir)
+        return run_dir
+    start = time.perf_counter()
     # Sharp attention and small Adam statistics produce subnormal floats, which are ~50x
     # slower on x86 CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
@@ -95,7 +108,7 @@ def train(cfg: DictConfig) -> Path:
         **trainer_args,
         default_root_dir=run_dir,
         callbacks=[checkpoints],
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=CSVLogger(run_dir, name=LOG_DIR),
         reload_dataloaders_every_n_epochs=1,
     )
     if trainer.is_global_zero:
@@ -111,4 +124,26 @@ def train(cfg: DictConfig) -> Path:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
         save(model.float().cpu(), run_dir / MODEL_DIR, metadata={"experiment": experiment.name})
+        seconds = record.get("seconds", 0.0) + time.perf_counter() - start
+        record = {"seconds": seconds, "config": resolved}
+        (run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
     return run_dir
+
+
+def training_record(run_dir: Path) -> dict:
+    """``training.json`` of a run (training seconds, finished config); ``{}`` if unfinished."""
+    path = Path(run_dir) / TRAINING_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def training_log(run_dir: Path) -> list[dict[str, str]]:
+    """Rows of a run's CSV logs, over every (re)start in order."""
+    logs = sorted(
+        (Path(run_dir) / LOG_DIR).glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.removeprefix("version_")),
+    )
+    rows = []
+    for path in logs:
+        with path.open() as f:
+            rows.extend(csv.DictReader(f))
+    return rows
