@@ -1,0 +1,480 @@
+"""Real gridded temperature: opening CF-style fields, regions, year splits and normalisation.
+
+Any CF-style gridded field (netCDF or zarr) is opened as a DataArray with dims exactly
+``("time", "lat", "lon")``: float64 ``lat`` ascending (south to north), float64 ``lon`` in
+[-180, 180) ascending, and ``time`` kept as cftime objects so 360-day and other calendars work.
+The names of ERA5 (old and new Copernicus CDS files), WFDE5, WeatherBench2/ARCO-ERA5 and the
+iris sample data are recognised, as are coordinates marked by their CF ``standard_name`` or
+``units``. Missing values (e.g. ocean in land-only products) stay NaN; :func:`observed_mask`
+marks the finite ones. Regions crossing the antimeridian are not supported.
+
+The default data, available offline, is the HadCM3 annual-mean 1.5 m air temperature over North
+America shipped by ``iris-sample-data`` (:data:`DEFAULT_DATASET`): 240 years (1860-2099) of a
+360-day calendar on a 37 x 49 grid of 1.25° (lat) x 1.875° (lon) cells, 15-60°N, 135-45°W. The
+default split (:data:`DEFAULT_SPLITS`) trains on the western half (``na_west``) in 1860-2059,
+tests in distribution on the western half in 2060-2099, and tests out of distribution on the
+eastern half (``na_east``) in 2060-2099 — the analogue of the paper's Europe to central US.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import xarray as xr
+
+DIMS = ("time", "lat", "lon")
+"""Dimension order of every field returned by :func:`normalise_conventions`."""
+LAT_NAMES = ("lat", "latitude")
+LON_NAMES = ("lon", "longitude")
+LAT_UNITS = ("degrees_north", "degree_north", "degrees_N", "degree_N", "degreesN", "degreeN")
+LON_UNITS = ("degrees_east", "degree_east", "degrees_E", "degree_E", "degreesE", "degreeE")
+TIME_NAMES = ("time", "valid_time")
+EXPVER_DIM = "expver"
+ENSEMBLE_DIM = "number"
+ELEVATION_VARIABLES = ("ASurf", "geopotential_at_surface", "orog", "surface_altitude", "z")
+"""Surface elevation fields: never picked as the data variable unless named."""
+ZARR_MARKERS = (".zarray", ".zgroup", ".zmetadata", "zarr.json")
+
+ArrayT = TypeVar("ArrayT")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A latitude-longitude box; cells whose centres lie inside (inclusive) belong to it.
+
+    Attributes:
+        name: Name used in messages.
+        lat: ``(south, north)`` in degrees north, ``-90 <= south < north <= 90``.
+        lon: ``(west, east)`` in degrees east, ``-180 <= west < east <= 180``.
+    """
+
+    name: str
+    lat: tuple[float, float]
+    lon: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        (south, north), (west, east) = self.lat, self.lon
+        if not -90 <= south < north <= 90:
+            raise ValueError(
+                f"region {self.name!r}: lat must be (south, north) with -90 <= south < north "
+                f"<= 90, got {self.lat}"
+            )
+        if not -180 <= west < east <= 180:
+            raise ValueError(
+                f"region {self.name!r}: lon must be (west, east) with -180 <= west < east "
+                f"<= 180, got {self.lon}"
+            )
+
+
+REGIONS = {
+    "europe": Region("europe", (35.0, 70.0), (-15.0, 40.0)),
+    "central_us": Region("central_us", (30.0, 50.0), (-110.0, -85.0)),
+    "na_west": Region("na_west", (15.0, 60.0), (-135.0, -90.0)),
+    "na_east": Region("na_east", (15.0, 60.0), (-89.0, -45.0)),
+}
+"""Named regions; ``na_west`` and ``na_east`` split the default grid's columns (-90 is west)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """A region and an inclusive range of years.
+
+    Attributes:
+        region: A name in :data:`REGIONS`.
+        years: ``(first, last)`` year, or None for all.
+    """
+
+    region: str
+    years: tuple[int, int] | None
+
+
+DEFAULT_SPLITS = {
+    "train": Split("na_west", (1860, 2059)),
+    "test_id": Split("na_west", (2060, 2099)),
+    "test_ood": Split("na_east", (2060, 2099)),
+}
+"""Default split of :data:`DEFAULT_DATASET`: west for training, held-out years and the east."""
+
+DEFAULT_DATASET = {
+    "name": "HadCM3 annual-mean 1.5 m air temperature over North America",
+    "package": "iris-sample-data",
+    "variable": "air_temperature",
+    "units": "K",
+    "years": (1860, 2099),
+    "calendar": "360_day",
+    "files": {"E1": "E1_north_america.nc", "A1B": "A1B_north_america.nc"},
+}
+"""The offline default data: one file per emission scenario."""
+
+
+def default_data_path(scenario: str = "E1") -> Path:
+    """Path of the default data file of an emission scenario (``"E1"`` or ``"A1B"``).
+
+    Raises:
+        ValueError: If the scenario is unknown.
+        ImportError: If ``iris-sample-data`` is not installed.
+    """
+    files = DEFAULT_DATASET["files"]
+    if scenario not in files:
+        raise ValueError(f"scenario must be one of {', '.join(files)}, got {scenario!r}")
+    try:
+        import iris_sample_data
+    except ImportError as error:
+        raise ImportError(
+            'the default climate data needs iris-sample-data: pip install "aenp[climate]"'
+        ) from error
+    return Path(iris_sample_data.path) / files[scenario]
+
+
+def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
+    """Opens one variable of a netCDF file or zarr store in standard conventions.
+
+    Args:
+        path: A netCDF file, or a zarr store (a directory ending in ``.zarr`` or holding zarr
+            metadata).
+        variable: The data variable; None picks the only one with latitude and longitude
+            dimensions that is not a surface elevation (:data:`ELEVATION_VARIABLES`).
+
+    Returns:
+        The field ``[time, lat, lon]``, see :func:`normalise_conventions`.
+
+    Raises:
+        FileNotFoundError: If nothing exists at ``path``.
+        ValueError: If the file cannot be read, the variable is missing or ambiguous, or the
+            field lacks a latitude or longitude coordinate.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no climate data file or zarr store at {path}")
+    decode_times = xr.coders.CFDatetimeCoder(use_cftime=True)
+    is_zarr = path.is_dir() and (
+        path.suffix == ".zarr" or any((path / m).exists() for m in ZARR_MARKERS)
+    )
+    try:
+        if is_zarr:
+            dataset = xr.open_zarr(path, decode_times=decode_times)
+        else:
+            dataset = xr.open_dataset(path, decode_times=decode_times)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path} as netCDF or zarr: {error}") from error
+    try:
+        dataset = _standard_names(dataset)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    names = [str(name) for name in dataset.data_vars]
+    if variable is None:
+        candidates = [
+            name
+            for name in names
+            if {"lat", "lon"} <= set(dataset[name].dims) and name not in ELEVATION_VARIABLES
+        ]
+        if len(candidates) != 1:
+            raise ValueError(
+                f"{path}: cannot choose the data variable among {candidates or names}; "
+                "pass variable= to name one"
+            )
+        variable = candidates[0]
+    elif variable not in names:
+        raise ValueError(f"{path} has no variable {variable!r}; available: {names}")
+    return normalise_conventions(dataset[variable])
+
+
+def _find_coord(
+    obj: xr.Dataset | xr.DataArray, names: tuple[str, ...], units: tuple[str, ...], standard: str
+) -> str | None:
+    """Name of the 1-D coordinate matching a name, else a standard name or units; or None."""
+    coords = {str(k): c for k, c in obj.coords.items() if c.ndim == 1}
+    by_name = [name for name in coords if name.lower() in names]
+    by_attrs = [
+        name
+        for name, coord in coords.items()
+        if coord.attrs.get("standard_name") == standard or coord.attrs.get("units") in units
+    ]
+    return (by_name + by_attrs + [None])[0]
+
+
+def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+    """Renames the latitude, longitude and time coordinates (and dims) to lat, lon, time."""
+    for target, standard_name, names, units in (
+        ("lat", "latitude", LAT_NAMES, LAT_UNITS),
+        ("lon", "longitude", LON_NAMES, LON_UNITS),
+    ):
+        name = _find_coord(obj, names, units, standard_name)
+        if name is None:
+            raise ValueError(
+                f"no {standard_name} coordinate (named {names} or with units {units[0]}) "
+                f"among coordinates {list(map(str, obj.coords))} and dims {list(obj.dims)}"
+            )
+        if obj[name].dims[0] != name:
+            obj = obj.swap_dims({obj[name].dims[0]: name})
+        obj = obj.rename({name: target}) if name != target else obj
+    if "time" not in obj.coords:
+        found = [n for n in TIME_NAMES if n in obj.coords]
+        obj = obj.rename({found[0]: "time"}) if found else obj
+    return obj
+
+
+def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
+    """Brings a gridded field into standard conventions; attributes are kept.
+
+    Latitude, longitude and time are found by name or CF attributes and renamed. ERA5's
+    ``expver`` is merged (each time step is under one version); a size-1 ensemble dimension,
+    other size-1 dimensions and coordinates other than time, lat and lon are dropped; a time
+    dimension of length 1 is added when missing.
+
+    Args:
+        da: A field with latitude and longitude dimensions, in any order and convention.
+
+    Returns:
+        The field ``[time, lat, lon]`` with float64 ``lat`` ascending and float64 ``lon`` in
+        [-180, 180) ascending.
+
+    Raises:
+        ValueError: If a coordinate is missing, the field has several ensemble members or
+            another dimension longer than 1, or wrapped longitudes coincide.
+    """
+    da = _standard_names(da)
+    if da.sizes.get(ENSEMBLE_DIM, 1) > 1:
+        raise ValueError(
+            f"field {da.name!r} has {da.sizes[ENSEMBLE_DIM]} ensemble members "
+            f"({ENSEMBLE_DIM!r}); select one first, e.g. da.isel({ENSEMBLE_DIM}=0)"
+        )
+    if EXPVER_DIM in da.dims:
+        # ERA5 files mixing final and preliminary (ERA5T) data hold each time step under exactly
+        # one experiment version and NaN under the others.
+        da = da.max(EXPVER_DIM, skipna=True, keep_attrs=True)
+    if "time" not in da.dims:
+        da = da.expand_dims("time")
+    da = da.drop_vars([c for c in da.coords if c not in DIMS])
+    da = da.squeeze([d for d in da.dims if d not in DIMS and da.sizes[d] == 1])
+    extra = {d: n for d, n in da.sizes.items() if d not in DIMS}
+    if extra:
+        raise ValueError(
+            f"field {da.name!r} has dimensions {extra} besides {DIMS}; select one value of each"
+        )
+    lat = da["lat"].values.astype(np.float64)
+    lon = (da["lon"].values.astype(np.float64) + 180.0) % 360.0 - 180.0
+    if len(np.unique(lon)) != len(lon):
+        raise ValueError(f"field {da.name!r}: longitudes coincide after wrapping to [-180, 180)")
+    da = da.assign_coords(
+        lat=("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+        lon=("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+    )
+    return da.transpose(*DIMS).sortby(["lat", "lon"])
+
+
+def observed_mask(da: xr.DataArray) -> xr.DataArray:
+    """Where the field has a finite value: a boolean DataArray of the field's shape."""
+    return np.isfinite(da)
+
+
+def _extent(da: xr.DataArray) -> str:
+    """The field's lat, lon and year ranges, for messages."""
+    lat, lon = da["lat"].values, da["lon"].values
+    years = f", years {_years(da).min()}-{_years(da).max()}" if "time" in da.coords else ""
+    return f"lat [{lat.min()}, {lat.max()}], lon [{lon.min()}, {lon.max()}]{years}"
+
+
+def _years(da: xr.DataArray) -> np.ndarray:
+    """The year of each time step, ``[time]``."""
+    return da["time"].dt.year.values
+
+
+def _require_observed(selection: xr.DataArray, what: str, field: xr.DataArray) -> xr.DataArray:
+    """Returns the selection, refusing one that is empty or has no finite value."""
+    if selection.size == 0:
+        raise ValueError(f"{what} selects nothing of the field, whose extent is {_extent(field)}")
+    if not observed_mask(selection).any():
+        raise ValueError(f"{what} selects only missing (NaN) values of the field")
+    return selection
+
+
+def get_region(spec: str | Region) -> Region:
+    """A region from a :class:`Region`, a name in :data:`REGIONS` or a "south,north,west,east" box.
+
+    Raises:
+        ValueError: If the name is unknown or the box is malformed.
+    """
+    if isinstance(spec, Region):
+        return spec
+    if spec in REGIONS:
+        return REGIONS[spec]
+    if "," not in spec:
+        raise ValueError(f"unknown region {spec!r}; known: {', '.join(REGIONS)}")
+    try:
+        south, north, west, east = (float(part) for part in spec.split(","))
+    except ValueError as error:
+        raise ValueError(
+            f"a region box must be 'south,north,west,east' (four numbers), got {spec!r}"
+        ) from error
+    return Region(spec, (south, north), (west, east))
+
+
+def select_region(da: xr.DataArray, region: str | Region) -> xr.DataArray:
+    """The cells of a ``[time, lat, lon]`` field whose centres lie in a region (inclusive).
+
+    Raises:
+        ValueError: If no cell lies in the region or all of its values are missing.
+    """
+    region = get_region(region)
+    selection = da.sel(lat=slice(*region.lat), lon=slice(*region.lon))
+    what = f"region {region.name!r} (lat {region.lat}, lon {region.lon})"
+    return _require_observed(selection, what, da)
+
+
+def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArray:
+    """The time steps of a field in an inclusive range of years (any calendar); None keeps all.
+
+    Raises:
+        ValueError: If the range is reversed or selects no time step or only missing values.
+    """
+    if years is None:
+        return da
+    first, last = years
+    if first > last:
+        raise ValueError(f"years must be (first, last) with first <= last, got {years}")
+    year = _years(da)
+    selection = da.isel(time=np.flatnonzero((year >= first) & (year <= last)))
+    return _require_observed(selection, f"years {first}-{last}", da)
+
+
+def select_split(da: xr.DataArray, split: Split) -> xr.DataArray:
+    """The part of a field in a split's region and years."""
+    return select_years(select_region(da, split.region), split.years)
+
+
+def decimal_years(da: xr.DataArray) -> np.ndarray:
+    """Time of each step in years (year plus the elapsed fraction of it), ``[time]``."""
+    time = da["time"].dt
+    seconds = time.hour * 3600 + time.minute * 60 + time.second
+    day = time.dayofyear - 1 + seconds / 86400
+    return (time.year + day / time.days_in_year).values.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Affine maps of values and coordinates to and from a model's units.
+
+    Both spatial axes share one scale, so a shift in degrees is the same shift in model units
+    whatever its direction (translation equivariance is not distorted).
+
+    Attributes:
+        value_mean: Mean of the training values.
+        value_std: Standard deviation of the training values.
+        coord_scale: Degrees per unit, for latitude and longitude alike.
+        lat_origin: Latitude mapped to 0.
+        lon_origin: Longitude mapped to 0.
+        time_origin: Time, in years, mapped to 0; None without time.
+        time_scale: Years per unit; None without time.
+    """
+
+    value_mean: float
+    value_std: float
+    coord_scale: float
+    lat_origin: float
+    lon_origin: float
+    time_origin: float | None = None
+    time_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("value_std", "coord_scale", "time_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    @classmethod
+    def fit(cls, da: xr.DataArray) -> Normalisation:
+        """Fits to a training field ``[time, lat, lon]``, ignoring missing values.
+
+        The region's centre becomes the spatial origin and half its larger side one unit, so
+        the training region maps into [-1, 1]²; the time span maps to [-1, 1] likewise when the
+        field has two or more distinct times.
+
+        Raises:
+            ValueError: If the field has no finite value, is constant, or is a single cell.
+        """
+        values = da.values[observed_mask(da).values].astype(np.float64)
+        if values.size == 0 or values.std() == 0:
+            raise ValueError(
+                f"cannot fit a normalisation: the field has {values.size} finite values, "
+                "and they must not all be equal"
+            )
+        lat, lon = da["lat"].values, da["lon"].values
+        half_side = max(np.ptp(lat), np.ptp(lon)) / 2
+        if half_side == 0:
+            raise ValueError("cannot fit a coordinate scale to a single cell")
+        time_origin = time_scale = None
+        if "time" in da.coords and len(np.unique(decimal_years(da))) > 1:
+            years = decimal_years(da)
+            time_origin, time_scale = (years.min() + years.max()) / 2, np.ptp(years) / 2
+        return cls.from_dict(
+            {
+                "value_mean": values.mean(),
+                "value_std": values.std(),
+                "coord_scale": half_side,
+                "lat_origin": (lat.min() + lat.max()) / 2,
+                "lon_origin": (lon.min() + lon.max()) / 2,
+                "time_origin": time_origin,
+                "time_scale": time_scale,
+            }
+        )
+
+    def normalise_values(self, y: ArrayT) -> ArrayT:
+        """Values (float, array, tensor or DataArray) in model units."""
+        return (y - self.value_mean) / self.value_std
+
+    def denormalise_values(self, y: ArrayT) -> ArrayT:
+        """Model-unit values back in the data's units."""
+        return y * self.value_std + self.value_mean
+
+    def denormalise_std(self, std: ArrayT) -> ArrayT:
+        """A model-unit standard deviation in the data's units (scaled, not shifted)."""
+        return std * self.value_std
+
+    def normalise_coords(self, lat: ArrayT, lon: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """Latitudes and longitudes (degrees) in model units."""
+        return (lat - self.lat_origin) / self.coord_scale, (
+            lon - self.lon_origin
+        ) / self.coord_scale
+
+    def denormalise_coords(self, x_lat: ArrayT, x_lon: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """Model-unit coordinates back in degrees."""
+        return (
+            x_lat * self.coord_scale + self.lat_origin,
+            x_lon * self.coord_scale + self.lon_origin,
+        )
+
+    def normalise_time(self, years: ArrayT) -> ArrayT:
+        """Times in years (see :func:`decimal_years`) in model units."""
+        if self.time_origin is None or self.time_scale is None:
+            raise ValueError("this normalisation was fitted without time")
+        return (years - self.time_origin) / self.time_scale
+
+    def denormalise_time(self, t: ArrayT) -> ArrayT:
+        """Model-unit times back in years."""
+        if self.time_origin is None or self.time_scale is None:
+            raise ValueError("this normalisation was fitted without time")
+        return t * self.time_scale + self.time_origin
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The parameters as JSON-compatible floats."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, params: dict[str, float | None]) -> Normalisation:
+        """Rebuilds from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: If a field is missing or unknown.
+        """
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is not None}
+        if not required <= params.keys() <= names:
+            raise ValueError(
+                f"normalisation parameters must include {sorted(required)} and may include "
+                f"{sorted(names - required)}, got {sorted(params)}"
+            )
+        return cls(**{k: None if v is None else float(v) for k, v in params.items()})

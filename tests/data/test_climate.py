@@ -1,0 +1,434 @@
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+
+import cftime
+import numpy as np
+import pytest
+import xarray as xr
+
+from aenp.data.climate import (
+    DEFAULT_SPLITS,
+    DIMS,
+    REGIONS,
+    Normalisation,
+    Region,
+    decimal_years,
+    default_data_path,
+    get_region,
+    normalise_conventions,
+    observed_mask,
+    open_field,
+    select_region,
+    select_split,
+    select_years,
+)
+
+YEARS = np.arange(2000, 2004)
+
+
+def f(lat, lon, year):
+    """Periodic in longitude, asymmetric in latitude, changing with the year."""
+    phi, lam = np.radians(lat), np.radians(lon)
+    return 280 + 20 * np.sin(phi) + 5 * np.cos(lam) + 3 * np.sin(2 * lam + phi) + (year - 2000)
+
+
+def grid_values(years, lat, lon):
+    """f on a ``[time, lat, lon]`` grid."""
+    year, la, lo = np.meshgrid(years, lat, lon, indexing="ij")
+    return f(la, lo, year)
+
+
+def datetimes(years):
+    return np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]")
+
+
+@dataclass
+class Case:
+    path: object
+    lat: np.ndarray
+    lon: np.ndarray
+    years: np.ndarray | None
+    ocean: object = None  # (lat, lon) -> bool, where the file holds NaN
+
+
+def new_cds_era5(tmp_path):
+    lat, lon = np.arange(60.0, 29.0, -2.5), np.arange(0.0, 360.0, 22.5)
+    data = grid_values(YEARS, lat, lon)[None]
+    ds = xr.Dataset(
+        {"t2m": (("number", "valid_time", "latitude", "longitude"), data, {"units": "K"})},
+        coords={
+            "number": [0],
+            "valid_time": datetimes(YEARS),
+            "latitude": lat,
+            "longitude": lon,
+            "expver": ("valid_time", ["0001"] * len(YEARS)),
+        },
+    )
+    ds.to_netcdf(tmp_path / "era5_new.nc")
+    return Case(tmp_path / "era5_new.nc", lat, lon, YEARS)
+
+
+def old_era5(tmp_path):
+    lat, lon = np.arange(50.0, -51.0, -10.0), np.arange(-180.0, 180.0, 30.0)
+    ds = xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), grid_values(YEARS, lat, lon), {"units": "K"})},
+        coords={"time": datetimes(YEARS), "latitude": lat, "longitude": lon},
+    )
+    ds.to_netcdf(tmp_path / "era5_old.nc")
+    return Case(tmp_path / "era5_old.nc", lat, lon, YEARS)
+
+
+def wfde5(tmp_path):
+    lat, lon = np.arange(-10.25, 20.0, 0.5), np.arange(-100.25, -40.0, 0.5)
+
+    def ocean(la, lo):
+        return lo < -60
+
+    data = grid_values(YEARS, lat, lon)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    data[:, ocean(la, lo)] = np.nan
+    ds = xr.Dataset(
+        {
+            "Tair": (("time", "lat", "lon"), data, {"units": "K"}),
+            "ASurf": (("lat", "lon"), 100 * np.abs(la), {"units": "m"}),
+        },
+        coords={"time": datetimes(YEARS), "lat": lat, "lon": lon},
+    )
+    ds.to_netcdf(tmp_path / "wfde5.nc", engine="h5netcdf")
+    return Case(tmp_path / "wfde5.nc", lat, lon, YEARS, ocean)
+
+
+def weatherbench2(tmp_path):
+    lat, lon = np.arange(90.0, -91.0, -15.0), np.arange(0.0, 360.0, 45.0)
+    data = grid_values(YEARS, lat, lon).transpose(0, 2, 1)
+    ds = xr.Dataset(
+        {
+            "2m_temperature": (("time", "longitude", "latitude"), data, {"units": "K"}),
+            "geopotential_at_surface": (("latitude", "longitude"), np.zeros((13, 8))),
+        },
+        coords={"time": datetimes(YEARS), "latitude": lat, "longitude": lon},
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        ds.to_zarr(tmp_path / "wb2.zarr")
+    return Case(tmp_path / "wb2.zarr", lat, lon, YEARS)
+
+
+def hadcm3_360_day(tmp_path):
+    lat, lon = np.arange(15.0, 61.0, 5.0), np.arange(225.0, 316.0, 15.0)
+    years = np.arange(1860, 1866)
+    times = [cftime.Datetime360Day(int(y), 6, 1) for y in years]
+    ds = xr.Dataset(
+        {
+            "air_temperature": (
+                ("time", "latitude", "longitude"),
+                grid_values(years, lat, lon).astype(np.float32),
+                {"units": "K", "standard_name": "air_temperature"},
+            )
+        },
+        coords={
+            "time": times,
+            "latitude": lat.astype(np.float32),
+            "longitude": lon.astype(np.float32),
+            "forecast_period": ("time", np.arange(len(years))),
+            "height": 1.5,
+        },
+    )
+    ds["time"].encoding = {"calendar": "360_day", "units": "days since 1850-01-01"}
+    ds.to_netcdf(tmp_path / "hadcm3.nc")
+    return Case(tmp_path / "hadcm3.nc", lat, lon, years)
+
+
+def unusual_names(tmp_path):
+    lat, lon = np.arange(-20.0, 21.0, 10.0), np.arange(100.0, 260.0, 40.0)
+    ds = xr.Dataset(
+        {"temp": (("y", "x"), grid_values([2000], lat, lon)[0], {"units": "K"})},
+        coords={
+            "y": ("y", lat, {"standard_name": "latitude"}),
+            "x": ("x", lon, {"units": "degrees_east"}),
+        },
+    )
+    ds.to_netcdf(tmp_path / "unusual.nc")
+    return Case(tmp_path / "unusual.nc", lat, lon, None)
+
+
+CASES = [new_cds_era5, old_era5, wfde5, weatherbench2, hadcm3_360_day, unusual_names]
+
+
+@pytest.mark.parametrize("make", CASES, ids=lambda make: make.__name__)
+def test_open_field_normalises_conventions_and_keeps_values(make, tmp_path):
+    case = make(tmp_path)
+    da = open_field(case.path)
+    assert da.dims == DIMS and da.attrs["units"] == "K"
+    lat, lon = da["lat"].values, da["lon"].values
+    assert lat.dtype == np.float64 and lon.dtype == np.float64
+    assert (np.diff(lat) > 0).all() and (np.diff(lon) > 0).all()
+    assert lon.min() >= -180 and lon.max() < 180
+    np.testing.assert_array_equal(np.sort(lat), np.sort(case.lat))
+    np.testing.assert_array_equal(np.sort(lon % 360), np.sort(case.lon % 360))
+    if case.years is None:
+        assert da.sizes["time"] == 1
+        years = np.array([2000])
+    else:
+        assert isinstance(da["time"].values[0], cftime.datetime)
+        years = da["time"].dt.year.values
+        np.testing.assert_array_equal(years, case.years)
+    expected = grid_values(years, lat, lon)
+    if case.ocean is not None:
+        la, lo = np.meshgrid(lat, lon, indexing="ij")
+        expected[:, case.ocean(la, lo)] = np.nan
+    np.testing.assert_allclose(da.values, expected, rtol=1e-6)
+
+
+def test_360_day_calendar_is_kept(tmp_path):
+    da = open_field(hadcm3_360_day(tmp_path).path)
+    assert da["time"].dt.calendar == "360_day"
+    assert all(isinstance(t, cftime.Datetime360Day) for t in da["time"].values)
+
+
+def test_elevation_is_not_picked_by_default_but_can_be_named(tmp_path):
+    case = wfde5(tmp_path)
+    assert open_field(case.path).name == "Tair"
+    elevation = open_field(case.path, "ASurf")
+    assert elevation.dims == DIMS and elevation.sizes["time"] == 1
+    expected = 100 * np.abs(elevation["lat"].values)[:, None]
+    np.testing.assert_array_equal(elevation.values[0], np.broadcast_to(expected, (61, 121)))
+
+
+def test_observed_mask_matches_the_missing_values_written(tmp_path):
+    case = wfde5(tmp_path)
+    da = open_field(case.path)
+    mask = observed_mask(da)
+    assert mask.dtype == bool and mask.dims == DIMS
+    la, lo = np.meshgrid(da["lat"].values, da["lon"].values, indexing="ij")
+    land = ~case.ocean(la, lo)
+    assert 0 < land.sum() < land.size
+    np.testing.assert_array_equal(mask.values, np.broadcast_to(land, mask.shape))
+
+
+def field(lat, lon, years=YEARS):
+    return xr.DataArray(
+        grid_values(years, lat, lon),
+        dims=DIMS,
+        coords={
+            "time": [cftime.DatetimeNoLeap(int(y), 1, 1) for y in years],
+            "lat": lat,
+            "lon": lon,
+        },
+    )
+
+
+def test_several_ensemble_members_are_refused():
+    da = field(np.arange(3.0), np.arange(4.0)).expand_dims(number=[0, 1])
+    with pytest.raises(ValueError, match=r"2 ensemble members.*isel\(number=0\)"):
+        normalise_conventions(da)
+
+
+def test_expver_versions_are_merged_and_other_dimensions_refused():
+    da = field(np.arange(3.0), np.arange(4.0))
+    final, preliminary = da.copy(), da.copy()
+    final[2:] = np.nan
+    preliminary[:2] = np.nan
+    merged = normalise_conventions(xr.concat([final, preliminary], "expver"))
+    np.testing.assert_array_equal(merged.values, da.values)
+    with pytest.raises(ValueError, match="'level': 2"):
+        normalise_conventions(da.expand_dims(level=[850, 500]))
+
+
+def test_scalar_time_becomes_a_time_dimension():
+    da = field(np.arange(3.0), np.arange(4.0)).isel(time=1)
+    out = normalise_conventions(da)
+    assert out.dims == DIMS and out["time"].dt.year.values.tolist() == [YEARS[1]]
+
+
+def test_select_region_keeps_exactly_the_cells_inside():
+    lat, lon = np.arange(-30.0, 31.0, 2.5), np.arange(-180.0, 180.0, 5.0)
+    da = field(lat, lon)
+    inside_lat = (lat >= -10) & (lat <= 12.5)
+    inside_lon = (lon >= -20) & (lon <= 35)
+    for spec in (Region("box", (-10.0, 12.5), (-20.0, 35.0)), "-10,12.5,-20,35"):
+        out = select_region(da, spec)
+        np.testing.assert_array_equal(out["lat"].values, lat[inside_lat])
+        np.testing.assert_array_equal(out["lon"].values, lon[inside_lon])
+        np.testing.assert_array_equal(out.values, da.values[:, inside_lat][:, :, inside_lon])
+
+
+def test_select_region_refuses_empty_and_all_missing_selections(tmp_path):
+    da = field(np.arange(-30.0, 31.0, 2.5), np.arange(-180.0, 180.0, 5.0))
+    with pytest.raises(ValueError, match=r"'europe'.*nothing.*extent is lat \[-30.0, 30.0\]"):
+        select_region(da, "europe")
+    land = open_field(wfde5(tmp_path).path)
+    with pytest.raises(ValueError, match="only missing"):
+        select_region(land, "0,10,-90,-70")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("atlantis", "unknown region 'atlantis'; known: europe"),
+        ("10,5,0,1", "south < north"),
+        ("0,10,20,10", "west < east"),
+        ("0,10,170,200", "west < east <= 180"),
+        ("1,2,3", "four numbers"),
+        ("a,b,c,d", "four numbers"),
+    ],
+)
+def test_get_region_rejects_bad_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        get_region(spec)
+
+
+def test_named_regions():
+    assert get_region("europe") is REGIONS["europe"]
+    assert REGIONS["central_us"].lat == (30.0, 50.0)
+
+
+def monthly_360_day(years):
+    times = [cftime.Datetime360Day(y, m, 1) for y in years for m in range(1, 13)]
+    lat, lon = np.arange(2.0), np.arange(3.0)
+    return xr.DataArray(
+        np.random.default_rng(0).normal(size=(len(times), 2, 3)),
+        dims=DIMS,
+        coords={"time": times, "lat": lat, "lon": lon},
+    )
+
+
+def test_select_years_in_a_360_day_calendar():
+    da = monthly_360_day([1860, 1861, 1862])
+    out = select_years(da, (1861, 1862))
+    expected = [cftime.Datetime360Day(y, m, 1) for y in (1861, 1862) for m in range(1, 13)]
+    assert list(out["time"].values) == expected
+    assert select_years(da, None) is da
+    with pytest.raises(ValueError, match=r"years 2000-2001.*years 1860-1862"):
+        select_years(da, (2000, 2001))
+    with pytest.raises(ValueError, match="first <= last"):
+        select_years(da, (1862, 1861))
+
+
+def test_select_years_refuses_all_missing_years():
+    da = monthly_360_day([1860, 1861])
+    da[12:] = np.nan
+    with pytest.raises(ValueError, match="only missing"):
+        select_years(da, (1861, 1861))
+
+
+def test_decimal_years_counts_360_day_months_as_twelfths():
+    da = monthly_360_day([1860, 1861])
+    expected = [y + (m - 1) / 12 for y in (1860, 1861) for m in range(1, 13)]
+    np.testing.assert_allclose(decimal_years(da), expected, rtol=1e-12)
+
+
+def training_field():
+    lat, lon = np.arange(20.0, 41.0, 1.25), np.arange(-100.0, -59.0, 1.875)
+    da = field(lat, lon)
+    da[:, :3, :5] = np.nan
+    return da
+
+
+def test_normalisation_fits_ignoring_missing_values_with_one_coordinate_scale():
+    da = training_field()
+    norm = Normalisation.fit(da)
+    finite = da.values[~np.isnan(da.values)]
+    assert norm.value_mean == pytest.approx(sum(finite.tolist()) / finite.size, rel=1e-12)
+    assert norm.value_std == pytest.approx(np.nanstd(da.values), rel=1e-12)
+    lat, lon = np.meshgrid(da["lat"].values, da["lon"].values, indexing="ij")
+    x_lat, x_lon = norm.normalise_coords(lat, lon)
+    assert max(np.abs(x_lat).max(), np.abs(x_lon).max()) == pytest.approx(1.0)
+    moved_lat, moved_lon = norm.normalise_coords(lat + 3, lon + 3)
+    np.testing.assert_allclose(moved_lat - x_lat, moved_lon - x_lon, rtol=1e-12)
+    t = norm.normalise_time(decimal_years(da))
+    np.testing.assert_allclose([t.min(), t.max()], [-1.0, 1.0], rtol=1e-12)
+    y = norm.normalise_values(da)
+    assert float(y.mean()) == pytest.approx(0.0, abs=1e-12)
+    assert float(y.std()) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_normalisation_round_trips_exactly():
+    norm = Normalisation.fit(training_field())
+    rng = np.random.default_rng(1)
+    y, lat, lon, t = (rng.normal(scale=100.0, size=50) for _ in range(4))
+    np.testing.assert_allclose(norm.denormalise_values(norm.normalise_values(y)), y, rtol=1e-12)
+    back = norm.denormalise_coords(*norm.normalise_coords(lat, lon))
+    np.testing.assert_allclose(back, (lat, lon), rtol=1e-12)
+    np.testing.assert_allclose(norm.denormalise_time(norm.normalise_time(t)), t, rtol=1e-12)
+    difference = norm.normalise_values(y[1:]) - norm.normalise_values(y[:-1])
+    np.testing.assert_allclose(norm.denormalise_std(difference), np.diff(y), rtol=1e-10)
+    saved = json.loads(json.dumps(norm.to_dict()))
+    assert Normalisation.from_dict(saved) == norm
+    assert all(type(v) is float for v in saved.values())
+
+
+def test_normalisation_errors():
+    da = training_field()
+    single = Normalisation.fit(da.isel(time=[0]))
+    assert single.time_scale is None
+    with pytest.raises(ValueError, match="without time"):
+        single.normalise_time(2000.0)
+    with pytest.raises(ValueError, match="finite values"):
+        Normalisation.fit(da.where(False))
+    with pytest.raises(ValueError, match="value_std must be positive, got 0"):
+        Normalisation(1.0, 0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="must include"):
+        Normalisation.from_dict({"value_mean": 1.0})
+
+
+def test_open_field_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"absent\.nc"):
+        open_field(tmp_path / "absent.nc")
+    (tmp_path / "corrupt.nc").write_bytes(b"\x89HDF\r\n\x1a\n not really a netCDF file")
+    with pytest.raises(ValueError, match=r"cannot read .*corrupt.nc"):
+        open_field(tmp_path / "corrupt.nc")
+    case = new_cds_era5(tmp_path)
+    with pytest.raises(ValueError, match=r"no variable 'tas'; available: \['t2m'\]"):
+        open_field(case.path, "tas")
+    ds = xr.open_dataset(case.path).load()
+    (ds.assign(d2m=ds["t2m"] - 5)).to_netcdf(tmp_path / "two.nc")
+    with pytest.raises(ValueError, match=r"two.nc: cannot choose.*\['t2m', 'd2m'\]"):
+        open_field(tmp_path / "two.nc")
+    ds.rename(latitude="row").to_netcdf(tmp_path / "nolat.nc")
+    with pytest.raises(ValueError, match=r"nolat.nc: no latitude coordinate.*'row'"):
+        open_field(tmp_path / "nolat.nc")
+
+
+@pytest.fixture(scope="module")
+def hadcm3():
+    pytest.importorskip("iris_sample_data", reason="the default data needs iris-sample-data")
+    return open_field(default_data_path())
+
+
+def test_default_dataset_opens_with_the_documented_grid(hadcm3):
+    assert hadcm3.name == "air_temperature" and hadcm3.shape == (240, 37, 49)
+    assert hadcm3["time"].dt.calendar == "360_day"
+    years = hadcm3["time"].dt.year.values
+    assert (years[0], years[-1]) == (1860, 2099)
+    lon, lat = hadcm3["lon"].values, hadcm3["lat"].values
+    assert lon.min() == pytest.approx(-135.0) and lon.max() == pytest.approx(-45.0)
+    assert lat.min() == pytest.approx(15.0) and lat.max() == pytest.approx(60.0)
+    values = hadcm3.values
+    assert np.isfinite(values).all() and values.min() > 200 and values.max() < 330
+    assert default_data_path("A1B").exists()
+
+
+def test_default_regions_split_the_columns(hadcm3):
+    west = set(select_region(hadcm3, "na_west")["lon"].values.tolist())
+    east = set(select_region(hadcm3, "na_east")["lon"].values.tolist())
+    assert west and east and not west & east
+    assert west | east == set(hadcm3["lon"].values.tolist())
+    assert max(west) < min(east)
+
+
+def test_default_splits_select_the_documented_years(hadcm3):
+    sizes = {name: select_split(hadcm3, split).sizes for name, split in DEFAULT_SPLITS.items()}
+    assert sizes["train"]["time"] == 200 and sizes["test_id"]["time"] == 40
+    assert sizes["test_ood"]["time"] == 40
+    assert sizes["train"]["lat"] == sizes["test_ood"]["lat"] == 37
+
+
+def test_default_data_path_errors(monkeypatch):
+    with pytest.raises(ValueError, match="E1, A1B"):
+        default_data_path("B2")
+    monkeypatch.setitem(sys.modules, "iris_sample_data", None)
+    with pytest.raises(ImportError, match=r'pip install "aenp\[climate\]"'):
+        default_data_path()
