@@ -112,3 +112,54 @@ def test_ablating_a_strict_model_is_refused(tmp_path, capsys):
     argv = ["ablate", "gp1d", "--model", "convcnp", "--p-drop", "0", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "has no fixed inputs to ablate" in capsys.readouterr().err
+
+
+def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    lat, lon = np.arange(30.25, 50, 0.5), np.arange(-119.75, -80, 0.5)
+    years = np.arange(2000, 2012)
+    values = 280 + np.random.default_rng(0).standard_normal((len(years), len(lat), len(lon)))
+    times = np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]")
+    field = xr.DataArray(
+        values, dims=("time", "lat", "lon"), coords={"time": times, "lat": lat, "lon": lon}
+    )
+    field.to_dataset(name="t2m").to_netcdf(tmp_path / "t2m.nc")
+    argv = [
+        "reproduce",
+        "climate",
+        "--data",
+        str(tmp_path / "t2m.nc"),
+        "--train-region",
+        "30,50,-120,-100",
+        "--ood-region",
+        "30,50,-99,-80",
+        "--out",
+        str(tmp_path / "out"),
+        "--models",
+        "convcnp_approx",
+        "experiment.options.train_years=[2000,2007]",
+        "experiment.options.val_years=[2008,2009]",
+        "experiment.options.test_years=[2010,2011]",
+        "experiment.options.patch=16",
+        "data.num_train_tasks=16",
+        "data.num_val_tasks=8",
+        "data.num_test_tasks=8",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "model.hparams.channels=4",
+        "model.hparams.num_layers=2",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {"test", "ood", "test_strict", "ood_strict"} <= set(summary["results"][0]["splits"])
+    config = json.loads((tmp_path / "out/convcnp_approx/model/config.json").read_text())
+    normalisation = config["metadata"]["normalisation"]
+    assert normalisation["lon_origin"] == pytest.approx(-110.0)  # the box's centre
+    assert normalisation["value_mean"] == pytest.approx(values[:8, :, :40].mean())
+
+
+def test_climate_options_are_refused_for_other_experiments(tmp_path, capsys):
+    assert main(["reproduce", "gp1d", "--data", "x.nc", "--out", str(tmp_path)]) == 2
+    assert "--data apply to the climate experiment only" in capsys.readouterr().err

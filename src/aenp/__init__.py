@@ -2,7 +2,8 @@
 
 The public surface: :func:`build_model` (registry of neural processes), :func:`approximate`
 and :func:`strictly_equivariant` (the fixed-input mechanism), :func:`save` / :func:`load`,
-:class:`Batch`, and the :mod:`aenp.testing` helpers.
+:class:`Batch`, :func:`predict` (xarray or pandas in and out, in physical units), and the
+:mod:`aenp.testing` helpers.
 """
 
 from aenp import testing
@@ -10,6 +11,7 @@ from aenp.data.batch import Batch, GridBatch
 from aenp.models.io import load, save
 from aenp.models.registry import build_model, model_keys, model_name
 from aenp.nn.fixed_inputs import FixedInputs, approximate, strictly_equivariant
+from aenp.prediction import predict
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ __all__ = [
     "load",
     "model_keys",
     "model_name",
+    "predict",
     "save",
     "strictly_equivariant",
     "testing",

@@ -4,6 +4,7 @@
 ``aenp evaluate RUN_DIR``        evaluate a finished run on its test splits
 ``aenp reproduce EXPERIMENT``    train and evaluate every model of an experiment; table, figures
 ``aenp ablate EXPERIMENT``       one model over values of num_fixed_inputs or p_drop; a table
+``aenp predict RUN_DIR``         predict at target coordinates from context observations (climate)
 ``aenp data export EXPERIMENT``  write an evaluation split to a portable file
 ``aenp data smoke --out DIR``    simulate 2-D smoke plumes (PhiFlow) into a zarr store
 ``aenp models``                  list the registry keys
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "overrides", nargs="*", help="Hydra overrides for every model, e.g. trainer.max_epochs=1"
     )
+    _add_climate_options(reproduce)
 
     ablate = commands.add_parser(
         "ablate", help="train an approximate model over values of num_fixed_inputs or p_drop"
@@ -70,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="default: results/<experiment>-ablation-<parameter>"
     )
     ablate.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    _add_climate_options(ablate)
+
+    predict = commands.add_parser(
+        "predict", help="predict temperature with a trained climate model (mean and std)"
+    )
+    predict.add_argument("run_dir", type=Path, help="a run directory of `aenp train`")
+    predict.add_argument(
+        "--context", type=Path, required=True, help="observations: netCDF/zarr grid or CSV"
+    )
+    predict.add_argument(
+        "--targets", type=Path, required=True, help="where to predict: netCDF/zarr grid or CSV"
+    )
+    predict.add_argument("--out", type=Path, required=True, help="a .nc, .zarr or .csv file")
+    predict.add_argument("--variable", default=None, help="the context's data variable")
+    predict.add_argument("--chunk-size", type=int, default=65_536, help="targets per pass")
 
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -92,6 +109,46 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the registry keys")
     return parser
+
+
+def _add_climate_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the climate experiment, turned into overrides by :func:`_climate_overrides`."""
+    group = parser.add_argument_group("climate experiment")
+    group.add_argument(
+        "--dims", type=int, choices=(2, 3), default=None, help="2: (lat, lon); 3: (time, lat, lon)"
+    )
+    group.add_argument(
+        "--data", default=None, help="a netCDF file or zarr store (default: offline HadCM3)"
+    )
+    group.add_argument(
+        "--variable", default=None, help="the data variable (default: the only gridded one)"
+    )
+    group.add_argument(
+        "--train-region", default=None, help="region name or south,north,west,east box"
+    )
+    group.add_argument(
+        "--ood-region", default=None, help="region name or south,north,west,east box"
+    )
+
+
+def _climate_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The experiment config and Hydra overrides that the climate options stand for."""
+    options = {
+        "data": args.data,
+        "variable": args.variable,
+        "train_region": args.train_region,
+        "ood_region": args.ood_region,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    if args.experiment != "climate":
+        if given or args.dims is not None:
+            flags = [f"--{k.replace('_', '-')}" for k in given] + ["--dims"] * (
+                args.dims is not None
+            )
+            raise ValueError(f"{', '.join(flags)} apply to the climate experiment only")
+        return args.experiment, []
+    experiment = "climate3d" if args.dims == 3 else "climate"
+    return experiment, [f"experiment.options.{k}='{v}'" for k, v in given.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,18 +181,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "reproduce":
         from aenp.reproduce import reproduce
 
-        out = args.out or Path("results") / f"{args.experiment}-{args.scale}"
+        experiment, overrides = _climate_overrides(args)
+        out = args.out or Path("results") / f"{experiment}-{args.scale}"
         models = args.models.split(",") if args.models else None
-        reproduce(args.experiment, args.scale, out, models, args.overrides)
+        reproduce(experiment, args.scale, out, models, [*overrides, *args.overrides])
         print(f"Results: {out / 'results.md'}")
     elif args.command == "ablate":
         from aenp.reproduce import ablate
 
         parameter = "num_fixed_inputs" if args.num_fixed_inputs else "p_drop"
         values = args.num_fixed_inputs or args.p_drop
-        out = args.out or Path("results") / f"{args.experiment}-ablation-{parameter}"
-        ablate(args.experiment, args.scale, args.model, parameter, values, out, args.overrides)
+        experiment, overrides = _climate_overrides(args)
+        out = args.out or Path("results") / f"{experiment}-ablation-{parameter}"
+        ablate(
+            experiment,
+            args.scale,
+            args.model,
+            parameter,
+            values,
+            out,
+            [*overrides, *args.overrides],
+        )
         print(f"Ablation: {out / 'ablation.md'}")
+    elif args.command == "predict":
+        from aenp.prediction import predict_files
+
+        predict_files(
+            args.run_dir, args.context, args.targets, args.out, args.variable, args.chunk_size
+        )
+        print(f"Wrote {args.out}")
     elif args.command == "data" and args.data_command == "export":
         from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split
 

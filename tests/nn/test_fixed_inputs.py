@@ -47,6 +47,15 @@ def test_disabled_gives_zeros_of_the_right_shape():
     assert out.shape == (3, 4, 5) and torch.count_nonzero(out) == 0
 
 
+def test_a_dimension_without_bounds_is_ignored():
+    module = make(domain=[[None, None], [0.0, 2.0]]).eval()
+    x = torch.rand(1, 5, 2) * 2
+    # Moving along the ignored dimension, even far outside any box, changes nothing.
+    torch.testing.assert_close(module(x), module(x + torch.tensor([100.0, 0.0])))
+    assert module(x).abs().min() > 0
+    assert module(x + torch.tensor([0.0, 3.0])).abs().max() == 0
+
+
 def test_eval_mode_never_drops():
     module = make(p_drop=0.99).eval()
     assert bool((module(torch.randn(50, 3, 2)).abs().sum(dim=(1, 2)) > 0).all())
@@ -59,6 +68,7 @@ def test_eval_mode_never_drops():
         ({"p_drop": 1.5}, r"p_drop must lie in \[0, 1\]"),
         ({"domain": [[1.0, -1.0], [0.0, 1.0]]}, "low < high"),
         ({"domain": [[-1.0, 1.0]]}, r"2 \(low, high\) pair"),
+        ({"domain": [[None, None], [None, None]]}, "not all"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):

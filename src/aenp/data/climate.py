@@ -196,24 +196,39 @@ def _find_coord(
     return (by_name + by_attrs + [None])[0]
 
 
-def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
-    """Renames the latitude, longitude and time coordinates (and dims) to lat, lon, time."""
-    for target, standard_name, names, units in (
+def coordinate_names(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
+    """The object's own names of its latitude, longitude and (if any) time coordinates.
+
+    Returns:
+        ``{"lat": ..., "lon": ...}`` plus ``"time"`` when the object has a time coordinate.
+
+    Raises:
+        ValueError: If latitude or longitude is missing.
+    """
+    names = {}
+    for target, standard_name, candidates, units in (
         ("lat", "latitude", LAT_NAMES, LAT_UNITS),
         ("lon", "longitude", LON_NAMES, LON_UNITS),
     ):
-        name = _find_coord(obj, names, units, standard_name)
+        name = _find_coord(obj, candidates, units, standard_name)
         if name is None:
             raise ValueError(
-                f"no {standard_name} coordinate (named {names} or with units {units[0]}) "
+                f"no {standard_name} coordinate (named {candidates} or with units {units[0]}) "
                 f"among coordinates {list(map(str, obj.coords))} and dims {list(obj.dims)}"
             )
-        if obj[name].dims[0] != name:
+        names[target] = name
+    time = [n for n in TIME_NAMES if n in obj.coords]
+    if time:
+        names["time"] = time[0]
+    return names
+
+
+def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+    """Renames the latitude, longitude and time coordinates (and dims) to lat, lon, time."""
+    for target, name in coordinate_names(obj).items():
+        if target != "time" and obj[name].dims[0] != name:
             obj = obj.swap_dims({obj[name].dims[0]: name})
         obj = obj.rename({name: target}) if name != target else obj
-    if "time" not in obj.coords:
-        found = [n for n in TIME_NAMES if n in obj.coords]
-        obj = obj.rename({found[0]: "time"}) if found else obj
     return obj
 
 

@@ -11,6 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from aenp.data.batch import Batch, GridBatch
+from aenp.data.climate import (
+    Normalisation,
+    decimal_years,
+    default_data_path,
+    open_field,
+    select_region,
+    select_years,
+)
 from aenp.data.gp import GP1D_OOD_SHIFT, TARGET_RANGE, GPMixture, gp1d_generator, gp1d_split
 from aenp.data.smoke import SmokeStore
 
@@ -189,12 +197,189 @@ class Smoke2D:
         return items
 
 
+class Climate:
+    """Real gridded temperature (DESIGN §3 climate): tasks are patches of a field.
+
+    A task is a ``patch × patch`` block of cells (2-D inputs: latitude, longitude) at one time
+    step, or a ``window × patch × patch`` block of consecutive time steps (3-D inputs: time,
+    latitude, longitude). The tasks of a batch share the patch's location (so they share one
+    grid) and differ in time. A random fraction (drawn per batch) of the observed cells is
+    context and the other observed cells are targets, as many in every task of the batch;
+    missing cells (NaN) are neither. Values and
+    coordinates are normalised with :attr:`normalisation`, fitted to the training data (one
+    scale for both spatial axes, so translations are not distorted).
+
+    Splits: training and ``val`` in the training region (in ``train_years`` and ``val_years``),
+    ``test`` in the training region in ``test_years`` (in distribution), ``ood`` in the OOD
+    region in ``test_years``.
+
+    Args:
+        data: A netCDF file or zarr store; None: the offline default
+            (:func:`aenp.data.climate.default_data_path`).
+        variable: The data variable; None picks the only gridded one.
+        dims: 2 (lat, lon) or 3 (time, lat, lon).
+        train_region: Region name or "south,north,west,east" box for training and ``test``.
+        ood_region: Region for the ``ood`` split.
+        train_years: Inclusive years of the training split.
+        val_years: Inclusive years of the validation split.
+        test_years: Inclusive years of ``test`` and ``ood``.
+        patch: Cells per side of a patch (at most the smaller region's size).
+        window: Consecutive time steps per task when ``dims`` is 3.
+        context_fraction: Range ``(low, high)`` of the fraction of observed cells in the context.
+    """
+
+    name = "climate"
+    dim_y = 1
+    evaluation_splits = ("test", "ood")
+    ood_splits = ("ood",)
+    split_seeds: ClassVar[dict[str, int]] = {"val": 2_026_001, "test": 2_026_002, "ood": 2_026_003}
+
+    def __init__(
+        self,
+        data: str | None = None,
+        variable: str | None = None,
+        dims: int = 2,
+        train_region: str = "na_west",
+        ood_region: str = "na_east",
+        train_years: tuple[int, int] = (1860, 2039),
+        val_years: tuple[int, int] = (2040, 2059),
+        test_years: tuple[int, int] = (2060, 2099),
+        patch: int = 24,
+        window: int = 8,
+        context_fraction: tuple[float, float] = (0.05, 0.5),
+    ):
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 (lat, lon) or 3 (time, lat, lon), got {dims}")
+        low, high = context_fraction
+        if not 0 < low <= high < 1:
+            raise ValueError(
+                f"context_fraction must satisfy 0 < low <= high < 1, got {context_fraction}"
+            )
+        field = open_field(default_data_path() if data is None else data, variable)
+        self.dim_x = dims
+        self.patch = patch
+        self.window = window if dims == 3 else 1
+        self.context_fraction = (low, high)
+        train = select_years(select_region(field, train_region), train_years)
+        self.normalisation = Normalisation.fit(train)
+        self.fields = {
+            "train": train,
+            "val": select_years(select_region(field, train_region), val_years),
+            "test": select_years(select_region(field, train_region), test_years),
+            "ood": select_years(select_region(field, ood_region), test_years),
+        }
+        for split, part in self.fields.items():
+            _, num_lat, num_lon = part.shape
+            if min(num_lat, num_lon) < patch or part.sizes["time"] < self.window:
+                raise ValueError(
+                    f"the {split} split has {part.sizes['time']} time step(s) of "
+                    f"{num_lat}×{num_lon} cells, too few for patches of {patch}×{patch} cells "
+                    f"and {self.window} time step(s); lower patch or window"
+                )
+        self._arrays: dict[str, np.ndarray] = {}
+        """Normalised values per split, and patch corners per split (``<split>/locations``)."""
+
+    def _values(self, split: str) -> np.ndarray:
+        """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""
+        if split not in self._arrays:
+            values = self.fields[split].values.astype(np.float32)
+            self._arrays[split] = self.normalisation.normalise_values(values)
+        return self._arrays[split]
+
+    def _locations(self, split: str) -> list[tuple[int, int]]:
+        """Patch corners ``(lat, lon)`` whose cells are observed at least half the time, cached.
+
+        Raises:
+            ValueError: If no patch of the split is.
+        """
+        key = f"{split}/locations"
+        if key not in self._arrays:
+            observed = np.isfinite(self._values(split)).mean(axis=0) >= MIN_OBSERVED_FRACTION
+            sums = np.pad(observed.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+            p = self.patch
+            counts = sums[p:, p:] - sums[:-p, p:] - sums[p:, :-p] + sums[:-p, :-p]
+            corners = np.argwhere(counts >= MIN_OBSERVED_FRACTION * p * p)
+            if not len(corners):
+                raise ValueError(
+                    f"no {p}×{p} patch of the {split} split has at least "
+                    f"{MIN_OBSERVED_FRACTION:.0%} of its cells observed; lower patch"
+                )
+            self._arrays[key] = corners
+        return [tuple(map(int, c)) for c in self._arrays[key]]
+
+    def _axes(self, split: str, time: int, lat: int, lon: int) -> tuple[torch.Tensor, ...]:
+        """Normalised coordinates of the patch starting at (time, lat, lon)."""
+        part = self.fields[split]
+        lat_deg = part["lat"].values[lat : lat + self.patch]
+        lon_deg = part["lon"].values[lon : lon + self.patch]
+        x_lat, x_lon = self.normalisation.normalise_coords(lat_deg, lon_deg)
+        axes = [torch.as_tensor(x_lat), torch.as_tensor(x_lon)]
+        if self.dim_x == 3:
+            years = self.normalisation.normalise_time(
+                decimal_years(part)[time : time + self.window]
+            )
+            # Evenly spaced from the first step (months of unequal length are equal steps).
+            step = np.diff(years).mean() if self.window > 1 else 1.0
+            axes.insert(0, torch.as_tensor(years[0] + step * np.arange(self.window)))
+        return tuple(a.to(torch.get_default_dtype()) for a in axes)
+
+    def _tasks(self, split: str, batch_size: int, generator: torch.Generator) -> GridBatch:
+        """A batch of tasks at one random patch location and random times."""
+        values = self._values(split)
+        num_time = values.shape[0]
+        locations = self._locations(split)
+        lat, lon = locations[int(torch.randint(len(locations), (), generator=generator))]
+        starts = torch.randint(num_time - self.window + 1, (batch_size,), generator=generator)
+        blocks = np.stack(
+            [
+                values[t : t + self.window, lat : lat + self.patch, lon : lon + self.patch]
+                for t in starts.tolist()
+            ]
+        )
+        y = torch.from_numpy(blocks if self.dim_x == 3 else blocks[:, 0])
+        # Every task gets as many context and target cells (so point-set models see equal
+        # sets): cells are ranked at random, missing ones last.
+        observed = torch.isfinite(y).flatten(1)
+        num_observed = int(observed.sum(1).min())
+        low, high = self.context_fraction
+        fraction = low + (high - low) * torch.rand((), generator=generator).item()
+        num_context = min(max(1, round(fraction * num_observed)), num_observed - 1)
+        scores = torch.rand(observed.shape, generator=generator) + (~observed).float()
+        rank = torch.argsort(torch.argsort(scores, dim=1), dim=1)
+        context = (rank < num_context).view(y.shape)
+        target = ((rank >= num_context) & (rank < num_observed)).view(y.shape)
+        return GridBatch(
+            torch.nan_to_num(y)[..., None].to(torch.get_default_dtype()),
+            context,
+            target,
+            self._axes(split, int(starts[0]), lat, lon),
+        )
+
+    def sample_train(self, batch_size: int, generator: torch.Generator) -> GridBatch:
+        """Draws a batch of training tasks."""
+        return self._tasks("train", batch_size, generator)
+
+    def split(self, name: str, num_tasks: int, batch_size: int) -> list[EvaluationBatch]:
+        """Fixed, seeded tasks of ``val``, ``test`` or ``ood``."""
+        if name not in self.split_seeds:
+            raise ValueError(
+                f"unknown climate split {name!r}; valid: {', '.join(self.split_seeds)}"
+            )
+        generator = torch.Generator().manual_seed(self.split_seeds[name])
+        return [
+            EvaluationBatch(self._tasks(name, min(batch_size, num_tasks - start), generator))
+            for start in range(0, num_tasks, batch_size)
+        ]
+
+
+MIN_OBSERVED_FRACTION = 0.5
+"""Least share of observed (finite) cells of a climate patch, averaged over time."""
 VALIDATION_FRACTION = 0.1
 """Share of the smoke training simulations held out for validation."""
 IN_MEMORY_BYTES = 2**30
 """Largest split of a smoke store that is read into memory at once (1 GiB)."""
 
-EXPERIMENTS = {"gp1d": GP1D, "smoke2d": Smoke2D}
+EXPERIMENTS = {"gp1d": GP1D, "smoke2d": Smoke2D, "climate": Climate}
 
 
 def get_experiment(name: str, **options: Any) -> Experiment:

@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 import gpytorch
 import numpy as np
 import torch
+import xarray as xr
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -603,7 +603,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _write_netcdf(path: Path, arrays: dict[str, np.ndarray], attributes: dict) -> None:
-    xr = _import_xarray()
     dataset = xr.Dataset(
         {name: (dims, arrays[name]) for name, dims in _EXPORT_DIMS.items()}, attrs=attributes
     )
@@ -611,7 +610,6 @@ def _write_netcdf(path: Path, arrays: dict[str, np.ndarray], attributes: dict) -
 
 
 def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
-    xr = _import_xarray()
     with xr.open_dataset(path, engine="netcdf4") as dataset:
         _check_arrays(path, dataset.data_vars)
         return {name: dataset[name].to_numpy() for name in _EXPORT_DIMS}
@@ -621,16 +619,6 @@ def _check_arrays(path: Path, present: Sequence[str]) -> None:
     missing = [name for name in _EXPORT_DIMS if name not in present]
     if missing:
         raise ValueError(f"{str(path)!r} lacks the required array(s) {', '.join(missing)}")
-
-
-def _import_xarray() -> ModuleType:
-    try:
-        import xarray
-    except ImportError as error:
-        raise ImportError(
-            "netCDF export needs xarray and netCDF4: pip install 'aenp[export]'"
-        ) from error
-    return xarray
 
 
 _WRITERS: dict[str, Callable[[Path, dict[str, np.ndarray], dict], None]] = {

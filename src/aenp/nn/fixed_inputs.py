@@ -44,7 +44,9 @@ class FixedInputs(nn.Module):
         p_drop: Probability that all fixed inputs of a task are dropped (zeroed) in a
             training forward pass.
         domain: Box ``[(low, high)] * dx`` on which the fixed inputs live; they are zero
-            outside it, so the model is strictly equivariant there. ``None``: everywhere.
+            outside it, so the model is strictly equivariant there. ``None``: everywhere. A
+            dimension given as ``(None, None)`` is ignored: the fixed inputs do not vary along
+            it (e.g. time, where the test period lies outside the training one).
         hidden: Hidden widths of the MLP that computes ``t``.
     """
 
@@ -66,22 +68,32 @@ class FixedInputs(nn.Module):
         self.num_fixed_inputs = num_fixed_inputs
         self.p_drop = p_drop
         self.enabled = True
-        self.basis = MLP(dim_x, num_fixed_inputs, hidden)
+        if domain is None:
+            self.active_dims = list(range(dim_x))
+            self.register_buffer("domain", None)
+        else:
+            pairs = [tuple(pair) for pair in domain]
+            if len(pairs) != dim_x or any(len(pair) != 2 for pair in pairs):
+                raise ValueError(f"domain must be {dim_x} (low, high) pair(s), got {domain}")
+            self.active_dims = [d for d, pair in enumerate(pairs) if pair != (None, None)]
+            bounds = torch.as_tensor(
+                [pairs[d] for d in self.active_dims], dtype=torch.get_default_dtype()
+            )
+            if not self.active_dims or not bool((bounds[:, 0] < bounds[:, 1]).all()):
+                raise ValueError(
+                    f"domain must be {dim_x} (low, high) pair(s) with low < high (or "
+                    f"(None, None) for an ignored dimension, not all), got {domain}"
+                )
+            self.register_buffer("domain", bounds)
+        self.basis = MLP(len(self.active_dims), num_fixed_inputs, hidden)
         _spread_hinges(self.basis)
         self.projection = nn.Linear(num_fixed_inputs, width, bias=False)
         nn.init.zeros_(self.projection.weight)
-        if domain is None:
-            self.register_buffer("domain", None)
-        else:
-            bounds = torch.as_tensor(domain, dtype=torch.get_default_dtype())
-            if bounds.shape != (dim_x, 2) or not bool((bounds[:, 0] < bounds[:, 1]).all()):
-                raise ValueError(
-                    f"domain must be {dim_x} (low, high) pair(s) with low < high, got {domain}"
-                )
-            self.register_buffer("domain", bounds)
 
     def values(self, x: Float[Tensor, "*shape dx"]) -> Float[Tensor, "*shape num_fixed_inputs"]:
         """The fixed inputs ``t(x)`` themselves, zero outside the domain."""
+        if len(self.active_dims) < self.dim_x:
+            x = x[..., self.active_dims]
         if self.domain is None:
             return self.basis(x)
         low, high = self.domain[:, 0], self.domain[:, 1]
@@ -175,10 +187,15 @@ def approximate(
         model.config["approximate"] = {
             "num_fixed_inputs": num_fixed_inputs,
             "p_drop": p_drop,
-            "domain": None if domain is None else [list(map(float, b)) for b in domain],
+            "domain": None if domain is None else [_bounds(b) for b in domain],
             "hidden": list(hidden),
         }
     return model
+
+
+def _bounds(pair: Sequence[float | None]) -> list[float | None]:
+    """A domain pair as JSON-compatible floats (None kept)."""
+    return [None if b is None else float(b) for b in pair]
 
 
 @contextmanager

@@ -123,7 +123,11 @@ def train(cfg: DictConfig) -> Path:
         best = Path(checkpoints.best_model_path or last)
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-        save(model.float().cpu(), run_dir / MODEL_DIR, metadata={"experiment": experiment.name})
+        metadata = {"experiment": experiment.name}
+        normalisation = getattr(experiment, "normalisation", None)
+        if normalisation is not None:
+            metadata["normalisation"] = normalisation.to_dict()
+        save(model.float().cpu(), run_dir / MODEL_DIR, metadata=metadata)
         seconds = record.get("seconds", 0.0) + time.perf_counter() - start
         record = {"seconds": seconds, "config": resolved}
         (run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2))

@@ -1,0 +1,315 @@
+"""Prediction for scientists: xarray or pandas in, predictive mean and std in physical units out.
+
+The context is a gridded field (an xarray DataArray or one-variable Dataset; NaN cells are
+unobserved) or station observations (a pandas DataFrame with ``lat``, ``lon``, optionally
+``time``, and one value column). The targets are a grid (any DataArray or Dataset with latitude
+and longitude, and time for 3-D models; its values are ignored) or a DataFrame of coordinates.
+Coordinates are recognised in the same conventions as :func:`aenp.data.climate.open_field`
+(ERA5, WFDE5, WeatherBench2, 0-360 longitudes, descending latitudes), and the result carries
+exactly the targets' own coordinates.
+
+A 2-D model (inputs lat, lon) treats every time step of the context as one task; a 3-D model
+(time, lat, lon) conditions on the whole context at once. Targets are processed in chunks,
+with a progress bar, so a large target grid never needs memory for all of them at once; every
+chunk also carries the two corners of the full target box, so that convolutional models build
+the same internal grid for every chunk and chunked predictions equal unchunked ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from aenp.data.climate import (
+    Normalisation,
+    coordinate_names,
+    decimal_years,
+    normalise_conventions,
+    open_field,
+)
+from aenp.models.io import load, load_config
+from aenp.models.neural_process import NeuralProcess
+
+DEFAULT_CHUNK_SIZE = 65_536
+"""Target points per forward pass."""
+COORDINATE_COLUMNS = ("time", "lat", "lon")
+
+
+def load_predictor(path: str | os.PathLike) -> tuple[NeuralProcess, Normalisation]:
+    """A trained model and the normalisation saved with it, from a run or model directory.
+
+    Raises:
+        FileNotFoundError: If there is no saved model.
+        ValueError: If the model was saved without a normalisation (not trained on climate
+            data): pass one to :func:`predict` instead.
+    """
+    directory = Path(path)
+    if (directory / "model").is_dir():
+        directory = directory / "model"
+    params = load_config(directory).get("metadata", {}).get("normalisation")
+    if params is None:
+        raise ValueError(
+            f"the model at {directory} was saved without a normalisation (it was not trained "
+            "on climate data); pass normalisation= to predict"
+        )
+    return load(directory), Normalisation.from_dict(params)
+
+
+def predict(
+    model: NeuralProcess | str | os.PathLike,
+    context: xr.DataArray | xr.Dataset | pd.DataFrame,
+    targets: xr.DataArray | xr.Dataset | pd.DataFrame,
+    normalisation: Normalisation | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> xr.Dataset | pd.DataFrame:
+    """Predictive mean and standard deviation at the targets, in the data's units.
+
+    Args:
+        model: A trained model, or the run (or model) directory it was saved in.
+        context: Observations: a gridded field (NaN = unobserved) or a DataFrame of stations.
+        targets: Where to predict: a grid or a DataFrame of coordinates.
+        normalisation: How the model's training data were normalised; read from the model's
+            directory when ``model`` is a path.
+        chunk_size: Target points per forward pass.
+        progress: Show a progress bar.
+
+    Returns:
+        For grid targets, a Dataset with ``mean`` and ``std`` on the targets' coordinates (with
+        the context's time steps for a 2-D model); for DataFrame targets, a copy with ``mean``
+        and ``std`` columns.
+
+    Raises:
+        ValueError: For a missing normalisation, coordinate or value column, an empty context,
+            non-finite coordinates, or targets lacking the time a 3-D model needs.
+    """
+    if not isinstance(model, NeuralProcess):
+        model, saved = load_predictor(model)
+        normalisation = normalisation or saved
+    if normalisation is None:
+        raise ValueError("predict needs the normalisation the model was trained with")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if model.dim_x not in (2, 3):
+        raise ValueError(f"predict needs a model of 2-D or 3-D inputs, got dim_x={model.dim_x}")
+    tasks = _context_tasks(context, model.dim_x)
+    points, grid = _target_points(targets, model.dim_x)
+    if grid is None and len(tasks) > 1:
+        raise ValueError(
+            f"the context has {len(tasks)} time steps; for DataFrame targets a 2-D model "
+            "needs one: select one, or give grid targets"
+        )
+    xt = _inputs(points, normalisation, model.dim_x)
+    dtype = next(model.parameters()).dtype
+    means, stds = [], []
+    model.eval()
+    bar = tqdm(total=len(tasks) * len(xt), disable=not progress, unit="pt", desc="predict")
+    with torch.no_grad():
+        for task in tasks:
+            xc = torch.as_tensor(_inputs(task, normalisation, model.dim_x), dtype=dtype)[None]
+            yc = torch.as_tensor(normalisation.normalise_values(task["value"].to_numpy()))
+            yc = yc.to(dtype)[None, :, None]
+            corners = np.stack([xt.min(0), xt.max(0)])
+            mean, std = [], []
+            for start in range(0, len(xt), chunk_size):
+                chunk = np.concatenate([xt[start : start + chunk_size], corners])
+                pred = model(xc, yc, torch.as_tensor(chunk, dtype=dtype)[None])
+                mean.append(pred.mean[0, :-2, 0].double().numpy())
+                std.append(pred.stddev[0, :-2, 0].double().numpy())
+                bar.update(len(chunk) - 2)
+            means.append(normalisation.denormalise_values(np.concatenate(mean)))
+            stds.append(normalisation.denormalise_std(np.concatenate(std)))
+    bar.close()
+    if grid is None:
+        result = targets.copy()
+        result["mean"], result["std"] = means[0], stds[0]
+        return result
+    return _on_grid(grid, means, stds, tasks, model.dim_x)
+
+
+def predict_files(
+    run_dir: str | os.PathLike,
+    context: str | os.PathLike,
+    targets: str | os.PathLike,
+    out: str | os.PathLike,
+    variable: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Path:
+    """:func:`predict` from files to a file (what ``aenp predict`` runs).
+
+    ``context`` and ``targets`` are CSV tables (stations) or netCDF/zarr grids; ``out`` is
+    written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``) by its suffix, first to a
+    temporary name, so an existing file is only replaced by a complete one.
+
+    Raises:
+        ValueError: If ``out`` has another suffix, or as :func:`predict`.
+    """
+    out = Path(out)
+    writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
+    if out.suffix not in writers:
+        raise ValueError(f"--out must end in {', '.join(writers)}, got {out}")
+    result = predict(
+        run_dir,
+        _read_table_or_grid(context, variable),
+        _read_table_or_grid(targets, None, values=False),
+        chunk_size=chunk_size,
+    )
+    if isinstance(result, pd.DataFrame) != (out.suffix == ".csv"):
+        kind = "a table (CSV targets)" if isinstance(result, pd.DataFrame) else "a grid"
+        raise ValueError(f"the prediction is {kind}; choose an --out suffix for it, got {out}")
+    tmp = out.with_name(f".{out.name}.partial")
+    if isinstance(result, pd.DataFrame):
+        result.to_csv(tmp, index=False)
+    else:
+        getattr(result, writers[out.suffix])(tmp)
+    if out.is_dir():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def _read_table_or_grid(
+    path: str | os.PathLike, variable: str | None, values: bool = True
+) -> pd.DataFrame | xr.DataArray | xr.Dataset:
+    """A CSV file as a DataFrame, or a netCDF/zarr grid (its field, or just its coordinates)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no file at {path}")
+    if path.suffix == ".csv":
+        table = pd.read_csv(path)
+        times = [c for c in table.columns if str(c).lower() in ("time", "valid_time")]
+        return table.astype({c: "datetime64[ns]" for c in times})
+    if values:
+        return open_field(path, variable)
+    opener = xr.open_zarr if path.is_dir() else xr.open_dataset
+    try:
+        return opener(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path} as netCDF or zarr: {error}") from error
+
+
+def _coords_frame(da: xr.DataArray) -> pd.DataFrame:
+    """Every cell of a standardised field ``[time, lat, lon]`` as rows (values kept)."""
+    frame = da.to_dataframe(name="value").reset_index()
+    return frame[[*COORDINATE_COLUMNS, "value"]]
+
+
+def _as_field(data: xr.DataArray | xr.Dataset) -> xr.DataArray:
+    """A DataArray from a one-variable Dataset, or the DataArray itself."""
+    if isinstance(data, xr.Dataset):
+        names = list(data.data_vars)
+        if len(names) != 1:
+            raise ValueError(f"a Dataset must hold one data variable, got {names}")
+        data = data[names[0]]
+    return data
+
+
+def _context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
+    """Observed context points per task (columns time, lat, lon, value)."""
+    if isinstance(context, pd.DataFrame):
+        frame = _station_frame(context, need_value=True)
+    elif isinstance(context, xr.DataArray | xr.Dataset):
+        field = normalise_conventions(_as_field(context))
+        frame = _coords_frame(field)
+    else:
+        raise TypeError(
+            f"context must be an xarray DataArray/Dataset or a pandas DataFrame, got "
+            f"{type(context).__name__}"
+        )
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    if frame.empty:
+        raise ValueError("the context has no observed (finite) value")
+    if dim_x == 3 or frame["time"].isna().all():
+        return [frame]
+    return [group for _, group in frame.groupby("time", sort=True)]
+
+
+def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
+    """A DataFrame's lat, lon, time (NaN if absent) and value columns, by name."""
+    columns = {str(c).lower(): c for c in frame.columns}
+    lat = next((columns[n] for n in ("lat", "latitude") if n in columns), None)
+    lon = next((columns[n] for n in ("lon", "longitude") if n in columns), None)
+    if lat is None or lon is None:
+        raise ValueError(f"a DataFrame needs lat and lon columns, got {list(frame.columns)}")
+    time = next((columns[n] for n in ("time", "valid_time") if n in columns), None)
+    rows = pd.DataFrame(
+        {
+            "time": frame[time] if time is not None else np.nan,
+            "lat": frame[lat].to_numpy(dtype=float),
+            "lon": frame[lon].to_numpy(dtype=float),
+        }
+    )
+    if need_value:
+        rest = [c for c in frame.columns if c not in (lat, lon, time)]
+        if "value" in rest:
+            rest = ["value"]
+        if len(rest) != 1:
+            raise ValueError(
+                f"a context DataFrame needs exactly one value column besides lat, lon and "
+                f"time (or one named 'value'), got {rest}"
+            )
+        rows["value"] = frame[rest[0]].to_numpy(dtype=float)
+    return rows
+
+
+def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | None]:
+    """Target coordinates as rows, and the target grid (None for DataFrame targets)."""
+    if isinstance(targets, pd.DataFrame):
+        points = _station_frame(targets, need_value=False)
+        grid = None
+    elif isinstance(targets, xr.DataArray | xr.Dataset):
+        grid = targets
+        names = coordinate_names(grid)
+        if dim_x == 3 and "time" not in names:
+            raise ValueError("a 3-D model (time, lat, lon) needs targets with a time coordinate")
+        keep = [d for d in COORDINATE_COLUMNS if d in names and (d != "time" or dim_x == 3)]
+        mesh = np.meshgrid(*(grid[names[d]].values for d in keep), indexing="ij")
+        points = pd.DataFrame({d: m.ravel() for d, m in zip(keep, mesh, strict=True)})
+        points = points.reindex(columns=list(COORDINATE_COLUMNS))
+    else:
+        raise TypeError(
+            f"targets must be an xarray DataArray/Dataset or a pandas DataFrame, got "
+            f"{type(targets).__name__}"
+        )
+    if dim_x == 3 and points["time"].isna().any():
+        raise ValueError("a 3-D model (time, lat, lon) needs targets with a time coordinate")
+    return points, grid
+
+
+def _inputs(frame: pd.DataFrame, normalisation: Normalisation, dim_x: int) -> np.ndarray:
+    """Model inputs ``[n, dx]`` of rows with lat, lon (and time for 3-D models)."""
+    lon = (frame["lon"].to_numpy(dtype=float) + 180.0) % 360.0 - 180.0
+    x_lat, x_lon = normalisation.normalise_coords(frame["lat"].to_numpy(dtype=float), lon)
+    columns = [x_lat, x_lon]
+    if dim_x == 3:
+        times = frame["time"].to_numpy()
+        years = decimal_years(xr.DataArray(times, dims="time", coords={"time": times}))
+        columns.insert(0, normalisation.normalise_time(years))
+    x = np.stack(columns, axis=-1)
+    if not np.isfinite(x).all():
+        raise ValueError("coordinates must be finite (NaN or infinite latitude, longitude or time)")
+    return x
+
+
+def _on_grid(grid, means, stds, tasks, dim_x: int) -> xr.Dataset:
+    """Predictions laid out on the target grid's own coordinates ``[time,] lat, lon``."""
+    names = coordinate_names(grid)
+    keep = ["time", "lat", "lon"] if dim_x == 3 else ["lat", "lon"]
+    coords = {names[d]: grid[names[d]].values for d in keep}
+    shape = tuple(len(v) for v in coords.values())
+    if dim_x == 2 and len(tasks) > 1:
+        coords = {names.get("time", "time"): [t["time"].iloc[0] for t in tasks], **coords}
+        shape = (len(tasks), *shape)
+    dims = list(coords)
+    data = {
+        name: (dims, np.stack(values).reshape(shape))
+        for name, values in (("mean", means), ("std", stds))
+    }
+    return xr.Dataset(data, coords=coords)

@@ -1,0 +1,165 @@
+"""The climate experiment's tasks, on a small synthetic field and on the default data."""
+
+import cftime
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from aenp.data.climate import REGIONS, Normalisation
+from aenp.data.experiments import Climate, get_experiment
+
+YEARS = np.arange(1990, 2010)
+LAT = np.arange(30.25, 50, 0.5)  # 40 rows
+LON = np.arange(-119.75, -80, 0.5)  # 80 columns
+
+
+def temperature(lat, lon, year):
+    """An analytic field, so task values can be checked against an independent formula."""
+    return (
+        280
+        + 10 * np.sin(np.radians(3 * lat))
+        + 4 * np.cos(np.radians(2 * lon))
+        + 0.1 * (year - 1990)
+    )
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    """A 360-day-calendar field, stored north to south and 0-360, with NaN cells in a corner."""
+    year, la, lo = np.meshgrid(YEARS, LAT, LON, indexing="ij")
+    values = temperature(la, lo, year)
+    values[:, :3, :3] = np.nan
+    times = [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS]
+    da = xr.DataArray(
+        values[:, ::-1],
+        dims=("time", "latitude", "longitude"),
+        coords={"time": times, "latitude": LAT[::-1], "longitude": LON % 360},
+        name="t2m",
+    )
+    path = tmp_path_factory.mktemp("climate") / "field.nc"
+    da.to_dataset().to_netcdf(path)
+    return str(path)
+
+
+def make(field, **options):
+    defaults = {
+        "data": field,
+        "train_region": "30,50,-120,-100",
+        "ood_region": "30,50,-99,-80",
+        "train_years": (1990, 2001),
+        "val_years": (2002, 2003),
+        "test_years": (2004, 2009),
+        "patch": 16,
+        "window": 4,
+    }
+    return Climate(**{**defaults, **options})
+
+
+def physical(experiment, batch):
+    """Values of a 2-D batch back in kelvin, and the cells' latitudes, longitudes."""
+    norm = experiment.normalisation
+    lat, lon = norm.denormalise_coords(
+        batch.axes[0].double().numpy(), batch.axes[1].double().numpy()
+    )
+    y = norm.denormalise_values(batch.y[..., 0].double().numpy())
+    return y, lat, lon
+
+
+def test_tasks_hold_the_field_at_their_coordinates(field):
+    experiment = make(field)
+    batch = experiment.sample_train(6, torch.Generator().manual_seed(0))
+    y, lat, lon = physical(experiment, batch)
+    assert y.shape == (6, 16, 16)
+    assert np.all((lon >= -120) & (lon <= -100)) and np.all((lat >= 30) & (lat <= 50))
+    used = (batch.context_mask | batch.target_mask).numpy()
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    # Each task is one training year: find it from one cell, then check every used cell.
+    for task in range(6):
+        cell = np.argwhere(used[task])[0]
+        year = 1990 + round(
+            (y[task][tuple(cell)] - temperature(la[tuple(cell)], lo[tuple(cell)], 1990)) / 0.1
+        )
+        assert 1990 <= year <= 2001
+        expected = temperature(la, lo, year)
+        np.testing.assert_allclose(y[task][used[task]], expected[used[task]], rtol=0, atol=1e-3)
+
+
+def test_roles_are_disjoint_equal_in_size_and_never_missing_cells(field):
+    experiment = make(field, patch=20)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        batch = experiment.sample_train(4, generator)
+        y, lat, lon = physical(experiment, batch)
+        missing = np.zeros(y.shape, dtype=bool)
+        la, lo = np.meshgrid(lat, lon, indexing="ij")
+        missing[:] = (la < LAT[3]) & (lo < LON[3])
+        assert not bool((batch.context_mask & batch.target_mask).any())
+        assert not (batch.context_mask.numpy() & missing).any()
+        assert not (batch.target_mask.numpy() & missing).any()
+        for mask in (batch.context_mask, batch.target_mask):
+            counts = mask.flatten(1).sum(1)
+            assert bool((counts == counts[0]).all()) and counts[0] > 0
+        assert batch.to_points().xc.shape[1] == int(batch.context_mask[0].sum())
+
+
+def test_one_spatial_scale_and_the_training_region_in_the_unit_box(field):
+    experiment = make(field)
+    norm = experiment.normalisation
+    x_lat, x_lon = norm.normalise_coords(np.array([30.25, 49.75]), np.array([-119.75, -100.25]))
+    assert max(abs(x_lat).max(), abs(x_lon).max()) == pytest.approx(1.0)
+    batch = experiment.sample_train(2, torch.Generator().manual_seed(0))
+    lat_step, lon_step = (float(a[1] - a[0]) for a in batch.axes)
+    assert lat_step == pytest.approx(lon_step)  # 0.5° both ways: one scale for both axes
+    assert Normalisation.from_dict(norm.to_dict()) == norm
+
+
+def test_splits_are_seeded_and_ood_lies_in_its_region(field):
+    experiment = make(field)
+    ood = experiment.split("ood", 5, 2)
+    assert [len(i.batch) for i in ood] == [2, 2, 1]
+    again = make(field).split("ood", 5, 2)
+    assert all(torch.equal(a.batch.y, b.batch.y) for a, b in zip(ood, again, strict=True))
+    for item in ood:
+        y, lat, lon = physical(experiment, item.batch)
+        assert np.all((lon >= -99) & (lon <= -80))
+        used = (item.batch.context_mask | item.batch.target_mask).numpy()
+        la, lo = np.meshgrid(lat, lon, indexing="ij")
+        trend = (y - temperature(la, lo, 1990))[used] / 0.1  # years since 1990
+        assert trend.min() > 2004 - 1990 - 0.1 and trend.max() < 2009 - 1990 + 0.1
+    with pytest.raises(ValueError, match="unknown climate split 'train'"):
+        experiment.split("train", 4, 4)
+
+
+def test_three_dimensional_tasks_are_windows_of_consecutive_years(field):
+    experiment = make(field, dims=3, train_years=(1990, 1999), val_years=(2000, 2003))
+    batch = experiment.sample_train(3, torch.Generator().manual_seed(0))
+    assert batch.y.shape == (3, 4, 16, 16, 1) and batch.dim_x == 3
+    norm = experiment.normalisation
+    years = norm.denormalise_time(batch.axes[0].double().numpy())
+    np.testing.assert_allclose(np.diff(years), 1.0, atol=1e-4)
+
+
+def test_bad_options_are_named(field):
+    with pytest.raises(ValueError, match="dims must be 2"):
+        make(field, dims=4)
+    with pytest.raises(ValueError, match="too few for patches of 48×48"):
+        make(field, patch=48)
+    with pytest.raises(ValueError, match="context_fraction"):
+        make(field, context_fraction=(0.5, 1.0))
+    with pytest.raises(ValueError, match="years 2050-2060"):
+        make(field, test_years=(2050, 2060))
+    with pytest.raises(ValueError, match="unknown region 'atlantis'"):
+        make(field, ood_region="atlantis")
+
+
+def test_default_data_trains_west_and_tests_east():
+    pytest.importorskip("iris_sample_data", reason='the default data needs "aenp[climate]"')
+    experiment = get_experiment("climate")
+    norm = experiment.normalisation
+    assert 270 < norm.value_mean < 300 and norm.coord_scale == pytest.approx(22.5)
+    for split, (west, east) in (("test", REGIONS["na_west"].lon), ("ood", REGIONS["na_east"].lon)):
+        (item,) = experiment.split(split, 2, 2)
+        _, lon = norm.denormalise_coords(item.batch.axes[0].numpy(), item.batch.axes[1].numpy())
+        assert item.batch.y.shape == (2, 24, 24, 1)
+        assert west - 1e-3 <= lon.min() and lon.max() <= east + 1e-3

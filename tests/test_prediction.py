@@ -1,0 +1,190 @@
+"""Prediction from xarray grids and pandas station tables, in physical units."""
+
+import cftime
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+import aenp
+from aenp.data.climate import Normalisation
+from aenp.prediction import load_predictor, predict
+
+NORM = Normalisation(
+    value_mean=285.0,
+    value_std=8.0,
+    coord_scale=20.0,
+    lat_origin=40.0,
+    lon_origin=-100.0,
+    time_origin=2000.0,
+    time_scale=10.0,
+)
+LAT = np.arange(50.0, 29.0, -2.0)  # descending, as many files store it
+LON = np.arange(240.0, 280.0, 2.5)  # 0-360
+
+
+def model2d(key="convcnp_approx"):
+    torch.manual_seed(0)
+    kwargs = (
+        {"channels": 8, "num_layers": 2}
+        if "conv" in key
+        else {
+            "embed_dim": 16,
+            "num_heads": 2,
+            "num_layers": 1,
+            "ff_dim": 16,
+            "num_pseudo_tokens": 4,
+        }
+    )
+    model = aenp.build_model(key, 2, 1, domain=[[-1, 1], [-1, 1]], **kwargs).double()
+    for p in model.backbone.fixed_inputs.projection.parameters():
+        torch.nn.init.normal_(p)  # make the fixed inputs matter
+    return model.eval()
+
+
+def field(times=1, fraction=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    values = 280 + 10 * rng.standard_normal((times, len(LAT), len(LON)))
+    values[rng.random(values.shape) > fraction] = np.nan
+    stamps = [cftime.Datetime360Day(2000 + t, 7, 1) for t in range(times)]
+    return xr.DataArray(
+        values,
+        dims=("time", "latitude", "longitude"),
+        coords={"time": stamps, "latitude": LAT, "longitude": LON},
+        name="t2m",
+    )
+
+
+def targets():
+    return xr.Dataset(coords={"latitude": LAT, "longitude": LON})
+
+
+def test_grid_prediction_keeps_the_targets_coordinates_and_matches_the_model():
+    model, context = model2d(), field()
+    out = predict(model, context, targets(), NORM, progress=False)
+    assert out["mean"].dims == ("latitude", "longitude")
+    np.testing.assert_array_equal(out["latitude"].values, LAT)
+    np.testing.assert_array_equal(out["longitude"].values, LON)
+    # Independently: normalise by hand, call the model on point sets, undo by hand.
+    lat, lon = np.meshgrid(LAT, LON, indexing="ij")
+    observed = np.isfinite(context.values[0])
+    x = np.stack([(lat - 40.0) / 20.0, (lon - 360.0 + 100.0) / 20.0], axis=-1)
+    xc = torch.tensor(x[observed])[None]
+    yc = torch.tensor((context.values[0][observed] - 285.0) / 8.0)[None, :, None]
+    with torch.no_grad():
+        pred = model(xc, yc, torch.tensor(x.reshape(-1, 2))[None])
+    expected_mean = pred.mean[0, :, 0].numpy().reshape(lat.shape) * 8.0 + 285.0
+    expected_std = pred.stddev[0, :, 0].numpy().reshape(lat.shape) * 8.0
+    np.testing.assert_allclose(out["mean"].values, expected_mean, rtol=1e-10)
+    np.testing.assert_allclose(out["std"].values, expected_std, rtol=1e-10)
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_chunked_prediction_equals_unchunked(key):
+    model, context = model2d(key), field()
+    whole = predict(model, context, targets(), NORM, progress=False)
+    chunked = predict(model, context, targets(), NORM, chunk_size=7, progress=False)
+    xr.testing.assert_allclose(whole, chunked, rtol=1e-10, atol=1e-10)
+
+
+def test_stations_and_grid_give_the_same_prediction():
+    model, context = model2d(), field()
+    frame = context.to_dataframe().reset_index().dropna()
+    stations = frame[["latitude", "longitude", "t2m"]]
+    from_grid = predict(model, context, targets(), NORM, progress=False)
+    from_stations = predict(model, stations, targets(), NORM, progress=False)
+    xr.testing.assert_allclose(from_grid, from_stations, rtol=1e-10)
+    # DataFrame targets: mean and std columns at the requested rows, in their order.
+    rows = pd.DataFrame({"lat": [LAT[3], LAT[0]], "lon": [LON[5], LON[1] - 360.0]})
+    out = predict(model, stations, rows, NORM, progress=False)
+    assert list(out.columns) == ["lat", "lon", "mean", "std"]
+    np.testing.assert_allclose(
+        out["mean"].values,
+        [from_grid["mean"].values[3, 5], from_grid["mean"].values[0, 1]],
+        rtol=1e-10,
+    )
+
+
+def test_a_2d_model_predicts_each_time_step_of_the_context():
+    model, context = model2d(), field(times=3)
+    out = predict(model, context, targets(), NORM, progress=False)
+    assert out["mean"].dims == ("time", "latitude", "longitude")
+    for t in range(3):
+        single = predict(model, context.isel(time=[t]), targets(), NORM, progress=False)
+        np.testing.assert_allclose(out["mean"].values[t], single["mean"].values, rtol=1e-10)
+
+
+def test_a_3d_model_needs_and_uses_target_times():
+    model = aenp.build_model("convcnp", 3, 1, channels=4, num_layers=1).double().eval()
+    context = field(times=2)
+    with pytest.raises(ValueError, match="needs targets with a time coordinate"):
+        predict(model, context, targets(), NORM, progress=False)
+    grid = targets().assign_coords(time=context["time"].values)
+    out = predict(model, context, grid, NORM, progress=False)
+    assert out["mean"].dims == ("time", "latitude", "longitude")
+    assert bool(np.isfinite(out["std"]).all())
+
+
+def test_saved_normalisation_is_used_from_the_model_directory(tmp_path):
+    model = model2d()
+    aenp.save(model, tmp_path / "run" / "model", metadata={"normalisation": NORM.to_dict()})
+    _, norm = load_predictor(tmp_path / "run")
+    assert norm == NORM
+    direct = predict(model, field(), targets(), NORM, progress=False)
+    from_path = predict(tmp_path / "run", field(), targets(), progress=False)
+    xr.testing.assert_allclose(direct, from_path, rtol=1e-10)
+    aenp.save(model, tmp_path / "plain")
+    with pytest.raises(ValueError, match="saved without a normalisation"):
+        predict(tmp_path / "plain", field(), targets(), progress=False)
+
+
+def test_bad_input_is_named():
+    model = model2d()
+    with pytest.raises(ValueError, match="no observed"):
+        predict(model, field(fraction=0.0), targets(), NORM, progress=False)
+    with pytest.raises(ValueError, match="lat and lon columns"):
+        predict(model, pd.DataFrame({"x": [1.0], "value": [2.0]}), targets(), NORM)
+    with pytest.raises(ValueError, match="exactly one value column"):
+        stations = pd.DataFrame({"lat": [40.0], "lon": [-100.0], "a": [1.0], "b": [2.0]})
+        predict(model, stations, targets(), NORM)
+    with pytest.raises(ValueError, match="coordinates must be finite"):
+        stations = pd.DataFrame({"lat": [np.nan], "lon": [-100.0], "value": [280.0]})
+        predict(model, stations, targets(), NORM, progress=False)
+    with pytest.raises(ValueError, match="no latitude coordinate"):
+        predict(model, field(), xr.Dataset(coords={"x": [1.0]}), NORM)
+    with pytest.raises(ValueError, match="3 time steps"):
+        predict(model, field(times=3), pd.DataFrame({"lat": [40.0], "lon": [-100.0]}), NORM)
+    with pytest.raises(TypeError, match="context must be"):
+        predict(model, np.zeros(3), targets(), NORM)
+    with pytest.raises(ValueError, match="needs the normalisation"):
+        predict(model, field(), targets())
+
+
+def test_command_line_writes_netcdf_and_csv(tmp_path):
+    from aenp.cli import main
+
+    aenp.save(model2d(), tmp_path / "run" / "model", metadata={"normalisation": NORM.to_dict()})
+    field().to_dataset().to_netcdf(tmp_path / "context.nc")
+    targets().to_netcdf(tmp_path / "targets.nc")
+    pd.DataFrame({"lat": [LAT[2]], "lon": [LON[4]]}).to_csv(tmp_path / "rows.csv", index=False)
+    args = ["predict", str(tmp_path / "run"), "--context", str(tmp_path / "context.nc")]
+    assert (
+        main([*args, "--targets", str(tmp_path / "targets.nc"), "--out", str(tmp_path / "p.nc")])
+        == 0
+    )
+    grid = xr.open_dataset(tmp_path / "p.nc")
+    expected = predict(tmp_path / "run", field(), targets(), progress=False)
+    xr.testing.assert_allclose(grid.load(), expected, rtol=1e-10)
+    assert (
+        main([*args, "--targets", str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv")])
+        == 0
+    )
+    rows = pd.read_csv(tmp_path / "p.csv")
+    assert rows["mean"].iloc[0] == pytest.approx(float(expected["mean"].values[2, 4]), rel=1e-10)
+    # A grid cannot go to a CSV file; nothing is written.
+    assert (
+        main([*args, "--targets", str(tmp_path / "targets.nc"), "--out", str(tmp_path / "g.csv")])
+        == 2
+    )
+    assert not (tmp_path / "g.csv").exists()
