@@ -60,36 +60,68 @@ def targets():
     return xr.Dataset(coords={"latitude": LAT, "longitude": LON})
 
 
-def test_grid_prediction_keeps_the_targets_coordinates_and_matches_the_model():
-    model, context = model2d(), field()
+def normalised_cells():
+    """Model inputs of every target cell ``[lat, lon, 2]``, computed by hand."""
+    lat, lon = np.meshgrid(LAT, LON, indexing="ij")
+    return np.stack([(lat - 40.0) / 20.0, (lon - 360.0 + 100.0) / 20.0], axis=-1)
+
+
+def test_point_set_model_predicts_on_the_targets_own_coordinates():
+    model, context = model2d("tepttnp_approx"), field()
     out = predict(model, context, targets(), NORM, progress=False)
     assert out["mean"].dims == ("latitude", "longitude")
     np.testing.assert_array_equal(out["latitude"].values, LAT)
     np.testing.assert_array_equal(out["longitude"].values, LON)
     # Independently: normalise by hand, call the model on point sets, undo by hand.
-    lat, lon = np.meshgrid(LAT, LON, indexing="ij")
+    x = normalised_cells()
     observed = np.isfinite(context.values[0])
-    x = np.stack([(lat - 40.0) / 20.0, (lon - 360.0 + 100.0) / 20.0], axis=-1)
     xc = torch.tensor(x[observed])[None]
     yc = torch.tensor((context.values[0][observed] - 285.0) / 8.0)[None, :, None]
     with torch.no_grad():
         pred = model(xc, yc, torch.tensor(x.reshape(-1, 2))[None])
-    expected_mean = pred.mean[0, :, 0].numpy().reshape(lat.shape) * 8.0 + 285.0
-    expected_std = pred.stddev[0, :, 0].numpy().reshape(lat.shape) * 8.0
+    expected_mean = pred.mean[0, :, 0].numpy().reshape(observed.shape) * 8.0 + 285.0
+    expected_std = pred.stddev[0, :, 0].numpy().reshape(observed.shape) * 8.0
     np.testing.assert_allclose(out["mean"].values, expected_mean, rtol=1e-10)
     np.testing.assert_allclose(out["std"].values, expected_std, rtol=1e-10)
 
 
+def test_convolutional_model_predicts_on_the_target_grid():
+    model, context = model2d("convcnp_approx"), field()
+    out = predict(model, context, targets(), NORM, progress=False)
+    np.testing.assert_array_equal(out["latitude"].values, LAT)
+    # Independently: the grid sorted south to north and padded to 12 x 16 cells (a multiple
+    # of the U-Net's 4), the context on its cells.
+    x = normalised_cells()[::-1]
+    values = context.values[0][::-1]
+    y = np.zeros((1, 12, 16, 1))
+    y[0, :11, :16, 0] = np.nan_to_num((values - 285.0) / 8.0)
+    mask = np.zeros((1, 12, 16), dtype=bool)
+    mask[0, :11, :16] = np.isfinite(values)
+    lat_axis = x[0, 0, 0] + (x[1, 0, 0] - x[0, 0, 0]) * np.arange(12)
+    lon_axis = x[0, :, 1]
+    batch = aenp.GridBatch(
+        torch.tensor(y),
+        torch.tensor(mask),
+        torch.ones(1, 12, 16, dtype=torch.bool),
+        (torch.tensor(lat_axis), torch.tensor(lon_axis)),
+    )
+    with torch.no_grad():
+        pred = model(batch)
+    expected = pred.mean[0, :11, :, 0].numpy()[::-1] * 8.0 + 285.0
+    np.testing.assert_allclose(out["mean"].values, expected, rtol=1e-10)
+
+
 @pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
 def test_chunked_prediction_equals_unchunked(key):
-    model, context = model2d(key), field()
+    model, context = model2d(key), field(times=3)
     whole = predict(model, context, targets(), NORM, progress=False)
     chunked = predict(model, context, targets(), NORM, chunk_size=7, progress=False)
     xr.testing.assert_allclose(whole, chunked, rtol=1e-10, atol=1e-10)
 
 
-def test_stations_and_grid_give_the_same_prediction():
-    model, context = model2d(), field()
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_stations_and_grid_give_the_same_prediction(key):
+    model, context = model2d(key), field()
     frame = context.to_dataframe().reset_index().dropna()
     stations = frame[["latitude", "longitude", "t2m"]]
     from_grid = predict(model, context, targets(), NORM, progress=False)
@@ -97,6 +129,10 @@ def test_stations_and_grid_give_the_same_prediction():
     xr.testing.assert_allclose(from_grid, from_stations, rtol=1e-10)
     # DataFrame targets: mean and std columns at the requested rows, in their order.
     rows = pd.DataFrame({"lat": [LAT[3], LAT[0]], "lon": [LON[5], LON[1] - 360.0]})
+    if key.startswith("conv"):
+        with pytest.raises(ValueError, match="convolutional models predict on a grid"):
+            predict(model, stations, rows, NORM, progress=False)
+        return
     out = predict(model, stations, rows, NORM, progress=False)
     assert list(out.columns) == ["lat", "lon", "mean", "std"]
     np.testing.assert_allclose(
@@ -164,7 +200,7 @@ def test_bad_input_is_named():
 def test_command_line_writes_netcdf_and_csv(tmp_path):
     from aenp.cli import main
 
-    aenp.save(model2d(), tmp_path / "run" / "model", metadata={"normalisation": NORM.to_dict()})
+    aenp.save(model2d("tepttnp_approx"), tmp_path / "run" / "model", metadata={"normalisation": NORM.to_dict()})
     field().to_dataset().to_netcdf(tmp_path / "context.nc")
     targets().to_netcdf(tmp_path / "targets.nc")
     pd.DataFrame({"lat": [LAT[2]], "lon": [LON[4]]}).to_csv(tmp_path / "rows.csv", index=False)

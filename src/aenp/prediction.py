@@ -9,10 +9,10 @@ Coordinates are recognised in the same conventions as :func:`aenp.data.climate.o
 exactly the targets' own coordinates.
 
 A 2-D model (inputs lat, lon) treats every time step of the context as one task; a 3-D model
-(time, lat, lon) conditions on the whole context at once. Targets are processed in chunks,
-with a progress bar, so a large target grid never needs memory for all of them at once; every
-chunk also carries the two corners of the full target box, so that convolutional models build
-the same internal grid for every chunk and chunked predictions equal unchunked ones.
+(time, lat, lon) conditions on the whole context at once. Point-set models (the transformer
+NPs) take the targets in chunks, with a progress bar, so a large target grid never needs memory
+for all of them at once. Convolutional models, trained on gridded data, predict on the target
+grid itself: the context is placed on its nearest cells, and tasks go through in chunks.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from aenp.data.batch import GridBatch
 from aenp.data.climate import (
     Normalisation,
     coordinate_names,
@@ -106,17 +107,34 @@ def predict(
             f"the context has {len(tasks)} time steps; for DataFrame targets a 2-D model "
             "needs one: select one, or give grid targets"
         )
+    model.eval()
+    if hasattr(model.backbone, "forward_grid"):
+        if grid is None:
+            raise ValueError(
+                "convolutional models predict on a grid: give the targets as an xarray grid"
+            )
+        means, stds = _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress)
+    else:
+        means, stds = _predict_points(model, tasks, points, normalisation, chunk_size, progress)
+    if grid is None:
+        result = targets.copy()
+        result["mean"], result["std"] = means[0], stds[0]
+        return result
+    return _on_grid(grid, means, stds, tasks, model.dim_x)
+
+
+def _predict_points(model, tasks, points, normalisation, chunk_size, progress):
+    """Point-set models: every task's context points, the targets in chunks."""
     xt = _inputs(points, normalisation, model.dim_x)
     dtype = next(model.parameters()).dtype
+    corners = np.stack([xt.min(0), xt.max(0)])
     means, stds = [], []
-    model.eval()
     bar = tqdm(total=len(tasks) * len(xt), disable=not progress, unit="pt", desc="predict")
     with torch.no_grad():
         for task in tasks:
             xc = torch.as_tensor(_inputs(task, normalisation, model.dim_x), dtype=dtype)[None]
             yc = torch.as_tensor(normalisation.normalise_values(task["value"].to_numpy()))
             yc = yc.to(dtype)[None, :, None]
-            corners = np.stack([xt.min(0), xt.max(0)])
             mean, std = [], []
             for start in range(0, len(xt), chunk_size):
                 chunk = np.concatenate([xt[start : start + chunk_size], corners])
@@ -127,11 +145,88 @@ def predict(
             means.append(normalisation.denormalise_values(np.concatenate(mean)))
             stds.append(normalisation.denormalise_std(np.concatenate(std)))
     bar.close()
-    if grid is None:
-        result = targets.copy()
-        result["mean"], result["std"] = means[0], stds[0]
-        return result
-    return _on_grid(grid, means, stds, tasks, model.dim_x)
+    return means, stds
+
+
+def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
+    """Convolutional models: the context placed on the target grid, every cell predicted.
+
+    The grid's axes are sorted and padded with unobserved cells to the sizes the CNN accepts;
+    every context point goes to the nearest cell (cells with several are averaged; points
+    more than half a cell outside the grid are left out). Tasks go through in chunks of
+    about ``chunk_size`` cells.
+    """
+    names = coordinate_names(grid)
+    dims = ["time", "lat", "lon"] if model.dim_x == 3 else ["lat", "lon"]
+    raw = {d: grid[names[d]].values for d in dims}
+    multiple = getattr(model.backbone.cnn, "resolution_multiple", 1)
+    axes, orders = [], []
+    for d in dims:
+        values = _model_coordinate(d, raw[d], normalisation)
+        order = np.argsort(values)
+        axis = values[order]
+        steps = np.diff(axis)
+        if len(axis) > 1 and not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
+            raise ValueError(f"convolutional models need an evenly spaced target grid; {d} is not")
+        step = steps.mean() if len(axis) > 1 else 1.0
+        padded = -(-len(axis) // multiple) * multiple
+        axes.append(axis[0] + step * np.arange(padded))
+        orders.append(order)
+    shape = tuple(len(a) for a in axes)
+    real = tuple(len(o) for o in orders)
+    y = np.zeros((len(tasks), *shape))
+    counts = np.zeros((len(tasks), *shape))
+    for i, task in enumerate(tasks):
+        index, inside = [], np.ones(len(task), dtype=bool)
+        for d, axis, n in zip(dims, axes, real, strict=True):
+            x = _model_coordinate(d, task[d].to_numpy(), normalisation)
+            step = axis[1] - axis[0] if len(axis) > 1 else 1.0
+            k = np.rint((x - axis[0]) / step).astype(int)
+            inside &= (k >= 0) & (k < n)
+            index.append(np.clip(k, 0, n - 1))
+        if not inside.any():
+            raise ValueError(f"no context point of task {i} lies on the target grid")
+        cell = (np.full(inside.sum(), i), *(k[inside] for k in index))
+        np.add.at(y, cell, normalisation.normalise_values(task["value"].to_numpy()[inside]))
+        np.add.at(counts, cell, 1.0)
+    observed = counts > 0
+    y = np.where(observed, y / np.maximum(counts, 1), 0.0)
+    dtype = next(model.parameters()).dtype
+    target = np.zeros(shape, dtype=bool)
+    target[tuple(slice(0, n) for n in real)] = True
+    axes_t = tuple(torch.as_tensor(a, dtype=dtype) for a in axes)
+    per_pass = max(1, chunk_size // int(np.prod(shape)))
+    means, stds = [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(tasks), per_pass), disable=not progress, desc="predict"):
+            stop = min(start + per_pass, len(tasks))
+            batch = GridBatch(
+                torch.as_tensor(y[start:stop, ..., None], dtype=dtype),
+                torch.as_tensor(observed[start:stop]),
+                torch.as_tensor(target).expand(stop - start, *shape),
+                axes_t,
+            )
+            pred = model(batch)
+            for mean, std in zip(pred.mean[..., 0], pred.stddev[..., 0], strict=True):
+                # Crop the padding and restore the targets' own order of every axis.
+                unsort = np.ix_(*(np.argsort(o) for o in orders))
+                means.append(
+                    normalisation.denormalise_values(mean.double().numpy()[unsort].ravel())
+                )
+                stds.append(normalisation.denormalise_std(std.double().numpy()[unsort].ravel()))
+    return means, stds
+
+
+def _model_coordinate(dim: str, values: np.ndarray, normalisation: Normalisation) -> np.ndarray:
+    """Coordinates along one dimension (time, lat or lon) in model units."""
+    if dim == "time":
+        return normalisation.normalise_time(
+            decimal_years(xr.DataArray(values, dims="time", coords={"time": values}))
+        )
+    if dim == "lon":
+        values = (np.asarray(values, dtype=float) + 180.0) % 360.0 - 180.0
+        return (values - normalisation.lon_origin) / normalisation.coord_scale
+    return (np.asarray(values, dtype=float) - normalisation.lat_origin) / normalisation.coord_scale
 
 
 def predict_files(
@@ -246,6 +341,8 @@ def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
             "lon": frame[lon].to_numpy(dtype=float),
         }
     )
+    if not np.isfinite(rows[["lat", "lon"]].to_numpy()).all():
+        raise ValueError("coordinates must be finite (NaN or infinite latitude or longitude)")
     if need_value:
         rest = [c for c in frame.columns if c not in (lat, lon, time)]
         if "value" in rest:
@@ -285,14 +382,8 @@ def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | No
 
 def _inputs(frame: pd.DataFrame, normalisation: Normalisation, dim_x: int) -> np.ndarray:
     """Model inputs ``[n, dx]`` of rows with lat, lon (and time for 3-D models)."""
-    lon = (frame["lon"].to_numpy(dtype=float) + 180.0) % 360.0 - 180.0
-    x_lat, x_lon = normalisation.normalise_coords(frame["lat"].to_numpy(dtype=float), lon)
-    columns = [x_lat, x_lon]
-    if dim_x == 3:
-        times = frame["time"].to_numpy()
-        years = decimal_years(xr.DataArray(times, dims="time", coords={"time": times}))
-        columns.insert(0, normalisation.normalise_time(years))
-    x = np.stack(columns, axis=-1)
+    dims = ["time", "lat", "lon"] if dim_x == 3 else ["lat", "lon"]
+    x = np.stack([_model_coordinate(d, frame[d].to_numpy(), normalisation) for d in dims], axis=-1)
     if not np.isfinite(x).all():
         raise ValueError("coordinates must be finite (NaN or infinite latitude, longitude or time)")
     return x
