@@ -158,6 +158,7 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
     normalisation = config["metadata"]["normalisation"]
     assert normalisation["lon_origin"] == pytest.approx(-110.0)  # the box's centre
     assert normalisation["value_mean"] == pytest.approx(values[:8, :, :40].mean())
+    assert (tmp_path / "out" / "maps.png").stat().st_size > 10_000
 
 
 def test_climate_options_are_refused_for_other_experiments(tmp_path, capsys):

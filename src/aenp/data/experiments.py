@@ -9,12 +9,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
 from aenp.data.batch import Batch, GridBatch
 from aenp.data.climate import (
     Normalisation,
+    Region,
     decimal_years,
     default_data_path,
+    get_region,
     open_field,
     select_region,
     select_years,
@@ -260,6 +263,9 @@ class Climate:
         self.patch = patch
         self.window = window if dims == 3 else 1
         self.context_fraction = (low, high)
+        self.field = field
+        self.regions = (get_region(train_region), get_region(ood_region))
+        self.test_years = tuple(test_years)
         train = select_years(select_region(field, train_region), train_years)
         self.normalisation = Normalisation.fit(train)
         self.fields = {
@@ -278,6 +284,23 @@ class Climate:
                 )
         self._arrays: dict[str, np.ndarray] = {}
         """Normalised values per split, and patch corners per split (``<split>/locations``)."""
+
+    @property
+    def train_edge(self) -> float:
+        """The longitude where the training region meets the OOD one (for figures)."""
+        train, ood = self.regions
+        return train.lon[1] if train.lon[1] <= ood.lon[0] else train.lon[0]
+
+    def figure_field(self) -> xr.DataArray:
+        """The field ``[1, lat, lon]`` over both regions in the first test year (figures)."""
+        train, ood = self.regions
+        box = Region(
+            "figure",
+            (min(train.lat[0], ood.lat[0]), max(train.lat[1], ood.lat[1])),
+            (min(train.lon[0], ood.lon[0]), max(train.lon[1], ood.lon[1])),
+        )
+        years = select_years(self.field, (self.test_years[0], self.test_years[0]))
+        return select_region(years.isel(time=[0]), box).load()
 
     def _values(self, split: str) -> np.ndarray:
         """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""

@@ -16,6 +16,7 @@ from aenp.evaluate.metrics import is_approximate
 from aenp.evaluate.tables import display_name
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
+from aenp.prediction import predict
 from aenp.train.run import training_log
 
 AS_TRAINED_COLOUR = "tab:blue"
@@ -296,6 +297,62 @@ def plot_departure_2d(
     return path
 
 
+@torch.no_grad()
+def plot_region_maps(
+    models: Mapping[str, NeuralProcess], experiment, path: Path, fraction: float = 0.3
+) -> Path:
+    """Maps over the training and OOD regions for one test year, in the data's units.
+
+    The first row shows the true field and the context (a random ``fraction`` of the cells);
+    every model has a row with its predictive mean, |error|, predictive std and, for
+    approximate models, ``|μ − μ_strict|``: where, and by how much, the fixed inputs make
+    it depart from equivariance. A dashed line marks the edge of the training region.
+    """
+    truth = experiment.figure_field()
+    rng = np.random.default_rng(0)
+    context = truth.where(rng.random(truth.shape) < fraction)
+    norm = experiment.normalisation
+    lat, lon = truth["lat"].values, truth["lon"].values
+    extent = (lon[0], lon[-1], lat[0], lat[-1])
+    values = truth.values[0]
+    vmin, vmax = np.nanmin(values), np.nanmax(values)
+    fig = Figure(figsize=(13, 2.6 * (len(models) + 1)), layout="constrained")
+    grid = fig.subplots(len(models) + 1, 4, squeeze=False)
+
+    def show(ax, field, title, edge=True, **kwargs):
+        image = ax.imshow(field, origin="lower", extent=extent, aspect="auto", **kwargs)
+        if edge:
+            ax.axvline(experiment.train_edge, color="white", linestyle="--", linewidth=0.8)
+        ax.set_title(title, fontsize="small")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+
+    show(grid[0, 0], values, f"truth ({truth['time'].dt.year.item()})", vmin=vmin, vmax=vmax)
+    show(grid[0, 1], context.values[0], "context", vmin=vmin, vmax=vmax)
+    for ax in grid[0, 2:]:
+        ax.axis("off")
+    for row, (key, model) in enumerate(models.items(), start=1):
+        pred = predict(model, context, truth, norm, progress=False)
+        name = display_name(key)
+        mean = pred["mean"].values[0] if pred["mean"].ndim == 3 else pred["mean"].values
+        std = pred["std"].values[0] if pred["std"].ndim == 3 else pred["std"].values
+        show(grid[row, 0], mean, f"{name}: mean", vmin=vmin, vmax=vmax)
+        show(grid[row, 1], np.abs(mean - values), "|error|", cmap="magma")
+        show(grid[row, 2], std, "std", cmap="viridis")
+        if is_approximate(model):
+            with strictly_equivariant(model):
+                strict = predict(model, context, truth, norm, progress=False)["mean"].values
+            show(
+                grid[row, 3],
+                np.abs(mean - strict.reshape(mean.shape)),
+                "|μ − μ_strict|",
+                cmap="magma",
+            )
+        else:
+            grid[row, 3].axis("off")
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def experiment_figures(
     experiment: Experiment,
     models: Mapping[str, NeuralProcess],
@@ -305,7 +362,8 @@ def experiment_figures(
     """Every figure of an experiment's results, written to ``out``.
 
     1-D experiments: predictive bands, learned fixed inputs, departure from equivariance.
-    2-D experiments: prediction and error maps, mean departure maps. Both: training curves.
+    2-D experiments: prediction and error maps, mean departure maps; climate: maps over
+    both regions (see :func:`plot_region_maps`). All: training curves.
     """
     test = experiment.evaluation_splits[0]
     if experiment.dim_x == 1:
@@ -320,6 +378,8 @@ def experiment_figures(
             plot_fixed_inputs_1d(models, low, high, out / "fixed_inputs.png"),
             plot_departure_1d(models, departure_items, low, high, out / "departure.png"),
         ]
+    elif hasattr(experiment, "figure_field"):
+        figures = [plot_region_maps(models, experiment, out / "maps.png")]
     else:
         items = experiment.split(test, DEPARTURE_TASKS, 16)
         figures = [
