@@ -50,41 +50,43 @@ def estimate(summary: dict[str, float] | None, digits: int = 3) -> str:
 def results_table(results: Sequence[dict[str, Any]], id_split: str, ood_split: str | None) -> str:
     """Markdown table: one row per model, plus strict rows for approximate models.
 
-    Columns: in-distribution and out-of-distribution log-likelihood, gap to the ground truth
-    (when known), context log-likelihood and ``Δequiv`` (in distribution). Ground-truth and
-    oracle rows come first when the experiment has them.
+    Columns: log-likelihood in and out of distribution, the gap to the ground truth (when
+    known), RMSE in and out of distribution, the context log-likelihood (for point-set
+    experiments) and ``Δequiv`` (in distribution). Ground-truth and oracle rows come first when
+    the experiment has them.
     """
-    has_gt = any("gt_loglik" in r["splits"][id_split] for r in results)
-    header = ["Model", f"{id_split} log-lik"]
-    if ood_split:
-        header.append(f"{ood_split} log-lik")
+    splits = [id_split, *([ood_split] if ood_split else [])]
+    first = results[0]["splits"]
+    has_gt = "gt_loglik" in first[id_split]
+    has_context = any(
+        not math.isnan(r["splits"][id_split]["context_loglik"]["mean"]) for r in results
+    )
+    columns = [(f"{s} log-lik", s, "loglik") for s in splits]
     if has_gt:
-        header.append(f"gap to GT ({id_split})")
-    header += [f"context log-lik ({id_split})", f"Δequiv ({id_split})"]
+        columns.append((f"gap to GT ({id_split})", id_split, "gap"))
+    columns += [(f"{s} RMSE", s, "rmse") for s in splits]
+    if has_context:
+        columns.append((f"context log-lik ({id_split})", id_split, "context_loglik"))
+    columns.append((f"Δequiv ({id_split})", id_split, "delta_equiv"))
     rows = []
     if has_gt:
-        splits = results[0]["splits"]
         for label, metric in (
             ("Ground truth (mixture)", "gt_loglik"),
             ("Oracle (true kernel)", "oracle_loglik"),
         ):
-            row = [label, estimate(splits[id_split][metric])]
-            if ood_split:
-                row.append(estimate(splits[ood_split][metric]))
-            rows.append([*row, "0" if metric == "gt_loglik" else "–", "–", "–"])
+            cells = {"loglik": lambda s, m=metric: estimate(first[s][m]), "gap": lambda s: "0"}
+            if metric != "gt_loglik":
+                cells["gap"] = lambda s: "–"
+            rows.append([label, *(cells.get(m, lambda s: "–")(s) for _, s, m in columns)])
     for result in results:
-        splits = result["splits"]
         for suffix, label in (("", ""), ("_strict", ", fixed inputs zeroed")):
-            if id_split + suffix not in splits:
+            if id_split + suffix not in result["splits"]:
                 continue
-            id_metrics = splits[id_split + suffix]
-            row = [display_name(result["model"]) + label, estimate(id_metrics["loglik"])]
-            if ood_split:
-                row.append(estimate(splits[ood_split + suffix]["loglik"]))
-            if has_gt:
-                row.append(estimate(id_metrics["gap"]))
-            row += [estimate(id_metrics["context_loglik"]), estimate(id_metrics.get("delta_equiv"))]
+            metrics = {s: result["splits"][s + suffix] for s in splits}
+            row = [display_name(result["model"]) + label]
+            row += [estimate(metrics[s].get(m)) for _, s, m in columns]
             rows.append(row)
+    header = ["Model", *(name for name, _, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
