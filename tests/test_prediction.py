@@ -200,7 +200,11 @@ def test_bad_input_is_named():
 def test_command_line_writes_netcdf_and_csv(tmp_path):
     from aenp.cli import main
 
-    aenp.save(model2d("tepttnp_approx"), tmp_path / "run" / "model", metadata={"normalisation": NORM.to_dict()})
+    aenp.save(
+        model2d("tepttnp_approx"),
+        tmp_path / "run" / "model",
+        metadata={"normalisation": NORM.to_dict()},
+    )
     field().to_dataset().to_netcdf(tmp_path / "context.nc")
     targets().to_netcdf(tmp_path / "targets.nc")
     pd.DataFrame({"lat": [LAT[2]], "lon": [LON[4]]}).to_csv(tmp_path / "rows.csv", index=False)
