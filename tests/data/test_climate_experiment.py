@@ -103,6 +103,17 @@ def test_roles_are_disjoint_equal_in_size_and_never_missing_cells(field):
         assert batch.to_points().xc.shape[1] == int(batch.context_mask[0].sum())
 
 
+def test_max_targets_caps_the_targets_and_keeps_them_apart_from_the_context(field):
+    experiment = make(
+        field, dims=3, train_years=(1990, 1999), val_years=(2000, 2003), max_targets=50
+    )
+    batch = experiment.sample_train(3, torch.Generator().manual_seed(0))
+    assert batch.target_mask.flatten(1).sum(1).tolist() == [50, 50, 50]
+    assert not bool((batch.context_mask & batch.target_mask).any())
+    with pytest.raises(ValueError, match="max_targets must be at least 1"):
+        make(field, max_targets=0)
+
+
 def test_one_spatial_scale_and_the_training_region_in_the_unit_box(field):
     experiment = make(field)
     norm = experiment.normalisation

@@ -207,10 +207,10 @@ class Climate:
     step, or a ``window × patch × patch`` block of consecutive time steps (3-D inputs: time,
     latitude, longitude). The tasks of a batch share the patch's location (so they share one
     grid) and differ in time. A random fraction (drawn per batch) of the observed cells is
-    context and the other observed cells are targets, as many in every task of the batch;
-    missing cells (NaN) are neither. Values and
-    coordinates are normalised with :attr:`normalisation`, fitted to the training data (one
-    scale for both spatial axes, so translations are not distorted).
+    context and the other observed cells (or ``max_targets`` of them) are targets, as many in
+    every task of the batch; missing cells (NaN) are neither. Values and coordinates are
+    normalised with :attr:`normalisation`, fitted to the training data (one scale for both
+    spatial axes, so translations are not distorted).
 
     Splits: training and ``val`` in the training region (in ``train_years`` and ``val_years``),
     ``test`` in the training region in ``test_years`` (in distribution), ``ood`` in the OOD
@@ -229,6 +229,8 @@ class Climate:
         patch: Cells per side of a patch (at most the smaller region's size).
         window: Consecutive time steps per task when ``dims`` is 3.
         context_fraction: Range ``(low, high)`` of the fraction of observed cells in the context.
+        max_targets: At most this many target cells per task (a random subset of the other
+            observed cells); None: all of them.
     """
 
     name = "climate"
@@ -250,6 +252,7 @@ class Climate:
         patch: int = 24,
         window: int = 8,
         context_fraction: tuple[float, float] = (0.05, 0.5),
+        max_targets: int | None = None,
     ):
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 (lat, lon) or 3 (time, lat, lon), got {dims}")
@@ -258,7 +261,10 @@ class Climate:
             raise ValueError(
                 f"context_fraction must satisfy 0 < low <= high < 1, got {context_fraction}"
             )
+        if max_targets is not None and max_targets < 1:
+            raise ValueError(f"max_targets must be at least 1 or None, got {max_targets}")
         field = open_field(default_data_path() if data is None else data, variable)
+        self.max_targets = max_targets
         self.dim_x = dims
         self.patch = patch
         self.window = window if dims == 3 else 1
@@ -367,10 +373,13 @@ class Climate:
         low, high = self.context_fraction
         fraction = low + (high - low) * torch.rand((), generator=generator).item()
         num_context = min(max(1, round(fraction * num_observed)), num_observed - 1)
+        num_used = num_observed
+        if self.max_targets is not None:
+            num_used = min(num_observed, num_context + self.max_targets)
         scores = torch.rand(observed.shape, generator=generator) + (~observed).float()
         rank = torch.argsort(torch.argsort(scores, dim=1), dim=1)
         context = (rank < num_context).view(y.shape)
-        target = ((rank >= num_context) & (rank < num_observed)).view(y.shape)
+        target = ((rank >= num_context) & (rank < num_used)).view(y.shape)
         return GridBatch(
             torch.nan_to_num(y)[..., None].to(torch.get_default_dtype()),
             context,
