@@ -196,6 +196,8 @@ def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
     target[tuple(slice(0, n) for n in real)] = True
     axes_t = tuple(torch.as_tensor(a, dtype=dtype) for a in axes)
     per_pass = max(1, chunk_size // int(np.prod(shape)))
+    # Crops the padding and restores the targets' own order along every axis.
+    unsort = np.ix_(*(np.argsort(o) for o in orders))
     means, stds = [], []
     with torch.no_grad():
         for start in tqdm(range(0, len(tasks), per_pass), disable=not progress, desc="predict"):
@@ -208,8 +210,6 @@ def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
             )
             pred = model(batch)
             for mean, std in zip(pred.mean[..., 0], pred.stddev[..., 0], strict=True):
-                # Crop the padding and restore the targets' own order of every axis.
-                unsort = np.ix_(*(np.argsort(o) for o in orders))
                 means.append(
                     normalisation.denormalise_values(mean.double().numpy()[unsort].ravel())
                 )

@@ -288,8 +288,8 @@ class Climate:
                     f"{num_lat}×{num_lon} cells, too few for patches of {patch}×{patch} cells "
                     f"and {self.window} time step(s); lower patch or window"
                 )
-        self._arrays: dict[str, np.ndarray] = {}
-        """Normalised values per split, and patch corners per split (``<split>/locations``)."""
+        self._values_cache: dict[str, np.ndarray] = {}
+        self._corners_cache: dict[str, np.ndarray] = {}
 
     @property
     def train_edge(self) -> float:
@@ -310,19 +310,18 @@ class Climate:
 
     def _values(self, split: str) -> np.ndarray:
         """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""
-        if split not in self._arrays:
+        if split not in self._values_cache:
             values = self.fields[split].values.astype(np.float32)
-            self._arrays[split] = self.normalisation.normalise_values(values)
-        return self._arrays[split]
+            self._values_cache[split] = self.normalisation.normalise_values(values)
+        return self._values_cache[split]
 
-    def _locations(self, split: str) -> list[tuple[int, int]]:
-        """Patch corners ``(lat, lon)`` whose cells are observed at least half the time, cached.
+    def _corners(self, split: str) -> np.ndarray:
+        """Patch corners ``[n, 2]`` (lat, lon) whose cells are observed at least half the time.
 
         Raises:
             ValueError: If no patch of the split is.
         """
-        key = f"{split}/locations"
-        if key not in self._arrays:
+        if split not in self._corners_cache:
             observed = np.isfinite(self._values(split)).mean(axis=0) >= MIN_OBSERVED_FRACTION
             sums = np.pad(observed.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
             p = self.patch
@@ -333,8 +332,8 @@ class Climate:
                     f"no {p}×{p} patch of the {split} split has at least "
                     f"{MIN_OBSERVED_FRACTION:.0%} of its cells observed; lower patch"
                 )
-            self._arrays[key] = corners
-        return [tuple(map(int, c)) for c in self._arrays[key]]
+            self._corners_cache[split] = corners
+        return self._corners_cache[split]
 
     def _axes(self, split: str, time: int, lat: int, lon: int) -> tuple[torch.Tensor, ...]:
         """Normalised coordinates of the patch starting at (time, lat, lon)."""
@@ -356,8 +355,8 @@ class Climate:
         """A batch of tasks at one random patch location and random times."""
         values = self._values(split)
         num_time = values.shape[0]
-        locations = self._locations(split)
-        lat, lon = locations[int(torch.randint(len(locations), (), generator=generator))]
+        corners = self._corners(split)
+        lat, lon = map(int, corners[int(torch.randint(len(corners), (), generator=generator))])
         starts = torch.randint(num_time - self.window + 1, (batch_size,), generator=generator)
         blocks = np.stack(
             [
