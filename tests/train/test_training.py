@@ -152,6 +152,22 @@ def test_finished_run_started_again_is_left_as_it_is(tmp_path):
     assert len(list((run_dir / "logs").glob("version_*"))) == 1
 
 
+def test_last_checkpoint_is_the_latest_epoch_even_without_improvement(tmp_path):
+    # With a zero learning rate the validation score never improves after the first epoch.
+    run_dir = train(tiny_config(tmp_path, epochs=2, extra=["optimizer.lr=0"]))
+    last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
+    best = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
+    assert (best["epoch"], last["epoch"]) == (0, 1)
+
+
+def test_finished_run_ignores_presentation_settings(tmp_path):
+    run_dir = train(tiny_config(tmp_path, epochs=1))
+    record = training_record(run_dir)
+    train(tiny_config(tmp_path, epochs=1, extra=["trainer.enable_progress_bar=true"]))
+    assert training_record(run_dir) == record
+    assert len(list((run_dir / "logs").glob("version_*"))) == 1
+
+
 def test_each_rank_draws_its_own_share_of_the_epoch():
     from types import SimpleNamespace
 

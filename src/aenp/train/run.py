@@ -30,6 +30,9 @@ TRAINING_RECORD = "training.json"
 LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"
+LAST_CHECKPOINT = "last"
+PRESENTATION_KEYS = ("resume", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+"""Config entries that do not change what a run trains (a finished run ignores them)."""
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,12 @@ def train(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = training_record(run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if record.get("config") == resolved and (run_dir / MODEL_DIR).is_dir():
+    finished = record.get("config")
+    if (
+        finished is not None
+        and _trained_alike(finished, resolved)
+        and (run_dir / MODEL_DIR).is_dir()
+    ):
         log.info("%s is already trained with this config", run_dir)
         return run_dir
     start = time.perf_counter()
@@ -99,22 +107,26 @@ def train(cfg: DictConfig) -> Path:
         filename=BEST_CHECKPOINT,
         monitor="val/loglik",
         mode="max",
-        save_last=True,
         enable_version_counter=False,
+    )
+    # Unmonitored, it keeps the latest epoch whether or not it improved (``save_last`` would
+    # only copy the checkpoints that the monitored one saves).
+    latest = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, enable_version_counter=False
     )
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_args["precision"] = _precision(trainer_args["precision"])
     trainer = L.Trainer(
         **trainer_args,
         default_root_dir=run_dir,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, latest],
         logger=CSVLogger(run_dir, name=LOG_DIR),
         reload_dataloaders_every_n_epochs=1,
     )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     resume = cfg.resume
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    last = run_dir / CHECKPOINT_DIR / f"{LAST_CHECKPOINT}.ckpt"
     if resume is None and last.is_file():
         resume = last
         log.info("Resuming from %s", last)
@@ -132,6 +144,22 @@ def train(cfg: DictConfig) -> Path:
         record = {"seconds": seconds, "config": resolved}
         (run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
     return run_dir
+
+
+def _trained_alike(first: dict, second: dict) -> bool:
+    """Whether two resolved configs train the same model (presentation entries aside)."""
+
+    def substance(config: dict) -> dict:
+        config = json.loads(json.dumps(config))
+        for key in PRESENTATION_KEYS:
+            *parents, leaf = key.split(".")
+            node = config
+            for parent in parents:
+                node = node.get(parent, {})
+            node.pop(leaf, None)
+        return config
+
+    return substance(first) == substance(second)
 
 
 def training_record(run_dir: Path) -> dict:
