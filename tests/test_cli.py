@@ -114,18 +114,10 @@ def test_ablating_a_strict_model_is_refused(tmp_path, capsys):
     assert "has no fixed inputs to ablate" in capsys.readouterr().err
 
 
-def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
-    import numpy as np
-    import xarray as xr
-
-    lat, lon = np.arange(30.25, 50, 0.5), np.arange(-119.75, -80, 0.5)
-    years = np.arange(2000, 2012)
-    values = 280 + np.random.default_rng(0).standard_normal((len(years), len(lat), len(lon)))
-    times = np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]")
-    field = xr.DataArray(
-        values, dims=("time", "lat", "lon"), coords={"time": times, "lat": lat, "lon": lon}
-    )
-    field.to_dataset(name="t2m").to_netcdf(tmp_path / "t2m.nc")
+def reproduce_tiny_climate(tmp_path, years, *extra):
+    """A one-epoch convcnp_approx run of ``aenp reproduce climate`` on ``tmp_path/t2m.nc``
+    (west box for training, east for OOD); checks the splits and returns the run directory."""
+    train, val, test = years
     argv = [
         "reproduce",
         "climate",
@@ -139,9 +131,9 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
         str(tmp_path / "out"),
         "--models",
         "convcnp_approx",
-        "experiment.options.train_years=[2000,2007]",
-        "experiment.options.val_years=[2008,2009]",
-        "experiment.options.test_years=[2010,2011]",
+        f"experiment.options.train_years=[{train}]",
+        f"experiment.options.val_years=[{val}]",
+        f"experiment.options.test_years=[{test}]",
         "experiment.options.patch=16",
         "data.num_train_tasks=16",
         "data.num_val_tasks=8",
@@ -150,11 +142,28 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
         "trainer.enable_progress_bar=false",
         "model.hparams.channels=4",
         "model.hparams.num_layers=2",
+        *extra,
     ]
     assert main(argv) == 0
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {"test", "ood", "test_strict", "ood_strict"} <= set(summary["results"][0]["splits"])
-    config = json.loads((tmp_path / "out/convcnp_approx/model/config.json").read_text())
+    return tmp_path / "out" / "convcnp_approx"
+
+
+def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    lat, lon = np.arange(30.25, 50, 0.5), np.arange(-119.75, -80, 0.5)
+    years = np.arange(2000, 2012)
+    values = 280 + np.random.default_rng(0).standard_normal((len(years), len(lat), len(lon)))
+    times = np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]")
+    field = xr.DataArray(
+        values, dims=("time", "lat", "lon"), coords={"time": times, "lat": lat, "lon": lon}
+    )
+    field.to_dataset(name="t2m").to_netcdf(tmp_path / "t2m.nc")
+    run = reproduce_tiny_climate(tmp_path, ("2000,2007", "2008,2009", "2010,2011"))
+    config = json.loads((run / "model/config.json").read_text())
     normalisation = config["metadata"]["normalisation"]
     assert normalisation["lon_origin"] == pytest.approx(-110.0)  # the box's centre
     assert normalisation["value_mean"] == pytest.approx(values[:8, :, :40].mean())
@@ -164,3 +173,47 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
 def test_climate_options_are_refused_for_other_experiments(tmp_path, capsys):
     assert main(["reproduce", "gp1d", "--data", "x.nc", "--out", str(tmp_path)]) == 2
     assert "--data apply to the climate experiment only" in capsys.readouterr().err
+
+
+def test_reproduce_climate_in_four_dimensions_then_predict(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    lat, lon = np.arange(30.25, 50, 0.5), np.arange(-119.75, -80, 0.5)
+    years = np.arange(2000, 2020)
+    rng = np.random.default_rng(0)
+    values = 280 + rng.standard_normal((len(years), len(lat), len(lon)))
+    orog = 1000 + 500 * rng.random((len(lat), len(lon)))
+    times = np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]")
+    data = xr.Dataset(
+        {"t2m": (("time", "lat", "lon"), values), "orog": (("lat", "lon"), orog)},
+        coords={"time": times, "lat": lat, "lon": lon},
+    )
+    data.to_netcdf(tmp_path / "t2m.nc")
+    run = reproduce_tiny_climate(
+        tmp_path,
+        ("2000,2011", "2012,2015", "2016,2019"),
+        "--dims",
+        "4",
+        "experiment.options.window=4",
+    )
+    config = json.loads((run / "model/config.json").read_text())
+    assert config["dim_x"] == 4 and config["hparams"]["channel_inputs"] == 1
+    # The file's own elevation, over the training box, sets the elevation units.
+    normalisation = config["metadata"]["normalisation"]
+    assert normalisation["elevation_origin"] == pytest.approx(orog[:, :40].mean())
+    assert normalisation["elevation_scale"] == pytest.approx(orog[:, :40].std())
+    data.isel(time=[-1]).to_netcdf(tmp_path / "context.nc")
+    predict = ["predict", str(run), "--context", str(tmp_path / "context.nc")]
+    predict += ["--targets", str(tmp_path / "context.nc"), "--out", str(tmp_path / "p.nc")]
+    assert main([*predict, "--variable", "t2m"]) == 2  # no elevation given
+    assert main([*predict, "--variable", "t2m", "--elevation", str(tmp_path / "t2m.nc")]) == 0
+    with xr.open_dataset(tmp_path / "p.nc") as out:
+        assert out["mean"].shape == (1, len(lat), len(lon))
+        assert bool(np.isfinite(out["std"]).all())
+
+
+def test_elevation_needs_four_dimensions(tmp_path, capsys):
+    argv = ["reproduce", "climate", "--elevation", "terrain", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--elevation applies to --dims 4 only" in capsys.readouterr().err

@@ -228,3 +228,93 @@ def test_command_line_writes_netcdf_and_csv(tmp_path):
         == 2
     )
     assert not (tmp_path / "g.csv").exists()
+
+
+NORM4 = Normalisation(**{**NORM.to_dict(), "elevation_origin": 500.0, "elevation_scale": 250.0})
+
+
+def elevation_field():
+    """Elevation rising linearly to the north-east, on a coarser grid than the targets (so
+    bilinear interpolation is exact)."""
+    lat, lon = np.arange(25.0, 56.0, 5.0), np.arange(-125.0, -74.0, 5.0)
+    values = 20.0 * (lat[:, None] - 25.0) + 10.0 * (lon[None, :] + 125.0)
+    return xr.DataArray(values, coords={"lat": lat, "lon": lon}, dims=("lat", "lon"))
+
+
+def model4d(key):
+    torch.manual_seed(0)
+    domain = [[None, None], [-1, 1], [-1, 1], [None, None]]
+    kwargs = (
+        {"channels": 8, "num_layers": 2, "channel_inputs": 1}
+        if "conv" in key
+        else {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16}
+    )
+    return aenp.build_model(key, 4, 1, domain=domain, **kwargs).double().eval()
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_a_4d_model_uses_the_elevation_of_every_point(key):
+    model, context = model4d(key), field(times=2)
+    grid = targets().assign_coords(time=context["time"].values)
+    with pytest.raises(ValueError, match="needs the elevation of every point"):
+        predict(model, context, grid, NORM4, progress=False)
+    out = predict(model, context, grid, NORM4, progress=False, elevation=elevation_field())
+    assert out["mean"].dims == ("time", "latitude", "longitude")
+    chunked = predict(
+        model, context, grid, NORM4, chunk_size=5, progress=False, elevation=elevation_field()
+    )
+    xr.testing.assert_allclose(out, chunked, rtol=1e-10, atol=1e-10)
+    steeper = predict(model, context, grid, NORM4, progress=False, elevation=2 * elevation_field())
+    assert not np.allclose(out["mean"].values, steeper["mean"].values)
+    # Raising every point alike is a translation along elevation: the TE-PT-TNP is equivariant
+    # to it, while the ConvCNP reads elevation as a data channel.
+    raised = predict(model, context, grid, NORM4, progress=False, elevation=elevation_field() + 500)
+    unchanged = np.allclose(out["mean"].values, raised["mean"].values, rtol=1e-10)
+    assert unchanged == (key == "tepttnp_approx")
+
+
+def test_a_4d_model_sees_the_interpolated_elevation_as_its_fourth_input():
+    model, context = model4d("tepttnp_approx"), field(times=1)
+    stations = pd.DataFrame(
+        {
+            "time": [cftime.Datetime360Day(2000, 7, 1)] * 2,
+            "lat": [41.0, 33.5],
+            "lon": [-95.0, -110.0],
+        }
+    )
+    expected = 20.0 * (stations["lat"] - 25.0) + 10.0 * (stations["lon"] + 125.0)
+    field_only = elevation_field()
+    out = predict(model, context, stations, NORM4, progress=False, elevation=field_only)
+    # Stations whose elevation column holds the exact values predict alike; the column wins
+    # over the field.
+    own = stations.assign(elevation=expected)
+    same = predict(model, context, own, NORM4, progress=False, elevation=field_only)
+    np.testing.assert_allclose(out["mean"], same["mean"], rtol=1e-10)
+    higher = own.assign(elevation=expected + 300.0)
+    moved = predict(model, context, higher, NORM4, progress=False, elevation=field_only)
+    assert not np.allclose(out["mean"], moved["mean"], rtol=1e-6)
+
+
+def test_terrain_elevation_serves_grids_and_stations():
+    pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
+    model, context = model4d("tepttnp_approx"), field(times=1)
+    grid = targets().assign_coords(time=context["time"].values)
+    out = predict(model, context, grid, NORM4, progress=False, elevation="terrain")
+    assert bool(np.isfinite(out["mean"]).all())
+    stations = pd.DataFrame({"time": context["time"].values[:1], "lat": [39.74], "lon": [-104.99]})
+    point = predict(model, context, stations, NORM4, progress=False, elevation="terrain")
+    from pvlib.location import lookup_altitude
+
+    denver = lookup_altitude(39.74, -104.99)
+    given = predict(
+        model,
+        context,
+        stations.assign(elevation=denver),
+        NORM4,
+        progress=False,
+        elevation="terrain",
+    )
+    # Bilinear interpolation between the map's 1/12° cells stays near the cell's own value.
+    assert point["mean"].item() == pytest.approx(given["mean"].item(), abs=0.5)
+    with pytest.raises(ValueError, match="elevation must be a DataArray, 'terrain' or None"):
+        predict(model, context, grid, NORM4, progress=False, elevation="srtm")

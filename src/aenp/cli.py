@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="a .nc, .zarr or .csv file")
     predict.add_argument("--variable", default=None, help="the context's data variable")
     predict.add_argument("--chunk-size", type=int, default=65_536, help="targets per pass")
+    predict.add_argument(
+        "--elevation",
+        default=None,
+        help="4-D models: an elevation file, or 'terrain' for the built-in terrain map",
+    )
 
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -115,7 +120,17 @@ def _add_climate_options(parser: argparse.ArgumentParser) -> None:
     """Options of the climate experiment, turned into overrides by :func:`_climate_overrides`."""
     group = parser.add_argument_group("climate experiment")
     group.add_argument(
-        "--dims", type=int, choices=(2, 3), default=None, help="2: (lat, lon); 3: (time, lat, lon)"
+        "--dims",
+        type=int,
+        choices=(2, 3, 4),
+        default=None,
+        help="2: (lat, lon); 3: (time, lat, lon); 4: (time, lat, lon, elevation)",
+    )
+    group.add_argument(
+        "--elevation",
+        default=None,
+        help="for --dims 4: an elevation file, or 'terrain' for the built-in terrain map "
+        "(default: the data file's elevation variable, else the terrain map)",
     )
     group.add_argument(
         "--data", default=None, help="a netCDF file or zarr store (default: offline HadCM3)"
@@ -138,6 +153,7 @@ def _climate_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
         "variable": args.variable,
         "train_region": args.train_region,
         "ood_region": args.ood_region,
+        "elevation": args.elevation,
     }
     given = {k: v for k, v in options.items() if v is not None}
     if args.experiment != "climate":
@@ -147,7 +163,9 @@ def _climate_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
             )
             raise ValueError(f"{', '.join(flags)} apply to the climate experiment only")
         return args.experiment, []
-    experiment = "climate3d" if args.dims == 3 else "climate"
+    if args.elevation is not None and args.dims != 4:
+        raise ValueError("--elevation applies to --dims 4 only")
+    experiment = {3: "climate3d", 4: "climate4d"}.get(args.dims, "climate")
     return experiment, [f"experiment.options.{k}='{v}'" for k, v in given.items()]
 
 
@@ -207,7 +225,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from aenp.prediction import predict_files
 
         predict_files(
-            args.run_dir, args.context, args.targets, args.out, args.variable, args.chunk_size
+            args.run_dir,
+            args.context,
+            args.targets,
+            args.out,
+            args.variable,
+            args.chunk_size,
+            args.elevation,
         )
         print(f"Wrote {args.out}")
     elif args.command == "data" and args.data_command == "export":

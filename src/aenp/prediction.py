@@ -9,7 +9,10 @@ Coordinates are recognised in the same conventions as :func:`aenp.data.climate.o
 exactly the targets' own coordinates.
 
 A 2-D model (inputs lat, lon) treats every time step of the context as one task; a 3-D model
-(time, lat, lon) conditions on the whole context at once. Point-set models (the transformer
+(time, lat, lon) conditions on the whole context at once, as does a 4-D model (time, lat, lon,
+elevation), which also needs the surface elevation of every point: an ``elevation`` column of
+a DataFrame, else the ``elevation`` argument (a field in metres, or ``"terrain"`` for the
+built-in terrain map, averaged over the cells of a grid). Point-set models (the transformer
 NPs) take the targets in chunks, with a progress bar, so a large target grid never needs memory
 for all of them at once. Convolutional models, trained on gridded data, predict on the target
 grid itself: the context is placed on its nearest cells, and tasks go through in chunks.
@@ -29,11 +32,15 @@ from tqdm.auto import tqdm
 
 from aenp.data.batch import GridBatch
 from aenp.data.climate import (
+    TERRAIN_RESOLUTION,
     Normalisation,
     coordinate_names,
     decimal_years,
+    elevation_at,
     normalise_conventions,
+    open_elevation,
     open_field,
+    terrain_elevation,
 )
 from aenp.models.io import load, load_config
 from aenp.models.neural_process import NeuralProcess
@@ -41,6 +48,9 @@ from aenp.models.neural_process import NeuralProcess
 DEFAULT_CHUNK_SIZE = 65_536
 """Target points per forward pass."""
 COORDINATE_COLUMNS = ("time", "lat", "lon")
+INPUTS = {2: ("lat", "lon"), 3: ("time", "lat", "lon"), 4: ("time", "lat", "lon", "elevation")}
+"""The model inputs, in order, by input dimension."""
+Elevation = xr.DataArray | str | None
 
 
 def load_predictor(path: str | os.PathLike) -> tuple[NeuralProcess, Normalisation]:
@@ -70,6 +80,7 @@ def predict(
     normalisation: Normalisation | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
+    elevation: Elevation = None,
 ) -> xr.Dataset | pd.DataFrame:
     """Predictive mean and standard deviation at the targets, in the data's units.
 
@@ -81,6 +92,9 @@ def predict(
             directory when ``model`` is a path.
         chunk_size: Target points per forward pass.
         progress: Show a progress bar.
+        elevation: For a 4-D model: surface elevation ``[lat, lon]`` in metres (interpolated
+            bilinearly), or ``"terrain"`` for the built-in terrain map (cell means over a
+            grid, point values at stations). A DataFrame's ``elevation`` column comes first.
 
     Returns:
         For grid targets, a Dataset with ``mean`` and ``std`` on the targets' coordinates (with
@@ -89,7 +103,8 @@ def predict(
 
     Raises:
         ValueError: For a missing normalisation, coordinate or value column, an empty context,
-            non-finite coordinates, or targets lacking the time a 3-D model needs.
+            non-finite coordinates, targets lacking the time a 3-D or 4-D model needs, or
+            points without elevation for a 4-D model.
     """
     if not isinstance(model, NeuralProcess):
         model, saved = load_predictor(model)
@@ -98,10 +113,17 @@ def predict(
         raise ValueError("predict needs the normalisation the model was trained with")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    if model.dim_x not in (2, 3):
-        raise ValueError(f"predict needs a model of 2-D or 3-D inputs, got dim_x={model.dim_x}")
+    if model.dim_x not in INPUTS:
+        raise ValueError(
+            f"predict needs a model of 2-D, 3-D or 4-D inputs, got dim_x={model.dim_x}"
+        )
+    if model.dim_x == 4 and isinstance(elevation, str) and elevation != "terrain":
+        raise ValueError(f"elevation must be a DataArray, 'terrain' or None, got {elevation!r}")
     tasks = _context_tasks(context, model.dim_x)
     points, grid = _target_points(targets, model.dim_x)
+    if model.dim_x == 4:
+        tasks = [_with_elevation(t, elevation, _grid_of(context)) for t in tasks]
+        points = _with_elevation(points, elevation, _grid_of(targets))
     if grid is None and len(tasks) > 1:
         raise ValueError(
             f"the context has {len(tasks)} time steps; for DataFrame targets a 2-D model "
@@ -113,7 +135,9 @@ def predict(
             raise ValueError(
                 "convolutional models predict on a grid: give the targets as an xarray grid"
             )
-        means, stds = _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress)
+        means, stds = _predict_gridded(
+            model, tasks, grid, points, normalisation, chunk_size, progress
+        )
     else:
         means, stds = _predict_points(model, tasks, points, normalisation, chunk_size, progress)
     if grid is None:
@@ -148,16 +172,17 @@ def _predict_points(model, tasks, points, normalisation, chunk_size, progress):
     return means, stds
 
 
-def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
+def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, progress):
     """Convolutional models: the context placed on the target grid, every cell predicted.
 
     The grid's axes are sorted and padded with unobserved cells to the sizes the CNN accepts;
     every context point goes to the nearest cell (cells with several are averaged; points
-    more than half a cell outside the grid are left out). Tasks go through in chunks of
-    about ``chunk_size`` cells.
+    more than half a cell outside the grid are left out). A 4-D model gets the target cells'
+    elevation (``points``) as its extra input. Tasks go through in chunks of about
+    ``chunk_size`` cells.
     """
     names = coordinate_names(grid)
-    dims = ["time", "lat", "lon"] if model.dim_x == 3 else ["lat", "lon"]
+    dims = ["time", "lat", "lon"] if model.dim_x >= 3 else ["lat", "lon"]
     raw = {d: grid[names[d]].values for d in dims}
     multiple = getattr(model.backbone.cnn, "resolution_multiple", 1)
     axes, orders = [], []
@@ -195,6 +220,15 @@ def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
     target = np.zeros(shape, dtype=bool)
     target[tuple(slice(0, n) for n in real)] = True
     axes_t = tuple(torch.as_tensor(a, dtype=dtype) for a in axes)
+    extra = None
+    if model.dim_x == 4:
+        # Elevation of every (lat, lon) cell, sorted like the axes; padding copies the edge.
+        metres = points["elevation"].to_numpy().reshape(real)[0][np.ix_(*orders[1:])]
+        metres = np.pad(
+            metres, [(0, len(a) - n) for a, n in zip(axes[1:], real[1:], strict=True)], mode="edge"
+        )
+        z = torch.as_tensor(normalisation.normalise_input("elevation", metres), dtype=dtype)
+        extra = z[None, ..., None].expand(shape[0], *z.shape, 1)
     per_pass = max(1, chunk_size // int(np.prod(shape)))
     # Crops the padding and restores the targets' own order along every axis.
     unsort = np.ix_(*(np.argsort(o) for o in orders))
@@ -207,6 +241,7 @@ def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
                 torch.as_tensor(observed[start:stop]),
                 torch.as_tensor(target).expand(stop - start, *shape),
                 axes_t,
+                extra,
             )
             pred = model(batch)
             for mean, std in zip(pred.mean[..., 0], pred.stddev[..., 0], strict=True):
@@ -218,15 +253,45 @@ def _predict_gridded(model, tasks, grid, normalisation, chunk_size, progress):
 
 
 def _model_coordinate(dim: str, values: np.ndarray, normalisation: Normalisation) -> np.ndarray:
-    """Coordinates along one dimension (time, lat or lon) in model units."""
+    """One input (time, lat, lon or elevation) in model units."""
     if dim == "time":
-        return normalisation.normalise_time(
-            decimal_years(xr.DataArray(values, dims="time", coords={"time": values}))
-        )
-    if dim == "lon":
+        values = decimal_years(xr.DataArray(values, dims="time", coords={"time": values}))
+    elif dim == "lon":
         values = (np.asarray(values, dtype=float) + 180.0) % 360.0 - 180.0
-        return (values - normalisation.lon_origin) / normalisation.coord_scale
-    return (np.asarray(values, dtype=float) - normalisation.lat_origin) / normalisation.coord_scale
+    return normalisation.normalise_input(dim, np.asarray(values, dtype=float))
+
+
+def _grid_of(data) -> tuple[np.ndarray, np.ndarray] | None:
+    """The latitude and longitude axes of a gridded context or targets (None for tables)."""
+    if not isinstance(data, xr.DataArray | xr.Dataset):
+        return None
+    names = coordinate_names(data)
+    lon = (np.asarray(data[names["lon"]].values, dtype=float) + 180.0) % 360.0 - 180.0
+    return np.sort(np.asarray(data[names["lat"]].values, dtype=float)), np.sort(lon)
+
+
+def _with_elevation(
+    frame: pd.DataFrame, elevation: Elevation, grid: tuple[np.ndarray, np.ndarray] | None
+) -> pd.DataFrame:
+    """Rows with an ``elevation`` column (metres): their own, or from ``elevation``."""
+    if "elevation" in frame and frame["elevation"].notna().all():
+        return frame
+    if elevation is None:
+        raise ValueError(
+            "a 4-D model (time, lat, lon, elevation) needs the elevation of every point: "
+            "give elevation= (a field in metres or 'terrain') or an elevation column"
+        )
+    lat, lon = frame["lat"].to_numpy(dtype=float), frame["lon"].to_numpy(dtype=float)
+    if isinstance(elevation, str):
+        if grid is None:
+            # Stations: the terrain map's own 1/12° cells around them.
+            step = 1.0 / TERRAIN_RESOLUTION
+            grid = tuple(
+                (np.floor(v.min() / step) + np.arange(-1, (np.ptp(v) // step) + 3) + 0.5) * step
+                for v in (lat, (lon + 180.0) % 360.0 - 180.0)
+            )
+        elevation = terrain_elevation(*grid)
+    return frame.assign(elevation=elevation_at(elevation, lat, lon))
 
 
 def predict_files(
@@ -236,12 +301,15 @@ def predict_files(
     out: str | os.PathLike,
     variable: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    elevation: str | os.PathLike | None = None,
 ) -> Path:
     """:func:`predict` from files to a file (what ``aenp predict`` runs).
 
     ``context`` and ``targets`` are CSV tables (stations) or netCDF/zarr grids; ``out`` is
     written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``) by its suffix, first to a
-    temporary name, so an existing file is only replaced by a complete one.
+    temporary name, so an existing file is only replaced by a complete one. ``elevation`` (4-D
+    models) is an elevation file (see :func:`aenp.data.climate.open_elevation`) or
+    ``"terrain"``.
 
     Raises:
         ValueError: If ``out`` has another suffix, or as :func:`predict`.
@@ -250,11 +318,14 @@ def predict_files(
     writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
     if out.suffix not in writers:
         raise ValueError(f"--out must end in {', '.join(writers)}, got {out}")
+    if elevation is not None:
+        elevation = "terrain" if str(elevation) == "terrain" else open_elevation(elevation)
     result = predict(
         run_dir,
         _read_table_or_grid(context, variable),
         _read_table_or_grid(targets, None, values=False),
         chunk_size=chunk_size,
+        elevation=elevation,
     )
     if isinstance(result, pd.DataFrame) != (out.suffix == ".csv"):
         kind = "a table (CSV targets)" if isinstance(result, pd.DataFrame) else "a grid"
@@ -321,19 +392,20 @@ def _context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
     frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
     if frame.empty:
         raise ValueError("the context has no observed (finite) value")
-    if dim_x == 3 or frame["time"].isna().all():
+    if dim_x >= 3 or frame["time"].isna().all():
         return [frame]
     return [group for _, group in frame.groupby("time", sort=True)]
 
 
 def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
-    """A DataFrame's lat, lon, time (NaN if absent) and value columns, by name."""
+    """A DataFrame's lat, lon, time (NaN if absent), elevation (if any) and value columns."""
     columns = {str(c).lower(): c for c in frame.columns}
     lat = next((columns[n] for n in ("lat", "latitude") if n in columns), None)
     lon = next((columns[n] for n in ("lon", "longitude") if n in columns), None)
     if lat is None or lon is None:
         raise ValueError(f"a DataFrame needs lat and lon columns, got {list(frame.columns)}")
     time = next((columns[n] for n in ("time", "valid_time") if n in columns), None)
+    elevation = columns.get("elevation")
     rows = pd.DataFrame(
         {
             "time": frame[time] if time is not None else np.nan,
@@ -343,14 +415,16 @@ def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
     )
     if not np.isfinite(rows[["lat", "lon"]].to_numpy()).all():
         raise ValueError("coordinates must be finite (NaN or infinite latitude or longitude)")
+    if elevation is not None:
+        rows["elevation"] = frame[elevation].to_numpy(dtype=float)
     if need_value:
-        rest = [c for c in frame.columns if c not in (lat, lon, time)]
+        rest = [c for c in frame.columns if c not in (lat, lon, time, elevation)]
         if "value" in rest:
             rest = ["value"]
         if len(rest) != 1:
             raise ValueError(
-                f"a context DataFrame needs exactly one value column besides lat, lon and "
-                f"time (or one named 'value'), got {rest}"
+                f"a context DataFrame needs exactly one value column besides lat, lon, time "
+                f"and elevation (or one named 'value'), got {rest}"
             )
         rows["value"] = frame[rest[0]].to_numpy(dtype=float)
     return rows
@@ -364,9 +438,9 @@ def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | No
     elif isinstance(targets, xr.DataArray | xr.Dataset):
         grid = targets
         names = coordinate_names(grid)
-        if dim_x == 3 and "time" not in names:
-            raise ValueError("a 3-D model (time, lat, lon) needs targets with a time coordinate")
-        keep = [d for d in COORDINATE_COLUMNS if d in names and (d != "time" or dim_x == 3)]
+        if dim_x >= 3 and "time" not in names:
+            raise ValueError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
+        keep = [d for d in COORDINATE_COLUMNS if d in names and (d != "time" or dim_x >= 3)]
         mesh = np.meshgrid(*(grid[names[d]].values for d in keep), indexing="ij")
         points = pd.DataFrame({d: m.ravel() for d, m in zip(keep, mesh, strict=True)})
         points = points.reindex(columns=list(COORDINATE_COLUMNS))
@@ -375,24 +449,28 @@ def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | No
             f"targets must be an xarray DataArray/Dataset or a pandas DataFrame, got "
             f"{type(targets).__name__}"
         )
-    if dim_x == 3 and points["time"].isna().any():
-        raise ValueError("a 3-D model (time, lat, lon) needs targets with a time coordinate")
+    if dim_x >= 3 and points["time"].isna().any():
+        raise ValueError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
     return points, grid
 
 
 def _inputs(frame: pd.DataFrame, normalisation: Normalisation, dim_x: int) -> np.ndarray:
-    """Model inputs ``[n, dx]`` of rows with lat, lon (and time for 3-D models)."""
-    dims = ["time", "lat", "lon"] if dim_x == 3 else ["lat", "lon"]
-    x = np.stack([_model_coordinate(d, frame[d].to_numpy(), normalisation) for d in dims], axis=-1)
+    """Model inputs ``[n, dx]`` of rows with the columns of :data:`INPUTS`."""
+    x = np.stack(
+        [_model_coordinate(d, frame[d].to_numpy(), normalisation) for d in INPUTS[dim_x]],
+        axis=-1,
+    )
     if not np.isfinite(x).all():
-        raise ValueError("coordinates must be finite (NaN or infinite latitude, longitude or time)")
+        raise ValueError(
+            "coordinates must be finite (NaN or infinite latitude, longitude, time or elevation)"
+        )
     return x
 
 
 def _on_grid(grid, means, stds, tasks, dim_x: int) -> xr.Dataset:
     """Predictions laid out on the target grid's own coordinates ``[time,] lat, lon``."""
     names = coordinate_names(grid)
-    keep = ["time", "lat", "lon"] if dim_x == 3 else ["lat", "lon"]
+    keep = ["time", "lat", "lon"] if dim_x >= 3 else ["lat", "lon"]
     coords = {names[d]: grid[names[d]].values for d in keep}
     shape = tuple(len(v) for v in coords.values())
     if dim_x == 2 and len(tasks) > 1:

@@ -11,18 +11,23 @@ import xarray as xr
 from aenp.data.climate import (
     DEFAULT_SPLITS,
     DIMS,
+    GRAVITY,
     REGIONS,
     Normalisation,
     Region,
     decimal_years,
     default_data_path,
+    elevation_at,
+    elevation_variables,
     get_region,
     normalise_conventions,
     observed_mask,
+    open_elevation,
     open_field,
     select_region,
     select_split,
     select_years,
+    terrain_elevation,
 )
 
 YEARS = np.arange(2000, 2004)
@@ -197,6 +202,78 @@ def test_elevation_is_not_picked_by_default_but_can_be_named(tmp_path):
     np.testing.assert_array_equal(elevation.values[0], np.broadcast_to(expected, (61, 121)))
 
 
+def height(lat, lon):
+    """A surface elevation (m) that changes along both axes."""
+    return 1000 + 30 * lat + 5 * ((lon + 180) % 360 - 180)
+
+
+def test_open_elevation_reads_metres_and_surface_geopotential(tmp_path):
+    case = wfde5(tmp_path)
+    assert elevation_variables(case.path) == ["ASurf"]
+    asurf = open_elevation(case.path)
+    assert asurf.dims == ("lat", "lon") and asurf.attrs["units"] == "m"
+    expected = np.broadcast_to(100 * np.abs(asurf["lat"].values)[:, None], asurf.shape)
+    np.testing.assert_array_equal(asurf.values, expected)
+    # A new-CDS ERA5 geopotential: north to south, 0-360, valid_time, in m² s⁻².
+    lat, lon = np.arange(60.0, 29.0, -1.0), np.arange(0.0, 360.0, 2.0)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    ds = xr.Dataset(
+        {
+            "z": (
+                ("valid_time", "latitude", "longitude"),
+                GRAVITY * height(la, lo)[None],
+                {"units": "m**2 s**-2"},
+            )
+        },
+        coords={"valid_time": datetimes(YEARS[:1]), "latitude": lat, "longitude": lon},
+    )
+    ds.to_netcdf(tmp_path / "z.nc")
+    z = open_elevation(tmp_path / "z.nc")
+    la, lo = np.meshgrid(z["lat"].values, z["lon"].values, indexing="ij")
+    np.testing.assert_allclose(z.values, height(la, lo), rtol=1e-12)
+    assert z["lat"].values[0] == 30.0 and z["lon"].values[0] == -180.0
+    with pytest.raises(ValueError, match="found no elevation variable"):
+        open_elevation(old_era5(tmp_path).path)
+    with pytest.raises(ValueError, match="has no variable 'orog'"):
+        open_elevation(case.path, "orog")
+
+
+def test_elevation_at_interpolates_bilinearly_and_names_points_outside():
+    lat, lon = np.arange(30.0, 51.0, 2.0), np.arange(-120.0, -89.0, 3.0)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    field = xr.DataArray(height(la, lo), coords={"lat": lat, "lon": lon}, dims=("lat", "lon"))
+    rng = np.random.default_rng(0)
+    points_lat, points_lon = rng.uniform(30, 50, (4, 5)), rng.uniform(-120, -90, (4, 5))
+    # Bilinear interpolation of a bilinear function is exact; 0-360 longitudes are wrapped.
+    values = elevation_at(field, points_lat, points_lon + 360)
+    np.testing.assert_allclose(values, height(points_lat, points_lon), rtol=1e-12)
+    # Up to half a cell beyond the outermost centres, the nearest cell.
+    assert elevation_at(field, np.array([50.9]), np.array([-90.0]))[0] == height(50, -90)
+    with pytest.raises(ValueError, match="1 point\\(s\\) lie outside the elevation field"):
+        elevation_at(field, np.array([40.0, 60.0]), np.array([-100.0, -100.0]))
+    assert np.isnan(
+        elevation_at(field, np.array([60.0]), np.array([-100.0]), allow_missing=True)[0]
+    )
+
+
+def test_terrain_elevation_averages_the_terrain_map_over_each_cell():
+    pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
+    from pvlib.location import lookup_altitude
+
+    lat, lon = np.array([38.75, 40.0, 41.25]), np.array([-118.125, -116.25, -114.375])
+    terrain = terrain_elevation(lat, lon)
+    # Independently: pvlib's own lookup at every 1/12° map cell inside the middle cell.
+    fine_lat = 90 - (np.arange(2160) + 0.5) / 12
+    fine_lon = -180 + (np.arange(4320) + 0.5) / 12
+    inside_lat = fine_lat[(fine_lat >= 40 - 0.625) & (fine_lat < 40 + 0.625)]
+    inside_lon = fine_lon[(fine_lon >= -116.25 - 0.9375) & (fine_lon < -116.25 + 0.9375)]
+    expected = np.mean([lookup_altitude(a, b) for a in inside_lat for b in inside_lon])
+    assert terrain.values[1, 1] == pytest.approx(expected, rel=1e-12)
+    assert 1000 < expected < 2500  # the Great Basin
+    with pytest.raises(ValueError, match="finer than the terrain map"):
+        terrain_elevation(np.array([40.0, 40.01]), np.array([-100.0, -99.99]))
+
+
 def test_observed_mask_matches_the_missing_values_written(tmp_path):
     case = wfde5(tmp_path)
     da = open_field(case.path)
@@ -346,7 +423,16 @@ def test_normalisation_fits_ignoring_missing_values_with_one_coordinate_scale():
 
 
 def test_normalisation_round_trips_exactly():
-    norm = Normalisation.fit(training_field())
+    field = training_field()
+    rng = np.random.default_rng(0)
+    elevation = xr.DataArray(
+        rng.gamma(2.0, 300.0, (field.sizes["lat"], field.sizes["lon"])),
+        coords={"lat": field["lat"], "lon": field["lon"]},
+        dims=("lat", "lon"),
+    )
+    norm = Normalisation.fit(field, elevation)
+    z = norm.normalise_input("elevation", elevation.values)
+    np.testing.assert_allclose([z.mean(), z.std()], [0.0, 1.0], atol=1e-12)
     rng = np.random.default_rng(1)
     y, lat, lon, t = (rng.normal(scale=100.0, size=50) for _ in range(4))
     np.testing.assert_allclose(norm.denormalise_values(norm.normalise_values(y)), y, rtol=1e-12)
@@ -362,6 +448,10 @@ def test_normalisation_round_trips_exactly():
 
 def test_normalisation_errors():
     da = training_field()
+    with pytest.raises(ValueError, match="fitted without elevation"):
+        Normalisation.fit(da).normalise_input("elevation", 100.0)
+    with pytest.raises(ValueError, match="unknown input 'depth'"):
+        Normalisation.fit(da).normalise_input("depth", 1.0)
     single = Normalisation.fit(da.isel(time=[0]))
     assert single.time_scale is None
     with pytest.raises(ValueError, match="without time"):

@@ -151,9 +151,68 @@ def test_three_dimensional_tasks_are_windows_of_consecutive_years(field):
     np.testing.assert_allclose(np.diff(years), 1.0, atol=1e-4)
 
 
+def altitude(lat, lon):
+    """An analytic elevation (m), bilinear in lat and lon so interpolation is exact."""
+    return 800 + 40 * (lat - 30) - 15 * (lon + 120) + 0.5 * (lat - 30) * (lon + 120)
+
+
+@pytest.fixture(scope="module")
+def elevation_file(tmp_path_factory):
+    """WFDE5-style ``ASurf`` on a coarser grid than the field, 0-360 longitudes."""
+    lat, lon = np.arange(29.0, 52.0, 1.5), np.arange(-121.0, -78.0, 2.0)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    ds = xr.Dataset(
+        {"ASurf": (("lat", "lon"), altitude(la, lo), {"units": "m"})},
+        coords={"lat": lat, "lon": lon % 360},
+    )
+    path = tmp_path_factory.mktemp("elevation") / "asurf.nc"
+    ds.to_netcdf(path)
+    return str(path)
+
+
+def test_four_dimensional_tasks_carry_each_cells_elevation(field, elevation_file):
+    experiment = make(
+        field, dims=4, elevation=elevation_file, train_years=(1990, 1999), val_years=(2000, 2003)
+    )
+    norm = experiment.normalisation
+    for split in ("train", "ood"):
+        batch = (
+            experiment.sample_train(3, torch.Generator().manual_seed(1))
+            if split == "train"
+            else experiment.split("ood", 3, 3)[0].batch
+        )
+        assert batch.dim_x == 4 and batch.extra_inputs.shape == (4, 16, 16, 1)
+        lat, lon = norm.denormalise_coords(
+            batch.axes[1].double().numpy(), batch.axes[2].double().numpy()
+        )
+        la, lo = np.meshgrid(lat, lon, indexing="ij")
+        metres = batch.extra_inputs[..., 0].double().numpy() * norm.elevation_scale
+        metres += norm.elevation_origin
+        for step in metres:  # the same elevation at every time step of the window
+            np.testing.assert_allclose(step, altitude(la, lo), rtol=1e-5)
+        points = batch.to_points()
+        assert points.xc.shape[-1] == 4
+    # The training region's elevation is standardised.
+    train = altitude(*np.meshgrid(LAT, LON[LON <= -100], indexing="ij"))
+    assert norm.elevation_origin == pytest.approx(train.mean(), rel=1e-9)
+    assert norm.elevation_scale == pytest.approx(train.std(), rel=1e-9)
+
+
+def test_four_dimensional_tasks_need_elevation_at_every_observed_cell(field, tmp_path):
+    lat, lon = np.arange(35.0, 52.0, 1.0), np.arange(-121.0, -78.0, 1.0)
+    ds = xr.Dataset(
+        {"orog": (("lat", "lon"), np.full((len(lat), len(lon)), 100.0))},
+        coords={"lat": lat, "lon": lon},
+    )
+    ds.to_netcdf(tmp_path / "north_only.nc")
+    # The 9 rows south of 34.5°N (half a cell beyond 35°N) of 80 cells, less the 9 NaN ones.
+    with pytest.raises(ValueError, match=r"elevation from .* is missing at 711 observed cell"):
+        make(field, dims=4, elevation=str(tmp_path / "north_only.nc"))
+
+
 def test_bad_options_are_named(field):
     with pytest.raises(ValueError, match="dims must be 2"):
-        make(field, dims=4)
+        make(field, dims=5)
     with pytest.raises(ValueError, match="too few for patches of 48×48"):
         make(field, patch=48)
     with pytest.raises(ValueError, match="context_fraction"):
@@ -174,3 +233,17 @@ def test_default_data_trains_west_and_tests_east():
         _, lon = norm.denormalise_coords(item.batch.axes[0].numpy(), item.batch.axes[1].numpy())
         assert item.batch.y.shape == (2, 24, 24, 1)
         assert west - 1e-3 <= lon.min() and lon.max() <= east + 1e-3
+
+
+def test_default_data_in_four_dimensions_uses_the_terrain_map():
+    pytest.importorskip("iris_sample_data", reason='the default data needs "aenp[climate]"')
+    pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
+    experiment = get_experiment("climate", dims=4, max_targets=64)
+    elevation = experiment.elevation
+    assert elevation.shape == (37, 49)
+    # The Rockies stand above 1.5 km and the Great Plains lie below, within the west region.
+    rockies = elevation.sel(lat=slice(37, 45), lon=slice(-112, -105)).mean()
+    plains = elevation.sel(lat=slice(37, 45), lon=slice(-100, -92)).mean()
+    assert rockies > 1500 > 600 > plains
+    (item,) = experiment.split("ood", 2, 2)
+    assert item.batch.dim_x == 4 and item.batch.extra_inputs.shape == (8, 24, 24, 1)

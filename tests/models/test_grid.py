@@ -131,3 +131,87 @@ def test_point_sets_need_equal_counts_per_task():
 def test_equivcnp_needs_two_dimensional_inputs():
     with pytest.raises(ValueError, match="equivcnp acts on 2-D inputs"):
         aenp.build_model("equivcnp", 1, 1)
+
+
+def with_elevation(batch, seed=1):
+    """``batch`` with a random extra input (an elevation) at every cell."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = batch.y.shape[1:-1]
+    extra = torch.randn(*shape, 1, generator=generator, dtype=batch.dtype)
+    return GridBatch(batch.y, batch.context_mask, batch.target_mask, batch.axes, extra)
+
+
+def test_extra_inputs_follow_the_grid_coordinates_in_the_inputs():
+    batch = with_elevation(random_grid_batch(dtype=torch.float64))
+    assert batch.dim_x == 3
+    first = batch[:1]
+    points = first.to_points()
+    cells = first.context_mask[0].nonzero()
+    torch.testing.assert_close(points.xc[0, :, 0], first.axes[0][cells[:, 0]])
+    torch.testing.assert_close(points.xc[0, :, 2], first.extra_inputs[cells[:, 0], cells[:, 1], 0])
+    moved = batch.shift(torch.tensor([0.5, -0.25, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(moved.axes[1], batch.axes[1] - 0.25)
+    torch.testing.assert_close(moved.extra_inputs, batch.extra_inputs + 2.0)
+    with pytest.raises(
+        ValueError, match=r"extra_inputs has shape \(8, 7, 1\), expected \(8, 8, de\)"
+    ):
+        GridBatch(
+            batch.y, batch.context_mask, batch.target_mask, batch.axes, batch.extra_inputs[:, :7]
+        )
+    nan = batch.extra_inputs.clone()
+    nan[0, 0] = torch.nan
+    with pytest.raises(ValueError, match="extra_inputs must be finite at every cell"):
+        GridBatch(batch.y, batch.context_mask, batch.target_mask, batch.axes, nan)
+
+
+def channel_model(key="convcnp"):
+    torch.manual_seed(0)
+    approx = {"num_fixed_inputs": 2, "domain": [[-1.0, 1.0], [-1.0, 1.0], [None, None]]}
+    hparams = {**SMALL["convcnp"], "channel_inputs": 1, **(approx if "approx" in key else {})}
+    return aenp.build_model(key, 3, 1, **hparams).double().eval()
+
+
+def test_channel_inputs_are_data_not_grid_dimensions():
+    model, batch = channel_model(), with_elevation(random_grid_batch(dtype=torch.float64))
+    pred = model(batch)
+    assert pred.mean.shape == batch.y.shape
+    # Equivariant to moving the grid, not to raising the elevation.
+    shift_grid = torch.tensor([0.5, -0.75, 0.0], dtype=torch.float64)
+    assert_equivariant(model, batch, translation(shift_grid))
+    raise_elevation = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    assert equivariance_error(model, batch, translation(raise_elevation)) > 1e-3
+    # The same holds off the grid, for shifts along the lattice (points_per_unit = 4).
+    points = batch[:1].to_points()
+    assert_equivariant(model, points, translation(torch.tensor([0.25, -0.5, 0.0])))
+    assert equivariance_error(model, points, translation(raise_elevation)) > 1e-3
+
+
+def test_channel_inputs_are_checked_against_the_data():
+    model = channel_model()
+    with pytest.raises(
+        ValueError,
+        match=r"grids 2 input.* takes 1 as channels, but the data have 2 grid axes and 0",
+    ):
+        model.backbone.forward_grid(
+            torch.zeros(1, 8, 8, 1, dtype=torch.float64),
+            torch.ones(1, 8, 8, dtype=torch.bool),
+            aenp.data.grid.Grid(random_grid_batch().axes),
+        )
+    with pytest.raises(ValueError, match="channel_inputs must lie in \\[0, dim_x=2\\)"):
+        aenp.build_model("convcnp", 2, 1, channel_inputs=2)
+    with pytest.raises(ValueError, match="give \\(None, None\\) for the rest of domain"):
+        aenp.build_model("convcnp_approx", 3, 1, channel_inputs=1, domain=[[-1, 1]] * 3)
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "relaxed_convcnp"])
+def test_approximate_channel_input_models_save_and_reload(key, tmp_path):
+    model = channel_model(key)
+    for module in model.modules():
+        if isinstance(module, FixedInputs):
+            torch.nn.init.normal_(module.projection.weight)
+    batch = with_elevation(random_grid_batch(dtype=torch.float64))
+    aenp.save(model, tmp_path / "model")
+    again = aenp.load(tmp_path / "model").double().eval()
+    torch.testing.assert_close(again(batch).mean, model(batch).mean, rtol=0, atol=1e-12)
+    # Its fixed inputs vary over the grid only: moving the grid moves the prediction.
+    assert equivariance_error(model, batch, translation(torch.tensor([0.5, 0.5, 0.0]))) > 1e-6

@@ -22,9 +22,14 @@ def test_configs_exist_for_every_registry_model():
 def test_every_config_composes_and_builds(experiment, model):
     cfg = compose_config([f"experiment={experiment}", f"model={model}"])
     assert cfg.model.key == model
-    if cfg.experiment.dim_x == 3 and "points_per_unit" in cfg.model.hparams:
+    if cfg.experiment.dim_x >= 3 and "points_per_unit" in cfg.model.hparams:
         # 3-D models see gridded tasks; a dense lattice over random points would not fit.
         cfg.model.hparams.points_per_unit = 4
+    if cfg.experiment.dim_x == 4 and "channel_inputs" in cfg.model.hparams:
+        # Convolutions stop at three grid dimensions: elevation enters as a data channel.
+        with pytest.raises(ValueError, match="with channel_inputs"):
+            build_from_config(cfg)
+        cfg.model.hparams.channel_inputs = 1
     if model.startswith("equivcnp") and cfg.experiment.dim_x != 2:
         with pytest.raises(ValueError, match="2-D inputs"):
             build_from_config(cfg)

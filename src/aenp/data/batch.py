@@ -164,12 +164,16 @@ class GridBatch:
         target_mask: Cells to predict and score, ``[batch, *grid]`` (bool); every task needs one.
         axes: Coordinates of the cells along each spatial dimension: one increasing, evenly
             spaced tensor ``[size_d]`` per dimension.
+        extra_inputs: Further inputs known at every cell and shared by the tasks, ``[*grid,
+            de]`` (e.g. surface elevation), or None. They follow the grid coordinates in the
+            inputs: ``dx = len(axes) + de``.
     """
 
     y: Float[Tensor, "batch *grid dy"]
     context_mask: Bool[Tensor, " batch *grid"]
     target_mask: Bool[Tensor, " batch *grid"]
     axes: tuple[Tensor, ...]
+    extra_inputs: Float[Tensor, "*grid de"] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.y, Tensor) or not self.y.is_floating_point():
@@ -199,6 +203,17 @@ class GridBatch:
                     steps, steps.mean().expand_as(steps), rtol=GRID_SPACING_RTOL, atol=0
                 ):
                     raise ValueError(f"axis {d} must be increasing and evenly spaced")
+        extra = self.extra_inputs
+        if extra is not None:
+            if not isinstance(extra, Tensor) or not extra.is_floating_point():
+                raise TypeError("extra_inputs must be a floating-point torch.Tensor")
+            if extra.ndim != len(grid) + 1 or tuple(extra.shape[:-1]) != grid:
+                raise ValueError(
+                    f"extra_inputs has shape {tuple(extra.shape)}, expected "
+                    f"({', '.join(map(str, grid))}, de)"
+                )
+            if not bool(torch.isfinite(extra).all()):
+                raise ValueError("extra_inputs must be finite at every cell (they are inputs)")
         used = self.context_mask | self.target_mask
         if not bool(torch.isfinite(self.y[used]).all()):
             raise ValueError("y contains NaN or infinite values at context or target cells")
@@ -211,8 +226,9 @@ class GridBatch:
 
     @property
     def dim_x(self) -> int:
-        """Number of spatial dimensions ``dx``."""
-        return len(self.axes)
+        """Input dimension ``dx``: the grid's dimensions and the extra inputs."""
+        extra = 0 if self.extra_inputs is None else self.extra_inputs.shape[-1]
+        return len(self.axes) + extra
 
     @property
     def dim_y(self) -> int:
@@ -234,17 +250,24 @@ class GridBatch:
     def to(self, *args, **kwargs) -> GridBatch:
         """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``."""
         device_only = {k: v for k, v in kwargs.items() if k == "device"}
+        extra = self.extra_inputs
         return GridBatch(
             self.y.to(*args, **kwargs),
             self.context_mask.to(**device_only),
             self.target_mask.to(**device_only),
             tuple(a.to(*args, **kwargs) for a in self.axes),
+            None if extra is None else extra.to(*args, **kwargs),
         )
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:
-        """Translates the grid (its coordinates) by ``offset``; the values move with it."""
+        """Translates every input by ``offset``: grid coordinates (values move along) and extras."""
         offset = torch.as_tensor(offset, dtype=self.axes[0].dtype).expand(self.dim_x)
-        return replace(self, axes=tuple(a + o for a, o in zip(self.axes, offset, strict=True)))
+        num_axes = len(self.axes)
+        axes = tuple(a + o for a, o in zip(self.axes, offset[:num_axes], strict=True))
+        extra = self.extra_inputs
+        return replace(
+            self, axes=axes, extra_inputs=None if extra is None else extra + offset[num_axes:]
+        )
 
     @property
     def targets(self) -> Float[Tensor, "batch *grid dy"]:
@@ -262,6 +285,8 @@ class GridBatch:
         Every task must have the same number of context cells and of target cells.
         """
         points = Grid(self.axes).points().to(self.y.dtype)
+        if self.extra_inputs is not None:
+            points = torch.cat([points, self.extra_inputs.to(self.y.dtype)], dim=-1)
         sets = []
         for mask in (self.context_mask, self.target_mask):
             counts = mask.flatten(1).sum(1)
@@ -292,8 +317,11 @@ class GridBatch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return GridBatch(
-            self.y[index], self.context_mask[index], self.target_mask[index], self.axes
+        return replace(
+            self,
+            y=self.y[index],
+            context_mask=self.context_mask[index],
+            target_mask=self.target_mask[index],
         )
 
 

@@ -36,6 +36,12 @@ EXPVER_DIM = "expver"
 ENSEMBLE_DIM = "number"
 ELEVATION_VARIABLES = ("ASurf", "geopotential_at_surface", "orog", "surface_altitude", "z")
 """Surface elevation fields: never picked as the data variable unless named."""
+GEOPOTENTIAL_UNITS = ("m**2 s**-2", "m2 s-2", "m^2 s^-2", "m2/s2", "m^2/s^2")
+"""Units of a surface geopotential (ERA5 ``z``), which is divided by :data:`GRAVITY`."""
+GRAVITY = 9.80665
+"""Standard gravity (m s⁻²), turning a geopotential into a height."""
+TERRAIN_RESOLUTION = 12
+"""Cells per degree of the global terrain map behind :func:`terrain_elevation`."""
 ZARR_MARKERS = (".zarray", ".zgroup", ".zmetadata", "zarr.json")
 
 ArrayT = TypeVar("ArrayT")
@@ -129,22 +135,12 @@ def default_data_path(scenario: str = "E1") -> Path:
     return Path(iris_sample_data.path) / files[scenario]
 
 
-def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
-    """Opens one variable of a netCDF file or zarr store in standard conventions.
-
-    Args:
-        path: A netCDF file, or a zarr store (a directory ending in ``.zarr`` or holding zarr
-            metadata).
-        variable: The data variable; None picks the only one with latitude and longitude
-            dimensions that is not a surface elevation (:data:`ELEVATION_VARIABLES`).
-
-    Returns:
-        The field ``[time, lat, lon]``, see :func:`normalise_conventions`.
+def _open_dataset(path: str | Path) -> xr.Dataset:
+    """A netCDF file or zarr store, its coordinates renamed to lat, lon (and time).
 
     Raises:
         FileNotFoundError: If nothing exists at ``path``.
-        ValueError: If the file cannot be read, the variable is missing or ambiguous, or the
-            field lacks a latitude or longitude coordinate.
+        ValueError: If it cannot be read or lacks a latitude or longitude coordinate.
     """
     path = Path(path)
     if not path.exists():
@@ -164,6 +160,27 @@ def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
         dataset = _standard_names(dataset)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    return dataset
+
+
+def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
+    """Opens one variable of a netCDF file or zarr store in standard conventions.
+
+    Args:
+        path: A netCDF file, or a zarr store (a directory ending in ``.zarr`` or holding zarr
+            metadata).
+        variable: The data variable; None picks the only one with latitude and longitude
+            dimensions that is not a surface elevation (:data:`ELEVATION_VARIABLES`).
+
+    Returns:
+        The field ``[time, lat, lon]``, see :func:`normalise_conventions`.
+
+    Raises:
+        FileNotFoundError: If nothing exists at ``path``.
+        ValueError: If the file cannot be read, the variable is missing or ambiguous, or the
+            field lacks a latitude or longitude coordinate.
+    """
+    dataset = _open_dataset(path)
     names = [str(name) for name in dataset.data_vars]
     if variable is None:
         candidates = [
@@ -180,6 +197,156 @@ def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
     elif variable not in names:
         raise ValueError(f"{path} has no variable {variable!r}; available: {names}")
     return normalise_conventions(dataset[variable])
+
+
+def elevation_variables(path: str | Path) -> list[str]:
+    """The surface elevation variables (:data:`ELEVATION_VARIABLES`) a file holds."""
+    names = _open_dataset(path).data_vars
+    return [name for name in ELEVATION_VARIABLES if name in names]
+
+
+def open_elevation(path: str | Path, variable: str | None = None) -> xr.DataArray:
+    """Opens a surface elevation field, in metres, from a netCDF file or zarr store.
+
+    Args:
+        path: A file holding one of :data:`ELEVATION_VARIABLES` (WFDE5 ``ASurf``, ERA5 or
+            WeatherBench2 surface geopotential, CMIP ``orog``, ...).
+        variable: Its name; None picks the only elevation variable of the file.
+
+    Returns:
+        Elevation ``[lat, lon]`` in metres (a geopotential is divided by :data:`GRAVITY`), in
+        the conventions of :func:`normalise_conventions`; of a field with several time steps,
+        the first.
+
+    Raises:
+        FileNotFoundError: If nothing exists at ``path``.
+        ValueError: If the file cannot be read or has no (or several) elevation variables.
+    """
+    dataset = _open_dataset(path)
+    names = [str(name) for name in dataset.data_vars]
+    if variable is None:
+        found = [name for name in names if name in ELEVATION_VARIABLES]
+        if len(found) != 1:
+            raise ValueError(
+                f"{path}: found {found or 'no'} elevation variable(s) among {names} (known: "
+                f"{', '.join(ELEVATION_VARIABLES)}); pass the name of one"
+            )
+        variable = found[0]
+    elif variable not in names:
+        raise ValueError(f"{path} has no variable {variable!r}; available: {names}")
+    field = normalise_conventions(dataset[variable]).isel(time=0, drop=True)
+    units = field.attrs.get("units")
+    if units in GEOPOTENTIAL_UNITS or (
+        units is None and variable in ("geopotential_at_surface", "z")
+    ):
+        field = field / GRAVITY
+    return field.astype(np.float64).rename("elevation").assign_attrs(units="m")
+
+
+def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
+    """Mean surface elevation over the cells of a grid, from a global 1/12° terrain map.
+
+    The map ships with pvlib (``pvlib/data/Altitude.h5``: Mapzen terrain tiles aggregated from
+    SRTM, GMTED2010, ETOPO1 and national models, in 28 m steps); ocean counts as 0 m. Each
+    cell's bounds lie halfway to its neighbours' centres.
+
+    Args:
+        lat: Cell centres, ascending, in degrees north.
+        lon: Cell centres, ascending, in degrees east within [-180, 180).
+
+    Returns:
+        Elevation ``[lat, lon]`` in metres.
+
+    Raises:
+        ImportError: If pvlib (``pip install "aenp[climate]"``) is not installed.
+        ValueError: If a cell holds no centre of the terrain map (a grid finer than 1/12°).
+    """
+    try:
+        import h5py
+        import pvlib
+    except ImportError as error:
+        raise ImportError(
+            'the built-in terrain map needs pvlib and h5py: pip install "aenp[climate]"'
+        ) from error
+    with h5py.File(Path(pvlib.__file__).parent / "data" / "Altitude.h5", "r") as file:
+        codes = file["Altitude"][:]
+    # Rows run from 90°N southwards, columns from 180°W eastwards; 255 marks the ocean.
+    metres = np.where(codes == 255, 0.0, codes.astype(np.float64) * 28.0 - 450.0)
+    fine_lat = 90.0 - (np.arange(codes.shape[0]) + 0.5) / TERRAIN_RESOLUTION
+    fine_lon = -180.0 + (np.arange(codes.shape[1]) + 0.5) / TERRAIN_RESOLUTION
+    rows, lat_cells = _cells(fine_lat, np.asarray(lat, dtype=np.float64))
+    cols, lon_cells = _cells(fine_lon, np.asarray(lon, dtype=np.float64))
+    block = metres[np.ix_(rows, cols)]
+    sums = np.zeros((len(lat), len(lon)))
+    np.add.at(sums, (lat_cells[:, None], lon_cells[None, :]), block)
+    counts = np.bincount(lat_cells, minlength=len(lat))[:, None] * np.bincount(
+        lon_cells, minlength=len(lon)
+    )
+    if not counts.all():
+        raise ValueError(
+            f"the grid is finer than the terrain map (1/{TERRAIN_RESOLUTION}°): some cells "
+            "hold none of its points; give an elevation file instead"
+        )
+    return xr.DataArray(
+        sums / counts,
+        coords={"lat": np.asarray(lat, dtype=np.float64), "lon": np.asarray(lon, dtype=np.float64)},
+        dims=("lat", "lon"),
+        name="elevation",
+        attrs={"units": "m", "source": "pvlib Altitude.h5 (Mapzen terrain tiles), cell means"},
+    )
+
+
+def _cells(fine: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fine points inside a 1-D grid of cells, and the cell of each."""
+    if len(centres) > 1:
+        edges = (centres[1:] + centres[:-1]) / 2
+        first, last = 1.5 * centres[0] - 0.5 * centres[1], 1.5 * centres[-1] - 0.5 * centres[-2]
+    else:
+        edges, first, last = np.array([]), centres[0] - 0.5, centres[0] + 0.5
+    inside = np.flatnonzero((fine >= first) & (fine < last))
+    return inside, np.searchsorted(edges, fine[inside], side="right")
+
+
+def elevation_at(
+    elevation: xr.DataArray, lat: np.ndarray, lon: np.ndarray, allow_missing: bool = False
+) -> np.ndarray:
+    """Elevation (metres) at points, interpolated bilinearly from a field ``[lat, lon]``.
+
+    Points beyond the outermost cell centres (by at most half a cell) take the nearest cell.
+
+    Args:
+        elevation: From :func:`open_elevation` or :func:`terrain_elevation`.
+        lat: Latitudes of the points, any shape.
+        lon: Longitudes, the same shape (wrapped to [-180, 180)).
+        allow_missing: Return NaN, instead of raising, where there is no elevation.
+
+    Raises:
+        ValueError: If a point lies outside the field or at a missing (NaN) cell.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
+    points = {
+        "lat": xr.DataArray(lat.ravel(), dims="points"),
+        "lon": xr.DataArray(lon.ravel(), dims="points"),
+    }
+    values = elevation.interp(points, method="linear").values
+    missing = ~np.isfinite(values)
+    if missing.any():
+        values[missing] = elevation.sel(
+            {d: p[missing] for d, p in points.items()}, method="nearest"
+        ).values
+        for d, p in points.items():
+            axis = elevation[d].values
+            half = np.abs(np.diff(axis)).max() / 2 if len(axis) > 1 else 0.5
+            far = (p.values < axis.min() - half) | (p.values > axis.max() + half)
+            values[far] = np.nan
+    if not allow_missing and not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ValueError(
+            f"{bad} point(s) lie outside the elevation field ({_extent(elevation)}) or on "
+            "missing cells"
+        )
+    return values.reshape(lat.shape)
 
 
 def _find_coord(
@@ -384,6 +551,8 @@ class Normalisation:
         lon_origin: Longitude mapped to 0.
         time_origin: Time, in years, mapped to 0; None without time.
         time_scale: Years per unit; None without time.
+        elevation_origin: Elevation (m) mapped to 0; None without elevation.
+        elevation_scale: Metres per unit; None without elevation.
     """
 
     value_mean: float
@@ -393,20 +562,23 @@ class Normalisation:
     lon_origin: float
     time_origin: float | None = None
     time_scale: float | None = None
+    elevation_origin: float | None = None
+    elevation_scale: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("value_std", "coord_scale", "time_scale"):
+        for name in ("value_std", "coord_scale", "time_scale", "elevation_scale"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     @classmethod
-    def fit(cls, da: xr.DataArray) -> Normalisation:
+    def fit(cls, da: xr.DataArray, elevation: xr.DataArray | None = None) -> Normalisation:
         """Fits to a training field ``[time, lat, lon]``, ignoring missing values.
 
         The region's centre becomes the spatial origin and half its larger side one unit, so
         the training region maps into [-1, 1]²; the time span maps to [-1, 1] likewise when the
-        field has two or more distinct times.
+        field has two or more distinct times. Given the region's ``elevation`` ``[lat, lon]``
+        (metres), its mean becomes 0 and its standard deviation (1 km if flat) one unit.
 
         Raises:
             ValueError: If the field has no finite value, is constant, or is a single cell.
@@ -434,6 +606,7 @@ class Normalisation:
                 "lon_origin": (lon.min() + lon.max()) / 2,
                 "time_origin": time_origin,
                 "time_scale": time_scale,
+                **({} if elevation is None else _elevation_params(elevation.values)),
             }
         )
 
@@ -451,9 +624,26 @@ class Normalisation:
 
     def normalise_coords(self, lat: ArrayT, lon: ArrayT) -> tuple[ArrayT, ArrayT]:
         """Latitudes and longitudes (degrees) in model units."""
-        return (lat - self.lat_origin) / self.coord_scale, (
-            lon - self.lon_origin
-        ) / self.coord_scale
+        return self.normalise_input("lat", lat), self.normalise_input("lon", lon)
+
+    def normalise_input(self, dim: str, values: ArrayT) -> ArrayT:
+        """One input in model units.
+
+        ``dim`` is ``"lat"`` or ``"lon"`` (degrees), ``"time"`` (years, see
+        :func:`decimal_years`) or ``"elevation"`` (metres).
+
+        Raises:
+            ValueError: For an unknown input, or time or elevation when not fitted with them.
+        """
+        if dim in ("lat", "lon"):
+            origin = self.lat_origin if dim == "lat" else self.lon_origin
+            return (values - origin) / self.coord_scale
+        if dim not in ("time", "elevation"):
+            raise ValueError(f"unknown input {dim!r}; expected lat, lon, time or elevation")
+        origin, scale = getattr(self, f"{dim}_origin"), getattr(self, f"{dim}_scale")
+        if origin is None or scale is None:
+            raise ValueError(f"this normalisation was fitted without {dim}")
+        return (values - origin) / scale
 
     def denormalise_coords(self, x_lat: ArrayT, x_lon: ArrayT) -> tuple[ArrayT, ArrayT]:
         """Model-unit coordinates back in degrees."""
@@ -464,9 +654,7 @@ class Normalisation:
 
     def normalise_time(self, years: ArrayT) -> ArrayT:
         """Times in years (see :func:`decimal_years`) in model units."""
-        if self.time_origin is None or self.time_scale is None:
-            raise ValueError("this normalisation was fitted without time")
-        return (years - self.time_origin) / self.time_scale
+        return self.normalise_input("time", years)
 
     def denormalise_time(self, t: ArrayT) -> ArrayT:
         """Model-unit times back in years."""
@@ -493,3 +681,18 @@ class Normalisation:
                 f"{sorted(names - required)}, got {sorted(params)}"
             )
         return cls(**{k: None if v is None else float(v) for k, v in params.items()})
+
+
+FLAT_ELEVATION_SCALE = 1000.0
+"""Metres per unit of elevation when the training region is flat."""
+
+
+def _elevation_params(metres: np.ndarray) -> dict[str, float]:
+    """Origin and scale of elevation: the mean and standard deviation of finite cells."""
+    metres = metres[np.isfinite(metres)]
+    if metres.size == 0:
+        raise ValueError("cannot fit an elevation normalisation: no finite elevation")
+    return {
+        "elevation_origin": metres.mean(),
+        "elevation_scale": metres.std() if metres.std() > 0 else FLAT_ELEVATION_SCALE,
+    }

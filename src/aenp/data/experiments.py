@@ -17,10 +17,14 @@ from aenp.data.climate import (
     Region,
     decimal_years,
     default_data_path,
+    elevation_at,
+    elevation_variables,
     get_region,
+    open_elevation,
     open_field,
     select_region,
     select_years,
+    terrain_elevation,
 )
 from aenp.data.gp import GP1D_OOD_SHIFT, TARGET_RANGE, GPMixture, gp1d_generator, gp1d_split
 from aenp.data.smoke import SmokeStore
@@ -205,8 +209,9 @@ class Climate:
 
     A task is a ``patch × patch`` block of cells (2-D inputs: latitude, longitude) at one time
     step, or a ``window × patch × patch`` block of consecutive time steps (3-D inputs: time,
-    latitude, longitude). The tasks of a batch share the patch's location (so they share one
-    grid) and differ in time. A random fraction (drawn per batch) of the observed cells is
+    latitude, longitude; 4-D inputs add each cell's surface elevation, an extra input of the
+    grid). The tasks of a batch share the patch's location (so they share one grid) and
+    differ in time. A random fraction (drawn per batch) of the observed cells is
     context and the other observed cells (or ``max_targets`` of them) are targets, as many in
     every task of the batch; missing cells (NaN) are neither. Values and coordinates are
     normalised with :attr:`normalisation`, fitted to the training data (one scale for both
@@ -220,7 +225,12 @@ class Climate:
         data: A netCDF file or zarr store; None: the offline default
             (:func:`aenp.data.climate.default_data_path`).
         variable: The data variable; None picks the only gridded one.
-        dims: 2 (lat, lon) or 3 (time, lat, lon).
+        dims: 2 (lat, lon), 3 (time, lat, lon) or 4 (time, lat, lon, elevation).
+        elevation: For ``dims`` 4: a file holding a surface elevation field (see
+            :func:`aenp.data.climate.open_elevation`), interpolated to the data's cells, or
+            ``"terrain"`` for the built-in global terrain map
+            (:func:`aenp.data.climate.terrain_elevation`); None: the data file's own elevation
+            variable if it has one, else the terrain map.
         train_region: Region name or "south,north,west,east" box for training and ``test``.
         ood_region: Region for the ``ood`` split.
         train_years: Inclusive years of the training split.
@@ -244,6 +254,7 @@ class Climate:
         data: str | None = None,
         variable: str | None = None,
         dims: int = 2,
+        elevation: str | None = None,
         train_region: str = "na_west",
         ood_region: str = "na_east",
         train_years: tuple[int, int] = (1860, 2039),
@@ -254,8 +265,11 @@ class Climate:
         context_fraction: tuple[float, float] = (0.05, 0.5),
         max_targets: int | None = None,
     ):
-        if dims not in (2, 3):
-            raise ValueError(f"dims must be 2 (lat, lon) or 3 (time, lat, lon), got {dims}")
+        if dims not in (2, 3, 4):
+            raise ValueError(
+                "dims must be 2 (lat, lon), 3 (time, lat, lon) or 4 (time, lat, lon, "
+                f"elevation), got {dims}"
+            )
         low, high = context_fraction
         if not 0 < low <= high < 1:
             raise ValueError(
@@ -263,17 +277,22 @@ class Climate:
             )
         if max_targets is not None and max_targets < 1:
             raise ValueError(f"max_targets must be at least 1 or None, got {max_targets}")
-        field = open_field(default_data_path() if data is None else data, variable)
+        path = default_data_path() if data is None else data
+        field = open_field(path, variable)
         self.max_targets = max_targets
         self.dim_x = dims
         self.patch = patch
-        self.window = window if dims == 3 else 1
+        self.window = window if dims >= 3 else 1
         self.context_fraction = (low, high)
         self.field = field
+        self.elevation = _field_elevation(path, field, elevation) if dims == 4 else None
+        """Surface elevation ``[lat, lon]`` (metres) of the field's cells, for 4-D inputs."""
         self.regions = (get_region(train_region), get_region(ood_region))
         self.test_years = tuple(test_years)
         train = select_years(select_region(field, train_region), train_years)
-        self.normalisation = Normalisation.fit(train)
+        self.normalisation = Normalisation.fit(
+            train, None if self.elevation is None else select_region(self.elevation, train_region)
+        )
         self.fields = {
             "train": train,
             "val": select_years(select_region(field, train_region), val_years),
@@ -342,7 +361,7 @@ class Climate:
         lon_deg = part["lon"].values[lon : lon + self.patch]
         x_lat, x_lon = self.normalisation.normalise_coords(lat_deg, lon_deg)
         axes = [torch.as_tensor(x_lat), torch.as_tensor(x_lon)]
-        if self.dim_x == 3:
+        if self.dim_x >= 3:
             years = self.normalisation.normalise_time(
                 decimal_years(part)[time : time + self.window]
             )
@@ -350,6 +369,17 @@ class Climate:
             step = np.diff(years).mean() if self.window > 1 else 1.0
             axes.insert(0, torch.as_tensor(years[0] + step * np.arange(self.window)))
         return tuple(a.to(torch.get_default_dtype()) for a in axes)
+
+    def _extra_inputs(self, split: str, lat: int, lon: int) -> torch.Tensor | None:
+        """Normalised elevation ``[window, patch, patch, 1]`` of a patch (4-D inputs only)."""
+        if self.elevation is None:
+            return None
+        part = self.fields[split]
+        cells = self.elevation.sel(lat=part["lat"], lon=part["lon"]).values
+        block = cells[lat : lat + self.patch, lon : lon + self.patch]
+        z = torch.as_tensor(self.normalisation.normalise_input("elevation", block))
+        z = z.to(torch.get_default_dtype())[None, ..., None]
+        return z.expand(self.window, *z.shape[1:])
 
     def _tasks(self, split: str, batch_size: int, generator: torch.Generator) -> GridBatch:
         """A batch of tasks at one random patch location and random times."""
@@ -364,7 +394,7 @@ class Climate:
                 for t in starts.tolist()
             ]
         )
-        y = torch.from_numpy(blocks if self.dim_x == 3 else blocks[:, 0])
+        y = torch.from_numpy(blocks if self.dim_x >= 3 else blocks[:, 0])
         # Every task gets as many context and target cells (so point-set models see equal
         # sets): cells are ranked at random, missing ones last.
         observed = torch.isfinite(y).flatten(1)
@@ -384,6 +414,7 @@ class Climate:
             context,
             target,
             self._axes(split, int(starts[0]), lat, lon),
+            self._extra_inputs(split, lat, lon),
         )
 
     def sample_train(self, batch_size: int, generator: torch.Generator) -> GridBatch:
@@ -401,6 +432,39 @@ class Climate:
             EvaluationBatch(self._tasks(name, min(batch_size, num_tasks - start), generator))
             for start in range(0, num_tasks, batch_size)
         ]
+
+
+def _field_elevation(path, field: xr.DataArray, source: str | None) -> xr.DataArray:
+    """Surface elevation (metres) at a field's cells; 0 (sea level) where it is missing.
+
+    Args:
+        path: The field's file, searched for an elevation variable when ``source`` is None.
+        field: The field ``[time, lat, lon]``.
+        source: An elevation file, ``"terrain"``, or None (see :class:`Climate`).
+
+    Raises:
+        ValueError: If the elevation is missing at a cell where the field is observed.
+    """
+    lat, lon = field["lat"].values, field["lon"].values
+    if source is None:
+        source = str(path) if elevation_variables(path) else "terrain"
+    if source == "terrain":
+        return terrain_elevation(lat, lon)
+    elevation = open_elevation(source)
+    grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
+    values = elevation_at(elevation, grid_lat, grid_lon, allow_missing=True)
+    observed = np.isfinite(field.values).any(axis=0)
+    missing = int((~np.isfinite(values[observed])).sum())
+    if missing:
+        raise ValueError(
+            f"the elevation from {source} is missing at {missing} observed cell(s) of the data"
+        )
+    return xr.DataArray(
+        np.nan_to_num(values),
+        coords={"lat": lat, "lon": lon},
+        dims=("lat", "lon"),
+        name="elevation",
+    )
 
 
 MIN_OBSERVED_FRACTION = 0.5

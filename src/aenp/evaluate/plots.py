@@ -303,10 +303,11 @@ def plot_region_maps(
 ) -> Path:
     """Maps over the training and OOD regions for one test year, in the data's units.
 
-    The first row shows the true field and the context (a random ``fraction`` of the cells);
-    every model has a row with its predictive mean, |error|, predictive std and, for
-    approximate models, ``|μ − μ_strict|``: where, and by how much, the fixed inputs make
-    it depart from equivariance. A dashed line marks the edge of the training region.
+    The first row shows the true field, the context (a random ``fraction`` of the cells) and,
+    for 4-D inputs, the surface elevation; every model has a row with its predictive mean,
+    |error|, predictive std and, for approximate models, ``|μ − μ_strict|``: where, and by
+    how much, the fixed inputs make it depart from equivariance. A dashed line marks the edge
+    of the training region.
     """
     truth = experiment.figure_field()
     rng = np.random.default_rng(0)
@@ -328,10 +329,18 @@ def plot_region_maps(
 
     show(grid[0, 0], values, f"truth ({truth['time'].dt.year.item()})", vmin=vmin, vmax=vmax)
     show(grid[0, 1], context.values[0], "context", vmin=vmin, vmax=vmax)
-    for ax in grid[0, 2:]:
+    elevation = getattr(experiment, "elevation", None)
+    if elevation is not None:
+        show(
+            grid[0, 2],
+            elevation.sel(lat=truth["lat"], lon=truth["lon"]),
+            "elevation (m)",
+            cmap="terrain",
+        )
+    for ax in grid[0, 2 + (elevation is not None) :]:
         ax.axis("off")
     for row, (key, model) in enumerate(models.items(), start=1):
-        pred = predict(model, context, truth, norm, progress=False)
+        pred = predict(model, context, truth, norm, progress=False, elevation=elevation)
         name = display_name(key)
         mean = pred["mean"].values[0] if pred["mean"].ndim == 3 else pred["mean"].values
         std = pred["std"].values[0] if pred["std"].ndim == 3 else pred["std"].values
@@ -340,7 +349,9 @@ def plot_region_maps(
         show(grid[row, 2], std, "std", cmap="viridis")
         if is_approximate(model):
             with strictly_equivariant(model):
-                strict = predict(model, context, truth, norm, progress=False)["mean"].values
+                strict = predict(model, context, truth, norm, progress=False, elevation=elevation)[
+                    "mean"
+                ].values
             show(
                 grid[row, 3],
                 np.abs(mean - strict.reshape(mean.shape)),

@@ -13,11 +13,31 @@ from aenp.nn.relaxed_conv import RelaxedConvNet
 from aenp.nn.setconv import SetConvDecoder, SetConvEncoder, lattice_grid
 
 
+def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
+    """Number of inputs laid on the grid when the last ``channel_inputs`` are data channels.
+
+    Raises:
+        ValueError: Unless ``0 <= channel_inputs < dim_x``.
+    """
+    if not 0 <= channel_inputs < dim_x:
+        raise ValueError(
+            f"channel_inputs must lie in [0, dim_x={dim_x}) (one input at least is gridded), "
+            f"got {channel_inputs}"
+        )
+    return dim_x - channel_inputs
+
+
 class ConvCNPBackbone(nn.Module):
     """Set convolution to a lattice grid, a CNN on the grid, set convolution to the targets.
 
-    Exactly equivariant to shifts of every input by multiples of ``1 / points_per_unit``.
-    Fixed inputs (see :func:`aenp.approximate`) enter as extra grid channels before the CNN.
+    Exactly equivariant to shifts of the gridded inputs by multiples of ``1 / points_per_unit``.
+    Fixed inputs (see :func:`aenp.approximate`) enter as extra grid channels before the CNN;
+    they are functions of the gridded inputs.
+
+    The last ``channel_inputs`` input dimensions (e.g. surface elevation, known wherever one
+    predicts) are not gridded: the set convolution carries their values at the context and
+    target points to the grid as data channels, with their own density channel. The model is
+    not equivariant to shifts of them.
 
     Args:
         dim_x: Input dimension ``dx``.
@@ -27,6 +47,7 @@ class ConvCNPBackbone(nn.Module):
         channels: Channels of the CNN.
         points_per_unit: Grid density; the grid lies on multiples of ``1 / points_per_unit``.
         margin: Extent of the grid beyond the data on each side.
+        channel_inputs: Trailing input dimensions fed as data channels rather than gridded.
     """
 
     def __init__(
@@ -37,18 +58,25 @@ class ConvCNPBackbone(nn.Module):
         channels: int,
         points_per_unit: float,
         margin: float,
+        channel_inputs: int = 0,
     ):
         super().__init__()
-        self.dim_x = dim_x
+        # The gridded inputs: those the CNN is equivariant along and fixed inputs vary over.
+        self.dim_x = gridded_inputs(dim_x, channel_inputs)
+        self.channel_inputs = channel_inputs
         self.points_per_unit = points_per_unit
         self.margin = margin
         self.fixed_input_width = channels
         self.fixed_inputs: FixedInputs | None = None
         init_lengthscale = 2 / points_per_unit
-        self.encoder = SetConvEncoder(dim_x, init_lengthscale)
-        self.resize = nn.Linear(dim_y + 1, channels)
+        self.encoder = SetConvEncoder(self.dim_x, init_lengthscale)
+        self.channel_encoder = (
+            SetConvEncoder(self.dim_x, init_lengthscale) if channel_inputs else None
+        )
+        data_channels = dim_y + 1 + (channel_inputs + 1 if channel_inputs else 0)
+        self.resize = nn.Linear(data_channels, channels)
         self.cnn = cnn
-        self.decoder = SetConvDecoder(dim_x, init_lengthscale)
+        self.decoder = SetConvDecoder(self.dim_x, init_lengthscale)
         self.head = MLP(channels, 2 * dim_y, (channels,))
 
     def forward(
@@ -58,23 +86,33 @@ class ConvCNPBackbone(nn.Module):
         xt: Float[Tensor, "batch nt dx"],
     ) -> Float[Tensor, "batch nt 2*dy"]:
         """Target features for the likelihood."""
+        gridded = self.dim_x
         x = torch.cat([xc, xt], dim=1)
-        grid = lattice_grid(x, self.points_per_unit, self.margin, self.cnn.resolution_multiple)
-        z = self._on_grid(self.encoder(xc, yc, grid), grid)
-        return self.head(self.decoder(grid, z, xt))
+        grid = lattice_grid(
+            x[..., :gridded], self.points_per_unit, self.margin, self.cnn.resolution_multiple
+        )
+        h = self.encoder(xc[..., :gridded], yc, grid)
+        if self.channel_encoder is not None:
+            # Channel inputs are known at every point, context and target alike.
+            extra = self.channel_encoder(x[..., :gridded], x[..., gridded:], grid)
+            h = torch.cat([h, extra], dim=-1)
+        return self.head(self.decoder(grid, self._on_grid(h, grid), xt[..., :gridded]))
 
     def forward_grid(
         self,
         yc: Float[Tensor, "batch *grid dy"],
         context_mask: Bool[Tensor, " batch *grid"],
         grid: Grid,
+        extra_inputs: Float[Tensor, "*grid de"] | None = None,
     ) -> Float[Tensor, "batch *grid 2*dy"]:
         """Features of every cell of a grid of data; the set convolutions are skipped.
 
         Args:
             yc: Values, zero outside the context.
             context_mask: Observed cells.
-            grid: The cells' coordinates.
+            grid: The cells' coordinates (the gridded inputs).
+            extra_inputs: The channel inputs at every cell; needed exactly when the model
+                has channel inputs.
         """
         multiple = self.cnn.resolution_multiple
         if any(size % multiple for size in grid.shape):
@@ -82,13 +120,24 @@ class ConvCNPBackbone(nn.Module):
                 f"grid of shape {grid.shape} must have a multiple of {multiple} cells along "
                 f"every axis for this CNN; crop or pad the grid, or use fewer U-Net levels"
             )
+        given = 0 if extra_inputs is None else extra_inputs.shape[-1]
+        if len(grid.axes) != self.dim_x or given != self.channel_inputs:
+            raise ValueError(
+                f"this model grids {self.dim_x} input(s) and takes {self.channel_inputs} as "
+                f"channels, but the data have {len(grid.axes)} grid axes and {given} extra "
+                "input(s)"
+            )
         density = context_mask[..., None].to(yc.dtype)
-        return self.head(self._on_grid(torch.cat([density, yc], dim=-1), grid))
+        h = torch.cat([density, yc], dim=-1)
+        if extra_inputs is not None:
+            extra = extra_inputs.to(yc.dtype).expand(*yc.shape[:-1], given)
+            h = torch.cat([h, torch.ones_like(density), extra], dim=-1)
+        return self.head(self._on_grid(h, grid))
 
     def _on_grid(
-        self, h: Float[Tensor, "batch *grid dy+1"], grid: Grid
+        self, h: Float[Tensor, "batch *grid data_channels"], grid: Grid
     ) -> Float[Tensor, "batch *grid channels"]:
-        """Density and data channels → (plus fixed inputs) → CNN features, channels last."""
+        """Density and data channels (plus fixed inputs) → CNN features, channels last."""
         h = self.resize(h)
         if self.fixed_inputs is not None:
             h = h + self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
@@ -111,12 +160,13 @@ class RelaxedConvCNPBackbone(ConvCNPBackbone):
         channels: int,
         points_per_unit: float,
         margin: float,
+        channel_inputs: int = 0,
     ):
-        super().__init__(dim_x, dim_y, cnn, channels, points_per_unit, margin)
+        super().__init__(dim_x, dim_y, cnn, channels, points_per_unit, margin, channel_inputs)
         self.fixed_input_width = cnn.num_weights
 
     def _on_grid(
-        self, h: Float[Tensor, "batch *grid dy+1"], grid: Grid
+        self, h: Float[Tensor, "batch *grid data_channels"], grid: Grid
     ) -> Float[Tensor, "batch *grid channels"]:
         """Density and data channels → relaxed CNN (weights from fixed inputs), channels last."""
         h = self.resize(h)

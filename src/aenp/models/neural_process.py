@@ -55,7 +55,9 @@ class NeuralProcess(nn.Module):
         self._check(batch)
         if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):
             grid = Grid(batch.axes)
-            z = self.backbone.forward_grid(batch.context_values(), batch.context_mask, grid)
+            z = self.backbone.forward_grid(
+                batch.context_values(), batch.context_mask, grid, batch.extra_inputs
+            )
             return self.likelihood(z)
         if isinstance(batch, GridBatch):
             # Point-set models see the context and target cells as points.

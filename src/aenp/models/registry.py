@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone
+from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone, gridded_inputs
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.pttnp import PTTNPBackbone, TEPTTNPBackbone
@@ -106,17 +106,21 @@ def build_convcnp(
     channels: int = 64,
     num_layers: int = 6,
     kernel_size: int = 5,
+    channel_inputs: int = 0,
     min_std: float = 1e-3,
 ) -> NeuralProcess:
     """Convolutional conditional neural process on a lattice-anchored grid.
 
     ``cnn`` is ``"unet"`` (``num_layers`` stride-2 levels) or ``"conv"`` (``num_layers``
-    residual blocks at full resolution).
+    residual blocks at full resolution). The last ``channel_inputs`` inputs (e.g. elevation)
+    enter as data channels instead of grid dimensions.
     """
     if cnn not in CNNS:
         raise ValueError(f"unknown cnn {cnn!r}; choose one of {sorted(CNNS)}")
-    network = CNNS[cnn](dim_x, channels, num_layers, kernel_size)
-    backbone = ConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    network = CNNS[cnn](gridded_inputs(dim_x, channel_inputs), channels, num_layers, kernel_size)
+    backbone = ConvCNPBackbone(
+        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs
+    )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 
@@ -160,15 +164,21 @@ def build_relaxed_convcnp(
     num_layers: int = 6,
     kernel_size: int = 5,
     num_banks: int = 2,
+    channel_inputs: int = 0,
     min_std: float = 1e-3,
 ) -> NeuralProcess:
     """ConvCNP with relaxed convolutions: ``num_banks`` filter banks per layer.
 
     Built without fixed inputs it is an ordinary ConvCNP (uniform bank weights); the registry
-    key ``relaxed_convcnp`` always attaches fixed inputs, which set the weights.
+    key ``relaxed_convcnp`` always attaches fixed inputs, which set the weights. The last
+    ``channel_inputs`` inputs enter as data channels, as in :func:`build_convcnp`.
     """
-    network = RelaxedConvNet(dim_x, channels, num_layers, kernel_size, num_banks)
-    backbone = RelaxedConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    network = RelaxedConvNet(
+        gridded_inputs(dim_x, channel_inputs), channels, num_layers, kernel_size, num_banks
+    )
+    backbone = RelaxedConvCNPBackbone(
+        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs
+    )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 

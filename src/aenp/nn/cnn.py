@@ -14,7 +14,10 @@ CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTransp
 def check_conv_arguments(dim: int, kernel_size: int) -> None:
     """Names an unsupported number of dimensions or an even kernel size."""
     if dim not in CONV:
-        raise ValueError(f"convolutions support 1 to 3 spatial dimensions, got {dim}")
+        raise ValueError(
+            f"convolutions support 1 to 3 spatial dimensions, got {dim}; feed inputs that are "
+            "not grid dimensions (e.g. elevation) as data channels with channel_inputs"
+        )
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd so the output stays aligned, got {kernel_size}")
 

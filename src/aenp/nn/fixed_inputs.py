@@ -160,7 +160,8 @@ def approximate(
         num_fixed_inputs: Number ``B`` of learned fixed inputs.
         p_drop: Per-task probability of dropping the fixed inputs during training.
         domain: Box ``[(low, high)] * dx`` outside which the fixed inputs are zero
-            (typically the region the training data cover). ``None``: no cut-off.
+            (typically the region the training data cover). ``None``: no cut-off. Inputs a
+            backbone takes as data channels (``channel_inputs``) must be ``(None, None)``.
         hidden: Hidden widths of the MLP that computes the fixed inputs.
 
     Returns:
@@ -179,9 +180,19 @@ def approximate(
     (site,) = sites
     if site.fixed_inputs is not None:
         raise ValueError(f"{type(model).__name__} is already approximately equivariant")
+    site_domain = domain
+    if domain is not None and len(domain) > site.dim_x:
+        # Inputs a backbone does not grid (data channels) cannot carry fixed inputs.
+        if any(tuple(pair) != (None, None) for pair in domain[site.dim_x :]):
+            raise ValueError(
+                f"the fixed inputs of {type(model).__name__} vary over its first {site.dim_x} "
+                f"input(s), the others being data channels; give (None, None) for the rest "
+                f"of domain, got {domain}"
+            )
+        site_domain = domain[: site.dim_x]
     reference = next(model.parameters())
     site.fixed_inputs = FixedInputs(
-        site.dim_x, site.fixed_input_width, num_fixed_inputs, p_drop, domain, hidden
+        site.dim_x, site.fixed_input_width, num_fixed_inputs, p_drop, site_domain, hidden
     ).to(device=reference.device, dtype=reference.dtype)
     if isinstance(getattr(model, "config", None), dict):
         model.config["approximate"] = {
