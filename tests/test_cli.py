@@ -167,6 +167,8 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
     normalisation = config["metadata"]["normalisation"]
     assert normalisation["lon_origin"] == pytest.approx(-110.0)  # the box's centre
     assert normalisation["value_mean"] == pytest.approx(values[:8, :, :40].mean())
+    unit = f"one unit is {values[:8, :, :40].std():.3g} of the data"
+    assert unit in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "maps.png").stat().st_size > 10_000
 
 

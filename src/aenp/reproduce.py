@@ -133,6 +133,11 @@ def reproduce(
         "commands": commands,
         "results": results,
     }
+    normalisation = getattr(exp, "normalisation", None)
+    if normalisation is not None:
+        units = getattr(exp, "field", None)
+        units = "" if units is None else units.attrs.get("units", "")
+        summary["value_unit"] = {"size": normalisation.value_std, "units": units}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     trained = {key: load(run_dirs[key] / MODEL_DIR) for key in keys}
     figures = experiment_figures(exp, trained, run_dirs, out)
@@ -145,6 +150,15 @@ def reproduce(
     return out
 
 
+def _value_unit_note(summary: dict[str, Any]) -> str:
+    """What one standardised unit of RMSE and Δequiv is in the data's units, if known."""
+    unit = summary.get("value_unit")
+    if unit is None:
+        return ""
+    size = f"{unit['size']:.3g} {unit['units']}".strip()
+    return f" RMSE and Δequiv are in standardised units: one unit is {size} of the data."
+
+
 def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], out: Path) -> str:
     hw = summary["hardware"]
     gpu = f", {hw['gpu']}" if "gpu" in hw else ""
@@ -153,7 +167,8 @@ def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], o
         "",
         "Mean test log-likelihood per target point (nats) ± standard error over tasks. "
         "Rows marked *fixed inputs zeroed* evaluate an approximate model inside "
-        "`strictly_equivariant(...)`. Δequiv is the mean |μ − μ_strict| over test targets.",
+        "`strictly_equivariant(...)`. Δequiv is the mean |μ − μ_strict| over test targets."
+        + _value_unit_note(summary),
         "",
         tables[0],
         "",
