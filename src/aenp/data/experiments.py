@@ -309,6 +309,7 @@ class Climate:
                 )
         self._values_cache: dict[str, np.ndarray] = {}
         self._corners_cache: dict[str, np.ndarray] = {}
+        self._elevation_cache: dict[str, torch.Tensor] = {}
 
     @property
     def train_edge(self) -> float:
@@ -374,12 +375,13 @@ class Climate:
         """Normalised elevation ``[window, patch, patch, 1]`` of a patch (4-D inputs only)."""
         if self.elevation is None:
             return None
-        part = self.fields[split]
-        cells = self.elevation.sel(lat=part["lat"], lon=part["lon"]).values
-        block = cells[lat : lat + self.patch, lon : lon + self.patch]
-        z = torch.as_tensor(self.normalisation.normalise_input("elevation", block))
-        z = z.to(torch.get_default_dtype())[None, ..., None]
-        return z.expand(self.window, *z.shape[1:])
+        if split not in self._elevation_cache:
+            part = self.fields[split]
+            metres = self.elevation.sel(lat=part["lat"], lon=part["lon"]).values
+            z = self.normalisation.normalise_input("elevation", metres)
+            self._elevation_cache[split] = torch.as_tensor(z, dtype=torch.get_default_dtype())
+        block = self._elevation_cache[split][lat : lat + self.patch, lon : lon + self.patch]
+        return block[None, ..., None].expand(self.window, *block.shape, 1)
 
     def _tasks(self, split: str, batch_size: int, generator: torch.Generator) -> GridBatch:
         """A batch of tasks at one random patch location and random times."""
