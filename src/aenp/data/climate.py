@@ -1,4 +1,4 @@
-"""Real gridded temperature: opening CF-style fields, regions, year splits and normalisation.
+"""Real gridded temperature: CF-style fields, elevation, regions, year splits, normalisation.
 
 Any CF-style gridded field (netCDF or zarr) is opened as a DataArray with dims exactly
 ``("time", "lat", "lon")``: float64 ``lat`` ascending (south to north), float64 ``lon`` in
@@ -7,6 +7,11 @@ The names of ERA5 (old and new Copernicus CDS files), WFDE5, WeatherBench2/ARCO-
 iris sample data are recognised, as are coordinates marked by their CF ``standard_name`` or
 ``units``. Missing values (e.g. ocean in land-only products) stay NaN; :func:`observed_mask`
 marks the finite ones. Regions crossing the antimeridian are not supported.
+
+Surface elevation, the fourth input of 4-D tasks, comes from a file (:func:`open_elevation`:
+WFDE5 ``ASurf``, ERA5 or WeatherBench2 surface geopotential, ``orog``) or, offline, from the
+global 1/12° terrain map that pvlib ships (:func:`terrain_elevation`), and is interpolated to
+any point with :func:`elevation_at`.
 
 The default data, available offline, is the HadCM3 annual-mean 1.5 m air temperature over North
 America shipped by ``iris-sample-data`` (:data:`DEFAULT_DATASET`): 240 years (1860-2099) of a
@@ -18,6 +23,7 @@ eastern half (``na_east``) in 2060-2099 — the analogue of the paper's Europe t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TypeVar
@@ -261,22 +267,14 @@ def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
         ImportError: If pvlib (``pip install "aenp[climate]"``) is not installed.
         ValueError: If a cell holds no centre of the terrain map (a grid finer than 1/12°).
     """
-    try:
-        import h5py
-        import pvlib
-    except ImportError as error:
-        raise ImportError(
-            'the built-in terrain map needs pvlib and h5py: pip install "aenp[climate]"'
-        ) from error
-    with h5py.File(Path(pvlib.__file__).parent / "data" / "Altitude.h5", "r") as file:
-        codes = file["Altitude"][:]
+    codes = _terrain_codes()
     # Rows run from 90°N southwards, columns from 180°W eastwards; 255 marks the ocean.
-    metres = np.where(codes == 255, 0.0, codes.astype(np.float64) * 28.0 - 450.0)
     fine_lat = 90.0 - (np.arange(codes.shape[0]) + 0.5) / TERRAIN_RESOLUTION
     fine_lon = -180.0 + (np.arange(codes.shape[1]) + 0.5) / TERRAIN_RESOLUTION
     rows, lat_cells = _cells(fine_lat, np.asarray(lat, dtype=np.float64))
     cols, lon_cells = _cells(fine_lon, np.asarray(lon, dtype=np.float64))
-    block = metres[np.ix_(rows, cols)]
+    block = codes[np.ix_(rows, cols)]
+    block = np.where(block == 255, 0.0, block.astype(np.float64) * 28.0 - 450.0)
     sums = np.zeros((len(lat), len(lon)))
     np.add.at(sums, (lat_cells[:, None], lon_cells[None, :]), block)
     counts = np.bincount(lat_cells, minlength=len(lat))[:, None] * np.bincount(
@@ -294,6 +292,20 @@ def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
         name="elevation",
         attrs={"units": "m", "source": "pvlib Altitude.h5 (Mapzen terrain tiles), cell means"},
     )
+
+
+@functools.cache
+def _terrain_codes() -> np.ndarray:
+    """The terrain map of pvlib, ``[2160, 4320]`` uint8 codes of 28 m steps from -450 m."""
+    try:
+        import h5py
+        import pvlib
+    except ImportError as error:
+        raise ImportError(
+            'the built-in terrain map needs pvlib and h5py: pip install "aenp[climate]"'
+        ) from error
+    with h5py.File(Path(pvlib.__file__).parent / "data" / "Altitude.h5", "r") as file:
+        return file["Altitude"][:]
 
 
 def _cells(fine: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
