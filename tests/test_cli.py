@@ -168,7 +168,11 @@ def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):
     assert normalisation["lon_origin"] == pytest.approx(-110.0)  # the box's centre
     assert normalisation["value_mean"] == pytest.approx(values[:8, :, :40].mean())
     unit = f"one unit is {values[:8, :, :40].std():.3g} of the data"
-    assert unit in (tmp_path / "out" / "results.md").read_text()
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert unit in markdown and "Spearman with elevation" in markdown
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    terrain = summary["departure_by_terrain"]["convcnp_approx"]
+    assert set(terrain) == {"mean", "high", "low", "elevation", "slope"}
     assert (tmp_path / "out" / "maps.png").stat().st_size > 10_000
 
 

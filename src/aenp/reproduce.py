@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from aenp import __version__
 from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.run import evaluate_run, load_per_task_loglik
-from aenp.evaluate.tables import ablation_table, comparisons_table, results_table
+from aenp.evaluate.tables import ablation_table, comparisons_table, display_name, results_table
+from aenp.evaluate.terrain import departure_by_terrain, terrain_table
 from aenp.models.io import load
 from aenp.models.registry import strict_counterpart
 from aenp.train.run import (
@@ -138,8 +139,11 @@ def reproduce(
         units = getattr(exp, "field", None)
         units = "" if units is None else units.attrs.get("units", "")
         summary["value_unit"] = {"size": normalisation.value_std, "units": units}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
     trained = {key: load(run_dirs[key] / MODEL_DIR) for key in keys}
+    terrain = _terrain_rows(exp, trained)
+    if terrain:
+        summary["departure_by_terrain"] = terrain
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
     figures = experiment_figures(exp, trained, run_dirs, out)
     per_task = {key: load_per_task_loglik(run_dirs[key]) for key in keys}
     tables = [
@@ -148,6 +152,35 @@ def reproduce(
     ]
     (out / "results.md").write_text(_markdown(summary, tables, figures, out))
     return out
+
+
+def _terrain_rows(experiment, models: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """:func:`departure_by_terrain` of every approximate model of a climate experiment."""
+    if not hasattr(experiment, "figure_field"):
+        return {}
+    approximate = {k: m for k, m in models.items() if strict_counterpart(k) is not None}
+    try:
+        return {k: departure_by_terrain(m, experiment) for k, m in approximate.items()}
+    except ImportError as error:
+        log.warning("departure by terrain skipped: %s", error)
+        return {}
+
+
+def _terrain_note(summary: dict[str, Any]) -> list[str]:
+    """The departure-by-terrain section of ``results.md`` (empty if not measured)."""
+    rows = summary.get("departure_by_terrain")
+    if not rows:
+        return []
+    units = summary.get("value_unit", {}).get("units") or "data units"
+    named = {display_name(k): r for k, r in rows.items()}
+    return [
+        "Where the approximate models depart from equivariance: |μ − μ_strict| per cell of the "
+        "training region, averaged over every fourth test year (30% of the cells as context), "
+        "against the surface elevation (see `aenp.evaluate.terrain`):",
+        "",
+        terrain_table(named, units),
+        "",
+    ]
 
 
 def _value_unit_note(summary: dict[str, Any]) -> str:
@@ -178,6 +211,7 @@ def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], o
         "",
         tables[1],
         "",
+        *_terrain_note(summary),
         f"Training time: {sum(r['train_seconds'] for r in summary['results']) / 60:.1f} min "
         f"in total; this `aenp reproduce` took {summary['wall_seconds'] / 60:.1f} min (models "
         f"already trained are only evaluated). Hardware: {hw['processor']} "
