@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from aenp.cli import main
+from aenp.cli import main, parse_args
 from aenp.data.gp import gp1d_split, load_exported_tasks
 
 
@@ -27,6 +27,17 @@ def test_reproduce_an_unknown_experiment_is_a_clear_error(tmp_path, capsys):
 def test_unknown_arguments_are_refused():
     with pytest.raises(SystemExit):
         main(["models", "--fast"])
+    with pytest.raises(SystemExit):
+        main(["reproduce", "gp1d", "--fast"])
+
+
+def test_overrides_may_follow_options_of_several_values():
+    argv = ["ablate", "gp1d", "--model", "convcnp_approx", "--p-drop", "0", "0.5"]
+    args = parse_args([*argv, "trainer.max_epochs=1", "+seed=3"])
+    assert args.p_drop == [0.0, 0.5]
+    assert args.overrides == ["trainer.max_epochs=1", "+seed=3"]
+    args = parse_args(["reproduce", "gp1d", "seed=1", "--scale", "quick"])
+    assert (args.overrides, args.scale) == (["seed=1"], "quick")
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".nc"])

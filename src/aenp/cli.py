@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -169,6 +170,29 @@ def _climate_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
     return experiment, [f"experiment.options.{k}='{v}'" for k, v in given.items()]
 
 
+HYDRA_OVERRIDE = re.compile(r"[+~]?[A-Za-z_][\w.]*=")
+"""A Hydra override such as ``trainer.max_epochs=1`` (``+key=`` and ``~key=`` too)."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line of every command but ``train``.
+
+    ``reproduce`` and ``ablate`` take Hydra overrides anywhere on the line, even after an
+    option with several values such as ``--p-drop 0 0.5``; they end up in ``overrides``.
+    """
+    parser = _parser()
+    overrides = []
+    if argv and argv[0] in ("reproduce", "ablate"):
+        overrides = [a for a in argv if HYDRA_OVERRIDE.match(a)]
+        argv = [a for a in argv if not HYDRA_OVERRIDE.match(a)]
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aenp`` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -177,13 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         _train_with_hydra(argv[1:])
         return 0
-    parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    takes_overrides = args.command in ("reproduce", "ablate")
-    if unknown and (not takes_overrides or not all("=" in a for a in unknown)):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if takes_overrides:
-        args.overrides = [*args.overrides, *unknown]
+    args = parse_args(argv)
     try:
         return _dispatch(args)
     except (ValueError, FileNotFoundError) as error:
