@@ -41,6 +41,7 @@ from aenp.data.climate import (
     open_elevation,
     open_field,
     terrain_elevation,
+    wrap_longitude,
 )
 from aenp.models.io import load, load_config
 from aenp.models.neural_process import NeuralProcess
@@ -50,6 +51,8 @@ DEFAULT_CHUNK_SIZE = 65_536
 COORDINATE_COLUMNS = ("time", "lat", "lon")
 INPUTS = {2: ("lat", "lon"), 3: ("time", "lat", "lon"), 4: ("time", "lat", "lon", "elevation")}
 """The model inputs, in order, by input dimension."""
+GRID_DIMS = {dim_x: [d for d in inputs if d != "elevation"] for dim_x, inputs in INPUTS.items()}
+"""The dimensions of a grid of those inputs (elevation is a value of each cell)."""
 Elevation = xr.DataArray | str | None
 
 
@@ -182,7 +185,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
     ``chunk_size`` cells.
     """
     names = coordinate_names(grid)
-    dims = ["time", "lat", "lon"] if model.dim_x >= 3 else ["lat", "lon"]
+    dims = GRID_DIMS[model.dim_x]
     raw = {d: grid[names[d]].values for d in dims}
     multiple = getattr(model.backbone.cnn, "resolution_multiple", 1)
     axes, orders = [], []
@@ -257,7 +260,7 @@ def _model_coordinate(dim: str, values: np.ndarray, normalisation: Normalisation
     if dim == "time":
         values = decimal_years(xr.DataArray(values, dims="time", coords={"time": values}))
     elif dim == "lon":
-        values = (np.asarray(values, dtype=float) + 180.0) % 360.0 - 180.0
+        values = wrap_longitude(values)
     return normalisation.normalise_input(dim, np.asarray(values, dtype=float))
 
 
@@ -266,8 +269,8 @@ def _grid_of(data) -> tuple[np.ndarray, np.ndarray] | None:
     if not isinstance(data, xr.DataArray | xr.Dataset):
         return None
     names = coordinate_names(data)
-    lon = (np.asarray(data[names["lon"]].values, dtype=float) + 180.0) % 360.0 - 180.0
-    return np.sort(np.asarray(data[names["lat"]].values, dtype=float)), np.sort(lon)
+    lat = np.asarray(data[names["lat"]].values, dtype=float)
+    return np.sort(lat), np.sort(wrap_longitude(data[names["lon"]].values))
 
 
 def _with_elevation(
@@ -288,7 +291,7 @@ def _with_elevation(
             step = 1.0 / TERRAIN_RESOLUTION
             grid = tuple(
                 (np.floor(v.min() / step) + np.arange(-1, (np.ptp(v) // step) + 3) + 0.5) * step
-                for v in (lat, (lon + 180.0) % 360.0 - 180.0)
+                for v in (lat, wrap_longitude(lon))
             )
         elevation = terrain_elevation(*grid)
     return frame.assign(elevation=elevation_at(elevation, lat, lon))
@@ -470,8 +473,7 @@ def _inputs(frame: pd.DataFrame, normalisation: Normalisation, dim_x: int) -> np
 def _on_grid(grid, means, stds, tasks, dim_x: int) -> xr.Dataset:
     """Predictions laid out on the target grid's own coordinates ``[time,] lat, lon``."""
     names = coordinate_names(grid)
-    keep = ["time", "lat", "lon"] if dim_x >= 3 else ["lat", "lon"]
-    coords = {names[d]: grid[names[d]].values for d in keep}
+    coords = {names[d]: grid[names[d]].values for d in GRID_DIMS[dim_x]}
     shape = tuple(len(v) for v in coords.values())
     if dim_x == 2 and len(tasks) > 1:
         coords = {names.get("time", "time"): [t["time"].iloc[0] for t in tasks], **coords}

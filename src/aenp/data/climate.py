@@ -336,7 +336,7 @@ def elevation_at(
         ValueError: If a point lies outside the field or at a missing (NaN) cell.
     """
     lat = np.asarray(lat, dtype=np.float64)
-    lon = (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
+    lon = wrap_longitude(lon)
     points = {
         "lat": xr.DataArray(lat.ravel(), dims="points"),
         "lon": xr.DataArray(lon.ravel(), dims="points"),
@@ -411,6 +411,11 @@ def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray
     return obj
 
 
+def wrap_longitude(lon: np.ndarray) -> np.ndarray:
+    """Longitudes (any convention, e.g. 0-360) as float64 degrees in [-180, 180)."""
+    return (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
 def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
     """Brings a gridded field into standard conventions; attributes are kept.
 
@@ -450,7 +455,7 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
             f"field {da.name!r} has dimensions {extra} besides {DIMS}; select one value of each"
         )
     lat = da["lat"].values.astype(np.float64)
-    lon = (da["lon"].values.astype(np.float64) + 180.0) % 360.0 - 180.0
+    lon = wrap_longitude(da["lon"].values)
     if len(np.unique(lon)) != len(lon):
         raise ValueError(f"field {da.name!r}: longitudes coincide after wrapping to [-180, 180)")
     da = da.assign_coords(

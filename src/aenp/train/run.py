@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -150,7 +151,7 @@ def _trained_alike(first: dict, second: dict) -> bool:
     """Whether two resolved configs train the same model (presentation entries aside)."""
 
     def substance(config: dict) -> dict:
-        config = json.loads(json.dumps(config))
+        config = copy.deepcopy(config)
         for key in PRESENTATION_KEYS:
             *parents, leaf = key.split(".")
             node = config
