@@ -21,6 +21,19 @@ from pathlib import Path
 
 import torch
 
+from aenp.errors import AenpError, InputError
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
 
 def _train_with_hydra(args: list[str]) -> None:
     """Runs ``aenp train`` through Hydra so overrides, ``--multirun`` and ``--cfg`` all work."""
@@ -41,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished training run")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument(
-        "--num-tasks", type=int, default=None, help="tasks per split (default: the run's)"
+        "--num-tasks", type=positive_int, default=None, help="tasks per split (default: the run's)"
     )
 
     reproduce = commands.add_parser(
@@ -87,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", type=Path, required=True, help="a .nc, .zarr or .csv file")
     predict.add_argument("--variable", default=None, help="the context's data variable")
-    predict.add_argument("--chunk-size", type=int, default=65_536, help="targets per pass")
+    predict.add_argument("--chunk-size", type=positive_int, default=65_536, help="targets per pass")
     predict.add_argument(
         "--elevation",
         default=None,
@@ -102,15 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("experiment", choices=("gp1d",))
     export.add_argument("--split", default="test", help="val, test or ood")
     export.add_argument("--out", type=Path, required=True, help="a .npz or .nc file")
-    export.add_argument("--num-tasks", type=int, default=None)
+    export.add_argument("--num-tasks", type=positive_int, default=None)
 
     smoke = data_commands.add_parser("smoke", help="simulate 2-D smoke plumes with PhiFlow")
-    smoke.add_argument("--num-train", type=int, default=1024)
-    smoke.add_argument("--num-test", type=int, default=128)
-    smoke.add_argument("--resolution", type=int, default=64)
-    smoke.add_argument("--steps", type=int, default=None, help="simulation steps")
+    smoke.add_argument("--num-train", type=positive_int, default=1024)
+    smoke.add_argument("--num-test", type=positive_int, default=128)
+    smoke.add_argument("--resolution", type=positive_int, default=64)
+    smoke.add_argument("--steps", type=positive_int, default=None, help="simulation steps")
     smoke.add_argument("--seed", type=int, default=0)
-    smoke.add_argument("--batch-size", type=int, default=32, help="simulations run together")
+    smoke.add_argument(
+        "--batch-size", type=positive_int, default=32, help="simulations run together"
+    )
     smoke.add_argument("--out", type=Path, required=True, help="directory of the store")
 
     commands.add_parser("models", help="list the registry keys")
@@ -162,10 +177,10 @@ def _climate_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
             flags = [f"--{k.replace('_', '-')}" for k in given] + ["--dims"] * (
                 args.dims is not None
             )
-            raise ValueError(f"{', '.join(flags)} apply to the climate experiment only")
+            raise InputError(f"{', '.join(flags)} apply to the climate experiment only")
         return args.experiment, []
     if args.elevation is not None and args.dims != 4:
-        raise ValueError("--elevation applies to --dims 4 only")
+        raise InputError("--elevation applies to --dims 4 only")
     experiment = {3: "climate3d", 4: "climate4d"}.get(args.dims, "climate")
     return experiment, [f"experiment.options.{k}='{v}'" for k, v in given.items()]
 
@@ -204,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (AenpError, ValueError, FileNotFoundError) as error:
         print(f"aenp {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -43,6 +43,7 @@ from aenp.data.climate import (
     terrain_elevation,
     wrap_longitude,
 )
+from aenp.errors import InputError, InputTypeError, MissingFileError
 from aenp.models.io import load, load_config
 from aenp.models.neural_process import NeuralProcess
 
@@ -69,7 +70,7 @@ def load_predictor(path: str | os.PathLike) -> tuple[NeuralProcess, Normalisatio
         directory = directory / "model"
     params = load_config(directory).get("metadata", {}).get("normalisation")
     if params is None:
-        raise ValueError(
+        raise InputError(
             f"the model at {directory} was saved without a normalisation (it was not trained "
             "on climate data); pass normalisation= to predict"
         )
@@ -113,29 +114,29 @@ def predict(
         model, saved = load_predictor(model)
         normalisation = normalisation or saved
     if normalisation is None:
-        raise ValueError("predict needs the normalisation the model was trained with")
+        raise InputError("predict needs the normalisation the model was trained with")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        raise InputError(f"chunk_size must be positive, got {chunk_size}")
     if model.dim_x not in INPUTS:
-        raise ValueError(
+        raise InputError(
             f"predict needs a model of 2-D, 3-D or 4-D inputs, got dim_x={model.dim_x}"
         )
     if model.dim_x == 4 and isinstance(elevation, str) and elevation != "terrain":
-        raise ValueError(f"elevation must be a DataArray, 'terrain' or None, got {elevation!r}")
+        raise InputError(f"elevation must be a DataArray, 'terrain' or None, got {elevation!r}")
     tasks = _context_tasks(context, model.dim_x)
     points, grid = _target_points(targets, model.dim_x)
     if model.dim_x == 4:
         tasks = [_with_elevation(t, elevation, _grid_of(context)) for t in tasks]
         points = _with_elevation(points, elevation, _grid_of(targets))
     if grid is None and len(tasks) > 1:
-        raise ValueError(
+        raise InputError(
             f"the context has {len(tasks)} time steps; for DataFrame targets a 2-D model "
             "needs one: select one, or give grid targets"
         )
     model.eval()
     if hasattr(model.backbone, "forward_grid"):
         if grid is None:
-            raise ValueError(
+            raise InputError(
                 "convolutional models predict on a grid: give the targets as an xarray grid"
             )
         means, stds = _predict_gridded(
@@ -195,7 +196,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
         axis = values[order]
         steps = np.diff(axis)
         if len(axis) > 1 and not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
-            raise ValueError(f"convolutional models need an evenly spaced target grid; {d} is not")
+            raise InputError(f"convolutional models need an evenly spaced target grid; {d} is not")
         step = steps.mean() if len(axis) > 1 else 1.0
         padded = -(-len(axis) // multiple) * multiple
         axes.append(axis[0] + step * np.arange(padded))
@@ -213,7 +214,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
             inside &= (k >= 0) & (k < n)
             index.append(np.clip(k, 0, n - 1))
         if not inside.any():
-            raise ValueError(f"no context point of task {i} lies on the target grid")
+            raise InputError(f"no context point of task {i} lies on the target grid")
         cell = (np.full(inside.sum(), i), *(k[inside] for k in index))
         np.add.at(y, cell, normalisation.normalise_values(task["value"].to_numpy()[inside]))
         np.add.at(counts, cell, 1.0)
@@ -280,7 +281,7 @@ def _with_elevation(
     if "elevation" in frame and frame["elevation"].notna().all():
         return frame
     if elevation is None:
-        raise ValueError(
+        raise InputError(
             "a 4-D model (time, lat, lon, elevation) needs the elevation of every point: "
             "give elevation= (a field in metres or 'terrain') or an elevation column"
         )
@@ -320,7 +321,7 @@ def predict_files(
     out = Path(out)
     writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
     if out.suffix not in writers:
-        raise ValueError(f"--out must end in {', '.join(writers)}, got {out}")
+        raise InputError(f"--out must end in {', '.join(writers)}, got {out}")
     if elevation is not None:
         elevation = "terrain" if str(elevation) == "terrain" else open_elevation(elevation)
     result = predict(
@@ -332,7 +333,7 @@ def predict_files(
     )
     if isinstance(result, pd.DataFrame) != (out.suffix == ".csv"):
         kind = "a table (CSV targets)" if isinstance(result, pd.DataFrame) else "a grid"
-        raise ValueError(f"the prediction is {kind}; choose an --out suffix for it, got {out}")
+        raise InputError(f"the prediction is {kind}; choose an --out suffix for it, got {out}")
     tmp = out.with_name(f".{out.name}.partial")
     if isinstance(result, pd.DataFrame):
         result.to_csv(tmp, index=False)
@@ -350,7 +351,7 @@ def _read_table_or_grid(
     """A CSV file as a DataFrame, or a netCDF/zarr grid (its field, or just its coordinates)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no file at {path}")
+        raise MissingFileError(f"no file at {path}")
     if path.suffix == ".csv":
         table = pd.read_csv(path)
         times = [c for c in table.columns if str(c).lower() in ("time", "valid_time")]
@@ -361,7 +362,7 @@ def _read_table_or_grid(
     try:
         return opener(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path} as netCDF or zarr: {error}") from error
+        raise InputError(f"cannot read {path} as netCDF or zarr: {error}") from error
 
 
 def _coords_frame(da: xr.DataArray) -> pd.DataFrame:
@@ -375,7 +376,7 @@ def _as_field(data: xr.DataArray | xr.Dataset) -> xr.DataArray:
     if isinstance(data, xr.Dataset):
         names = list(data.data_vars)
         if len(names) != 1:
-            raise ValueError(f"a Dataset must hold one data variable, got {names}")
+            raise InputError(f"a Dataset must hold one data variable, got {names}")
         data = data[names[0]]
     return data
 
@@ -388,13 +389,13 @@ def _context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
         field = normalise_conventions(_as_field(context))
         frame = _coords_frame(field)
     else:
-        raise TypeError(
+        raise InputTypeError(
             f"context must be an xarray DataArray/Dataset or a pandas DataFrame, got "
             f"{type(context).__name__}"
         )
     frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
     if frame.empty:
-        raise ValueError("the context has no observed (finite) value")
+        raise InputError("the context has no observed (finite) value")
     if dim_x >= 3 or frame["time"].isna().all():
         return [frame]
     return [group for _, group in frame.groupby("time", sort=True)]
@@ -406,7 +407,7 @@ def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
     lat = next((columns[n] for n in ("lat", "latitude") if n in columns), None)
     lon = next((columns[n] for n in ("lon", "longitude") if n in columns), None)
     if lat is None or lon is None:
-        raise ValueError(f"a DataFrame needs lat and lon columns, got {list(frame.columns)}")
+        raise InputError(f"a DataFrame needs lat and lon columns, got {list(frame.columns)}")
     time = next((columns[n] for n in ("time", "valid_time") if n in columns), None)
     elevation = columns.get("elevation")
     rows = pd.DataFrame(
@@ -417,7 +418,7 @@ def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
         }
     )
     if not np.isfinite(rows[["lat", "lon"]].to_numpy()).all():
-        raise ValueError("coordinates must be finite (NaN or infinite latitude or longitude)")
+        raise InputError("coordinates must be finite (NaN or infinite latitude or longitude)")
     if elevation is not None:
         rows["elevation"] = frame[elevation].to_numpy(dtype=float)
     if need_value:
@@ -425,7 +426,7 @@ def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
         if "value" in rest:
             rest = ["value"]
         if len(rest) != 1:
-            raise ValueError(
+            raise InputError(
                 f"a context DataFrame needs exactly one value column besides lat, lon, time "
                 f"and elevation (or one named 'value'), got {rest}"
             )
@@ -442,18 +443,18 @@ def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | No
         grid = targets
         names = coordinate_names(grid)
         if dim_x >= 3 and "time" not in names:
-            raise ValueError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
+            raise InputError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
         keep = [d for d in COORDINATE_COLUMNS if d in names and (d != "time" or dim_x >= 3)]
         mesh = np.meshgrid(*(grid[names[d]].values for d in keep), indexing="ij")
         points = pd.DataFrame({d: m.ravel() for d, m in zip(keep, mesh, strict=True)})
         points = points.reindex(columns=list(COORDINATE_COLUMNS))
     else:
-        raise TypeError(
+        raise InputTypeError(
             f"targets must be an xarray DataArray/Dataset or a pandas DataFrame, got "
             f"{type(targets).__name__}"
         )
     if dim_x >= 3 and points["time"].isna().any():
-        raise ValueError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
+        raise InputError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
     return points, grid
 
 
@@ -464,7 +465,7 @@ def _inputs(frame: pd.DataFrame, normalisation: Normalisation, dim_x: int) -> np
         axis=-1,
     )
     if not np.isfinite(x).all():
-        raise ValueError(
+        raise InputError(
             "coordinates must be finite (NaN or infinite latitude, longitude, time or elevation)"
         )
     return x

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from aenp import __version__
+from aenp.errors import InputError
 from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.run import evaluate_run, load_per_task_loglik
 from aenp.evaluate.tables import ablation_table, comparisons_table, display_name, results_table
@@ -40,9 +41,9 @@ def load_plan(experiment: str, scale: str) -> dict[str, Any]:
     path = PLAN_DIR / f"{experiment}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in PLAN_DIR.glob("*.yaml"))
-        raise ValueError(f"no reproduce plan for experiment {experiment!r}; available: {available}")
+        raise InputError(f"no reproduce plan for experiment {experiment!r}; available: {available}")
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+        raise InputError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     plan = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     return {
         "models": plan["models"],
@@ -250,10 +251,10 @@ def ablate(
     differ only in the ablated value. Writes ``ablation.json`` and ``ablation.md`` to ``out``.
     """
     if parameter not in ABLATIONS:
-        raise ValueError(f"unknown ablation {parameter!r}; choose one of {', '.join(ABLATIONS)}")
+        raise InputError(f"unknown ablation {parameter!r}; choose one of {', '.join(ABLATIONS)}")
     strict = strict_counterpart(model)
     if strict is None:
-        raise ValueError(f"{model!r} has no fixed inputs to ablate; use an approximate model")
+        raise InputError(f"{model!r} has no fixed inputs to ablate; use an approximate model")
     plan = load_plan(experiment, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

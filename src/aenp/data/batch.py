@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from aenp.data.grid import Grid
+from aenp.errors import InputError, InputTypeError
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Batch:
     def __post_init__(self) -> None:
         for name in ("xc", "yc", "xt"):
             if getattr(self, name) is None:
-                raise TypeError(
+                raise InputTypeError(
                     f"{name} is required (an empty context set has shape [batch, 0, d])"
                 )
         for field in fields(self):
@@ -46,21 +47,25 @@ class Batch:
             if value is None:
                 continue
             if not isinstance(value, Tensor):
-                raise TypeError(f"{field.name} must be a torch.Tensor, got {type(value).__name__}")
+                raise InputTypeError(
+                    f"{field.name} must be a torch.Tensor, got {type(value).__name__}"
+                )
             if value.ndim != 3:
-                raise ValueError(
+                raise InputError(
                     f"{field.name} must have shape [batch, n, d] (3 dimensions), "
                     f"got shape {tuple(value.shape)}"
                 )
             if not value.is_floating_point():
-                raise TypeError(f"{field.name} must be a floating-point tensor, got {value.dtype}")
+                raise InputTypeError(
+                    f"{field.name} must be a floating-point tensor, got {value.dtype}"
+                )
             if value.numel() and not bool(torch.isfinite(value).all()):
                 bad = int((~torch.isfinite(value)).sum())
-                raise ValueError(f"{field.name} contains {bad} NaN or infinite value(s)")
+                raise InputError(f"{field.name} contains {bad} NaN or infinite value(s)")
         for name in ("yc", "xt", "yt"):
             value = getattr(self, name)
             if value is not None and (value.dtype, value.device) != (self.xc.dtype, self.xc.device):
-                raise TypeError(
+                raise InputTypeError(
                     f"{name} is {value.dtype} on {value.device} but xc is {self.xc.dtype} on "
                     f"{self.xc.device}; every tensor of a batch must match"
                 )
@@ -68,26 +73,26 @@ class Batch:
         for name in ("yc", "xt", "yt"):
             value = getattr(self, name)
             if value is not None and value.shape[0] != batch_size:
-                raise ValueError(
+                raise InputError(
                     f"batch size of {name} ({value.shape[0]}) does not match xc ({batch_size})"
                 )
         if self.yc.shape[1] != self.xc.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"xc has {self.xc.shape[1]} context points but yc has {self.yc.shape[1]}"
             )
         if self.xt.shape[-1] != self.xc.shape[-1]:
-            raise ValueError(
+            raise InputError(
                 f"xt has input dimension {self.xt.shape[-1]} but xc has {self.xc.shape[-1]}"
             )
         if self.xt.shape[1] == 0:
-            raise ValueError("xt is empty: a task needs at least one target point (nt >= 1)")
+            raise InputError("xt is empty: a task needs at least one target point (nt >= 1)")
         if self.yt is not None:
             if self.yt.shape[1] != self.xt.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"xt has {self.xt.shape[1]} target points but yt has {self.yt.shape[1]}"
                 )
             if self.yt.shape[-1] != self.yc.shape[-1]:
-                raise ValueError(
+                raise InputError(
                     f"yt has output dimension {self.yt.shape[-1]} but yc has {self.yc.shape[-1]}"
                 )
 
@@ -128,7 +133,7 @@ class Batch:
     def targets(self) -> Float[Tensor, "batch nt dy"]:
         """The target outputs ``yt``, shaped like a prediction."""
         if self.yt is None:
-            raise ValueError("this batch has no target outputs (yt is None)")
+            raise InputError("this batch has no target outputs (yt is None)")
         return self.yt
 
     def target_average(self, values: Float[Tensor, "batch nt"]) -> Float[Tensor, " batch"]:
@@ -177,24 +182,26 @@ class GridBatch:
 
     def __post_init__(self) -> None:
         if not isinstance(self.y, Tensor) or not self.y.is_floating_point():
-            raise TypeError(f"y must be a floating-point torch.Tensor, got {type(self.y).__name__}")
+            raise InputTypeError(
+                f"y must be a floating-point torch.Tensor, got {type(self.y).__name__}"
+            )
         grid = tuple(self.y.shape[1:-1])
         if len(self.axes) != len(grid) or not grid:
-            raise ValueError(
+            raise InputError(
                 f"y has shape {tuple(self.y.shape)}, i.e. {len(grid)} spatial dimension(s), "
                 f"but {len(self.axes)} coordinate axes were given"
             )
         for name in ("context_mask", "target_mask"):
             mask = getattr(self, name)
             if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-                raise TypeError(f"{name} must be a boolean torch.Tensor")
+                raise InputTypeError(f"{name} must be a boolean torch.Tensor")
             if mask.shape != self.y.shape[:-1]:
-                raise ValueError(
+                raise InputError(
                     f"{name} has shape {tuple(mask.shape)}, expected {tuple(self.y.shape[:-1])}"
                 )
         for d, axis in enumerate(self.axes):
             if axis.ndim != 1 or len(axis) != grid[d]:
-                raise ValueError(
+                raise InputError(
                     f"axis {d} has shape {tuple(axis.shape)}, expected ({grid[d]},) to match y"
                 )
             if len(axis) > 1:
@@ -202,24 +209,24 @@ class GridBatch:
                 if not bool((steps > 0).all()) or not torch.allclose(
                     steps, steps.mean().expand_as(steps), rtol=GRID_SPACING_RTOL, atol=0
                 ):
-                    raise ValueError(f"axis {d} must be increasing and evenly spaced")
+                    raise InputError(f"axis {d} must be increasing and evenly spaced")
         extra = self.extra_inputs
         if extra is not None:
             if not isinstance(extra, Tensor) or not extra.is_floating_point():
-                raise TypeError("extra_inputs must be a floating-point torch.Tensor")
+                raise InputTypeError("extra_inputs must be a floating-point torch.Tensor")
             if extra.ndim != len(grid) + 1 or tuple(extra.shape[:-1]) != grid:
-                raise ValueError(
+                raise InputError(
                     f"extra_inputs has shape {tuple(extra.shape)}, expected "
                     f"({', '.join(map(str, grid))}, de)"
                 )
             if not bool(torch.isfinite(extra).all()):
-                raise ValueError("extra_inputs must be finite at every cell (they are inputs)")
+                raise InputError("extra_inputs must be finite at every cell (they are inputs)")
         used = self.context_mask | self.target_mask
         if not bool(torch.isfinite(self.y[used]).all()):
-            raise ValueError("y contains NaN or infinite values at context or target cells")
+            raise InputError("y contains NaN or infinite values at context or target cells")
         empty = ~self.target_mask.flatten(1).any(dim=1)
         if bool(empty.any()):
-            raise ValueError(
+            raise InputError(
                 f"task(s) {empty.nonzero().flatten().tolist()} have no target cell "
                 "(every task needs at least one)"
             )
@@ -291,7 +298,7 @@ class GridBatch:
         for mask in (self.context_mask, self.target_mask):
             counts = mask.flatten(1).sum(1)
             if bool((counts != counts[0]).any()):
-                raise ValueError(
+                raise InputError(
                     "to_points needs the same number of cells per task in each mask, got "
                     f"{counts.tolist()}"
                 )

@@ -31,6 +31,8 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
+from aenp.errors import InputError, MissingFileError
+
 DIMS = ("time", "lat", "lon")
 """Dimension order of every field returned by :func:`normalise_conventions`."""
 LAT_NAMES = ("lat", "latitude")
@@ -70,12 +72,12 @@ class Region:
     def __post_init__(self) -> None:
         (south, north), (west, east) = self.lat, self.lon
         if not -90 <= south < north <= 90:
-            raise ValueError(
+            raise InputError(
                 f"region {self.name!r}: lat must be (south, north) with -90 <= south < north "
                 f"<= 90, got {self.lat}"
             )
         if not -180 <= west < east <= 180:
-            raise ValueError(
+            raise InputError(
                 f"region {self.name!r}: lon must be (west, east) with -180 <= west < east "
                 f"<= 180, got {self.lon}"
             )
@@ -131,7 +133,7 @@ def default_data_path(scenario: str = "E1") -> Path:
     """
     files = DEFAULT_DATASET["files"]
     if scenario not in files:
-        raise ValueError(f"scenario must be one of {', '.join(files)}, got {scenario!r}")
+        raise InputError(f"scenario must be one of {', '.join(files)}, got {scenario!r}")
     try:
         import iris_sample_data
     except ImportError as error:
@@ -150,7 +152,7 @@ def _open_dataset(path: str | Path) -> xr.Dataset:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no climate data file or zarr store at {path}")
+        raise MissingFileError(f"no climate data file or zarr store at {path}")
     decode_times = xr.coders.CFDatetimeCoder(use_cftime=True)
     is_zarr = path.is_dir() and (
         path.suffix == ".zarr" or any((path / m).exists() for m in ZARR_MARKERS)
@@ -161,11 +163,11 @@ def _open_dataset(path: str | Path) -> xr.Dataset:
         else:
             dataset = xr.open_dataset(path, decode_times=decode_times)
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path} as netCDF or zarr: {error}") from error
+        raise InputError(f"cannot read {path} as netCDF or zarr: {error}") from error
     try:
         dataset = _standard_names(dataset)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise InputError(f"{path}: {error}") from None
     return dataset
 
 
@@ -195,13 +197,13 @@ def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
             if {"lat", "lon"} <= set(dataset[name].dims) and name not in ELEVATION_VARIABLES
         ]
         if len(candidates) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{path}: cannot choose the data variable among {candidates or names}; "
                 "pass variable= to name one"
             )
         variable = candidates[0]
     elif variable not in names:
-        raise ValueError(f"{path} has no variable {variable!r}; available: {names}")
+        raise InputError(f"{path} has no variable {variable!r}; available: {names}")
     return normalise_conventions(dataset[variable])
 
 
@@ -233,13 +235,13 @@ def open_elevation(path: str | Path, variable: str | None = None) -> xr.DataArra
     if variable is None:
         found = [name for name in names if name in ELEVATION_VARIABLES]
         if len(found) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{path}: found {found or 'no'} elevation variable(s) among {names} (known: "
                 f"{', '.join(ELEVATION_VARIABLES)}); pass the name of one"
             )
         variable = found[0]
     elif variable not in names:
-        raise ValueError(f"{path} has no variable {variable!r}; available: {names}")
+        raise InputError(f"{path} has no variable {variable!r}; available: {names}")
     field = normalise_conventions(dataset[variable]).isel(time=0, drop=True)
     units = field.attrs.get("units")
     if units in GEOPOTENTIAL_UNITS or (
@@ -281,7 +283,7 @@ def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
         lon_cells, minlength=len(lon)
     )
     if not counts.all():
-        raise ValueError(
+        raise InputError(
             f"the grid is finer than the terrain map (1/{TERRAIN_RESOLUTION}°): some cells "
             "hold none of its points; give an elevation file instead"
         )
@@ -354,7 +356,7 @@ def elevation_at(
             values[far] = np.nan
     if not allow_missing and not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
-        raise ValueError(
+        raise InputError(
             f"{bad} point(s) lie outside the elevation field ({_extent(elevation)}) or on "
             "missing cells"
         )
@@ -391,7 +393,7 @@ def coordinate_names(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
     ):
         name = _find_coord(obj, candidates, units, standard_name)
         if name is None:
-            raise ValueError(
+            raise InputError(
                 f"no {standard_name} coordinate (named {candidates} or with units {units[0]}) "
                 f"among coordinates {list(map(str, obj.coords))} and dims {list(obj.dims)}"
             )
@@ -437,7 +439,7 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
     """
     da = _standard_names(da)
     if da.sizes.get(ENSEMBLE_DIM, 1) > 1:
-        raise ValueError(
+        raise InputError(
             f"field {da.name!r} has {da.sizes[ENSEMBLE_DIM]} ensemble members "
             f"({ENSEMBLE_DIM!r}); select one first, e.g. da.isel({ENSEMBLE_DIM}=0)"
         )
@@ -451,13 +453,13 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
     da = da.squeeze([d for d in da.dims if d not in DIMS and da.sizes[d] == 1])
     extra = {d: n for d, n in da.sizes.items() if d not in DIMS}
     if extra:
-        raise ValueError(
+        raise InputError(
             f"field {da.name!r} has dimensions {extra} besides {DIMS}; select one value of each"
         )
     lat = da["lat"].values.astype(np.float64)
     lon = wrap_longitude(da["lon"].values)
     if len(np.unique(lon)) != len(lon):
-        raise ValueError(f"field {da.name!r}: longitudes coincide after wrapping to [-180, 180)")
+        raise InputError(f"field {da.name!r}: longitudes coincide after wrapping to [-180, 180)")
     da = da.assign_coords(
         lat=("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
         lon=("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
@@ -485,9 +487,9 @@ def _years(da: xr.DataArray) -> np.ndarray:
 def _require_observed(selection: xr.DataArray, what: str, field: xr.DataArray) -> xr.DataArray:
     """Returns the selection, refusing one that is empty or has no finite value."""
     if selection.size == 0:
-        raise ValueError(f"{what} selects nothing of the field, whose extent is {_extent(field)}")
+        raise InputError(f"{what} selects nothing of the field, whose extent is {_extent(field)}")
     if not observed_mask(selection).any():
-        raise ValueError(f"{what} selects only missing (NaN) values of the field")
+        raise InputError(f"{what} selects only missing (NaN) values of the field")
     return selection
 
 
@@ -502,11 +504,11 @@ def get_region(spec: str | Region) -> Region:
     if spec in REGIONS:
         return REGIONS[spec]
     if "," not in spec:
-        raise ValueError(f"unknown region {spec!r}; known: {', '.join(REGIONS)}")
+        raise InputError(f"unknown region {spec!r}; known: {', '.join(REGIONS)}")
     try:
         south, north, west, east = (float(part) for part in spec.split(","))
     except ValueError as error:
-        raise ValueError(
+        raise InputError(
             f"a region box must be 'south,north,west,east' (four numbers), got {spec!r}"
         ) from error
     return Region(spec, (south, north), (west, east))
@@ -534,7 +536,7 @@ def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArra
         return da
     first, last = years
     if first > last:
-        raise ValueError(f"years must be (first, last) with first <= last, got {years}")
+        raise InputError(f"years must be (first, last) with first <= last, got {years}")
     year = _years(da)
     selection = da.isel(time=np.flatnonzero((year >= first) & (year <= last)))
     return _require_observed(selection, f"years {first}-{last}", da)
@@ -586,7 +588,7 @@ class Normalisation:
         for name in ("value_std", "coord_scale", "time_scale", "elevation_scale"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise InputError(f"{name} must be positive, got {value}")
 
     @classmethod
     def fit(cls, da: xr.DataArray, elevation: xr.DataArray | None = None) -> Normalisation:
@@ -602,14 +604,14 @@ class Normalisation:
         """
         values = da.values[observed_mask(da).values].astype(np.float64)
         if values.size == 0 or values.std() == 0:
-            raise ValueError(
+            raise InputError(
                 f"cannot fit a normalisation: the field has {values.size} finite values, "
                 "and they must not all be equal"
             )
         lat, lon = da["lat"].values, da["lon"].values
         half_side = max(np.ptp(lat), np.ptp(lon)) / 2
         if half_side == 0:
-            raise ValueError("cannot fit a coordinate scale to a single cell")
+            raise InputError("cannot fit a coordinate scale to a single cell")
         time_origin = time_scale = None
         if "time" in da.coords and len(np.unique(decimal_years(da))) > 1:
             years = decimal_years(da)
@@ -656,10 +658,10 @@ class Normalisation:
             origin = self.lat_origin if dim == "lat" else self.lon_origin
             return (values - origin) / self.coord_scale
         if dim not in ("time", "elevation"):
-            raise ValueError(f"unknown input {dim!r}; expected lat, lon, time or elevation")
+            raise InputError(f"unknown input {dim!r}; expected lat, lon, time or elevation")
         origin, scale = getattr(self, f"{dim}_origin"), getattr(self, f"{dim}_scale")
         if origin is None or scale is None:
-            raise ValueError(f"this normalisation was fitted without {dim}")
+            raise InputError(f"this normalisation was fitted without {dim}")
         return (values - origin) / scale
 
     def denormalise_coords(self, x_lat: ArrayT, x_lon: ArrayT) -> tuple[ArrayT, ArrayT]:
@@ -676,7 +678,7 @@ class Normalisation:
     def denormalise_time(self, t: ArrayT) -> ArrayT:
         """Model-unit times back in years."""
         if self.time_origin is None or self.time_scale is None:
-            raise ValueError("this normalisation was fitted without time")
+            raise InputError("this normalisation was fitted without time")
         return t * self.time_scale + self.time_origin
 
     def to_dict(self) -> dict[str, float | None]:
@@ -693,7 +695,7 @@ class Normalisation:
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is not None}
         if not required <= params.keys() <= names:
-            raise ValueError(
+            raise InputError(
                 f"normalisation parameters must include {sorted(required)} and may include "
                 f"{sorted(names - required)}, got {sorted(params)}"
             )
@@ -708,7 +710,7 @@ def _elevation_params(metres: np.ndarray) -> dict[str, float]:
     """Origin and scale of elevation: the mean and standard deviation of finite cells."""
     metres = metres[np.isfinite(metres)]
     if metres.size == 0:
-        raise ValueError("cannot fit an elevation normalisation: no finite elevation")
+        raise InputError("cannot fit an elevation normalisation: no finite elevation")
     return {
         "elevation_origin": metres.mean(),
         "elevation_scale": metres.std() if metres.std() > 0 else FLAT_ELEVATION_SCALE,

@@ -28,6 +28,7 @@ from aenp.data.climate import (
 )
 from aenp.data.gp import GP1D_OOD_SHIFT, TARGET_RANGE, GPMixture, gp1d_generator, gp1d_split
 from aenp.data.smoke import SmokeStore
+from aenp.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,14 @@ class Smoke2D:
         self.store = SmokeStore(data_dir)
         resolution = self.store.resolution
         if downsample < 1 or resolution % downsample:
-            raise ValueError(
+            raise InputError(
                 f"downsample must divide the store's resolution {resolution}, got {downsample}"
             )
         low, high = context_fraction
         self.resolution = resolution // downsample
         cells = self.resolution**2
         if not 0 < low <= high < 1 or round(high * cells) + num_targets > cells:
-            raise ValueError(
+            raise InputError(
                 f"context_fraction {tuple(context_fraction)} and num_targets {num_targets} do "
                 f"not fit a {self.resolution}×{self.resolution} grid"
             )
@@ -186,7 +187,7 @@ class Smoke2D:
         simulations, cycling through them if ``num_tasks`` exceeds their number.
         """
         if name not in self.split_seeds:
-            raise ValueError(
+            raise InputError(
                 f"unknown smoke2d split {name!r}; valid: {', '.join(self.split_seeds)}"
             )
         if name == "val":
@@ -266,17 +267,17 @@ class Climate:
         max_targets: int | None = None,
     ):
         if dims not in (2, 3, 4):
-            raise ValueError(
+            raise InputError(
                 "dims must be 2 (lat, lon), 3 (time, lat, lon) or 4 (time, lat, lon, "
                 f"elevation), got {dims}"
             )
         low, high = context_fraction
         if not 0 < low <= high < 1:
-            raise ValueError(
+            raise InputError(
                 f"context_fraction must satisfy 0 < low <= high < 1, got {context_fraction}"
             )
         if max_targets is not None and max_targets < 1:
-            raise ValueError(f"max_targets must be at least 1 or None, got {max_targets}")
+            raise InputError(f"max_targets must be at least 1 or None, got {max_targets}")
         path = default_data_path() if data is None else data
         field = open_field(path, variable)
         self.max_targets = max_targets
@@ -302,7 +303,7 @@ class Climate:
         for split, part in self.fields.items():
             _, num_lat, num_lon = part.shape
             if min(num_lat, num_lon) < patch or part.sizes["time"] < self.window:
-                raise ValueError(
+                raise InputError(
                     f"the {split} split has {part.sizes['time']} time step(s) of "
                     f"{num_lat}×{num_lon} cells, too few for patches of {patch}×{patch} cells "
                     f"and {self.window} time step(s); lower patch or window"
@@ -348,7 +349,7 @@ class Climate:
             counts = sums[p:, p:] - sums[:-p, p:] - sums[p:, :-p] + sums[:-p, :-p]
             corners = np.argwhere(counts >= MIN_OBSERVED_FRACTION * p * p)
             if not len(corners):
-                raise ValueError(
+                raise InputError(
                     f"no {p}×{p} patch of the {split} split has at least "
                     f"{MIN_OBSERVED_FRACTION:.0%} of its cells observed; lower patch"
                 )
@@ -426,7 +427,7 @@ class Climate:
     def split(self, name: str, num_tasks: int, batch_size: int) -> list[EvaluationBatch]:
         """Fixed, seeded tasks of ``val``, ``test`` or ``ood``."""
         if name not in self.split_seeds:
-            raise ValueError(
+            raise InputError(
                 f"unknown climate split {name!r}; valid: {', '.join(self.split_seeds)}"
             )
         generator = torch.Generator().manual_seed(self.split_seeds[name])
@@ -458,7 +459,7 @@ def _field_elevation(path, field: xr.DataArray, source: str | None) -> xr.DataAr
     observed = np.isfinite(field.values).any(axis=0)
     missing = int((~np.isfinite(values[observed])).sum())
     if missing:
-        raise ValueError(
+        raise InputError(
             f"the elevation from {source} is missing at {missing} observed cell(s) of the data"
         )
     return xr.DataArray(
@@ -482,5 +483,5 @@ EXPERIMENTS = {"gp1d": GP1D, "smoke2d": Smoke2D, "climate": Climate}
 def get_experiment(name: str, **options: Any) -> Experiment:
     """The experiment registered under ``name``, built with its ``options``."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+        raise InputError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name](**options)

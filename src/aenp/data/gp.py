@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from aenp.data.batch import Batch
+from aenp.errors import InputError, InputTypeError, MissingFileError
 
 SHORT_LENGTHSCALE = 0.1
 """Lengthscale on the rough side of a switching kernel's changepoint."""
@@ -76,7 +77,7 @@ class GibbsSwitchKernel(gpytorch.kernels.Kernel):
             ("lengthscale_right", lengthscale_right),
         ):
             if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise InputError(f"{name} must be positive, got {value}")
         super().__init__()
         self.changepoint = float(changepoint)
         self.lengthscale_left = float(lengthscale_left)
@@ -98,7 +99,7 @@ class GibbsSwitchKernel(gpytorch.kernels.Kernel):
         """Dense kernel matrix ``[*batch, n, m]``, or its diagonal ``[*batch, n]`` if ``diag``."""
         for name, x in (("x1", x1), ("x2", x2)):
             if x.shape[-1] != 1:
-                raise ValueError(
+                raise InputError(
                     f"GibbsSwitchKernel takes 1-D inputs [..., n, 1]; got {name} of shape "
                     f"{tuple(x.shape)}"
                 )
@@ -143,13 +144,13 @@ class GPTasks:
 
     def __post_init__(self) -> None:
         if self.batch.yt is None:
-            raise ValueError("batch.yt is None: GP tasks must carry their target outputs")
+            raise InputError("batch.yt is None: GP tasks must carry their target outputs")
         if self.kernel_index.dtype != torch.long:
-            raise TypeError(
+            raise InputTypeError(
                 f"kernel_index must be a torch.long tensor, got {self.kernel_index.dtype}"
             )
         if self.kernel_index.shape != (len(self.batch),):
-            raise ValueError(
+            raise InputError(
                 f"kernel_index must have shape [batch] = ({len(self.batch)},), "
                 f"got {tuple(self.kernel_index.shape)}"
             )
@@ -208,7 +209,7 @@ class MixturePredictive:
         """Log density of the mixture at each target output."""
         expected = (self.mean.shape[0], self.mean.shape[-1], 1)
         if yt.shape != expected:
-            raise ValueError(f"yt must have shape {expected}, got {tuple(yt.shape)}")
+            raise InputError(f"yt must have shape {expected}, got {tuple(yt.shape)}")
         components = torch.distributions.Normal(self.mean, self.var.sqrt())
         log_density = components.log_prob(yt[:, None, :, 0].to(self.mean.dtype))
         return torch.logsumexp(self.log_weights[..., None] + log_density, dim=-2)
@@ -250,19 +251,19 @@ class GPMixture:
         shift: float = 0.0,
     ):
         if len(kernels) == 0:
-            raise ValueError("kernels is empty: a GP mixture needs at least one kernel")
+            raise InputError("kernels is empty: a GP mixture needs at least one kernel")
         if not noise_std > 0:
-            raise ValueError(f"noise_std must be positive, got {noise_std}")
+            raise InputError(f"noise_std must be positive, got {noise_std}")
         if not 0 <= num_context[0] <= num_context[1]:
-            raise ValueError(
+            raise InputError(
                 f"num_context must be an inclusive range (min, max) with 0 <= min <= max, "
                 f"got {num_context}"
             )
         if num_target < 1:
-            raise ValueError(f"num_target must be at least 1, got {num_target}")
+            raise InputError(f"num_target must be at least 1, got {num_target}")
         for name, (low, high) in (("context_range", context_range), ("target_range", target_range)):
             if not low < high:
-                raise ValueError(
+                raise InputError(
                     f"{name} must be an interval (low, high) with low < high, got {(low, high)}"
                 )
         self.kernels = list(kernels)
@@ -288,7 +289,7 @@ class GPMixture:
             The tasks (``xc, yc: [batch, nc, 1]``, ``xt, yt: [batch, nt, 1]``) and their kernels.
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         device = generator.device
         num_context = int(
             torch.randint(
@@ -331,7 +332,7 @@ class GPMixture:
             of the noisy target outputs ``[batch, num_kernels, nt]``.
         """
         if batch.dim_x != 1 or batch.dim_y != 1:
-            raise ValueError(
+            raise InputError(
                 f"GPMixture models 1-D inputs and outputs; got batch with dx = {batch.dim_x}, "
                 f"dy = {batch.dim_y}"
             )
@@ -364,7 +365,7 @@ class GPMixture:
         """Exact mixture and oracle log-likelihoods of the tasks' targets, in float64."""
         index = tasks.kernel_index
         if bool(((index < 0) | (index >= len(self.kernels))).any()):
-            raise ValueError(
+            raise InputError(
                 f"kernel_index must lie in [0, {len(self.kernels)}) for this generator's kernels, "
                 f"got values from {int(index.min())} to {int(index.max())}"
             )
@@ -414,7 +415,7 @@ def gp1d_generator(split: str) -> GPMixture:
     """
     valid = ("train", *GP1D_SPLITS)
     if split not in valid:
-        raise ValueError(f"unknown gp1d split {split!r}; valid splits are {', '.join(valid)}")
+        raise InputError(f"unknown gp1d split {split!r}; valid splits are {', '.join(valid)}")
     shift = GP1D_OOD_SHIFT if split == "ood" else 0.0
     return GPMixture(switching_kernels(shift), shift=shift)
 
@@ -436,11 +437,11 @@ def gp1d_split(
         ``num_tasks // batch_size`` batches of float32 tasks with their float64 ground truth.
     """
     if split not in GP1D_SPLITS:
-        raise ValueError(
+        raise InputError(
             f"unknown gp1d evaluation split {split!r}; valid splits are {', '.join(GP1D_SPLITS)}"
         )
     if batch_size < 1 or num_tasks < 1 or num_tasks % batch_size:
-        raise ValueError(
+        raise InputError(
             f"num_tasks must be a positive multiple of batch_size; got num_tasks = {num_tasks}, "
             f"batch_size = {batch_size}"
         )
@@ -492,9 +493,9 @@ def export_tasks(
     path = Path(path)
     writer = _WRITERS.get(path.suffix)
     if writer is None:
-        raise ValueError(f"path must end in one of {', '.join(_WRITERS)}; got {str(path)!r}")
+        raise InputError(f"path must end in one of {', '.join(_WRITERS)}; got {str(path)!r}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(path.parent)!r} of path does not exist")
+        raise MissingFileError(f"directory {str(path.parent)!r} of path does not exist")
     arrays = _task_arrays(items)
     attributes = {
         "noise_std": generator.noise_std,
@@ -521,9 +522,9 @@ def load_exported_tasks(path: str | os.PathLike) -> list[tuple[GPTasks, GroundTr
     path = Path(path)
     reader = _READERS.get(path.suffix)
     if reader is None:
-        raise ValueError(f"path must end in one of {', '.join(_READERS)}; got {str(path)!r}")
+        raise InputError(f"path must end in one of {', '.join(_READERS)}; got {str(path)!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"no exported task file at {str(path)!r}")
+        raise MissingFileError(f"no exported task file at {str(path)!r}")
     arrays = reader(path)
     items = []
     for batch_id in np.unique(arrays["batch_index"]):
@@ -534,7 +535,7 @@ def load_exported_tasks(path: str | os.PathLike) -> list[tuple[GPTasks, GroundTr
         }
         sizes = batch_arrays["num_context"].unique()
         if len(sizes) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r}: the tasks of batch {batch_id} have different num_context "
                 f"{sizes.tolist()}; a batch shares one context size"
             )
@@ -556,7 +557,7 @@ def load_exported_tasks(path: str | os.PathLike) -> list[tuple[GPTasks, GroundTr
 def _task_arrays(items: Sequence[tuple[GPTasks, GroundTruth]]) -> dict[str, np.ndarray]:
     """One row per task, context sets NaN-padded to the largest."""
     if len(items) == 0:
-        raise ValueError("items is empty: there are no tasks to export")
+        raise InputError("items is empty: there are no tasks to export")
     columns: dict[str, list[Tensor]] = {
         "batch_index": [
             torch.full((len(tasks),), i, dtype=torch.long) for i, (tasks, _) in enumerate(items)
@@ -583,7 +584,7 @@ def _task_arrays(items: Sequence[tuple[GPTasks, GroundTruth]]) -> dict[str, np.n
     for name, tensors in columns.items():
         kinds = {(t.dtype, tuple(t.shape[1:])) for t in tensors}
         if len(kinds) != 1:
-            raise ValueError(
+            raise InputError(
                 f"items must agree on the dtype and per-task shape of {name} to be exported "
                 f"together; got {sorted(map(str, kinds))}"
             )
@@ -618,7 +619,7 @@ def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
 def _check_arrays(path: Path, present: Sequence[str]) -> None:
     missing = [name for name in _EXPORT_DIMS if name not in present]
     if missing:
-        raise ValueError(f"{str(path)!r} lacks the required array(s) {', '.join(missing)}")
+        raise InputError(f"{str(path)!r} lacks the required array(s) {', '.join(missing)}")
 
 
 _WRITERS: dict[str, Callable[[Path, dict[str, np.ndarray], dict], None]] = {

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from aenp.errors import AenpError, InputError
+
 OBSTACLE = ((0.45, 0.55), (0.45, 0.6))
 """The fixed obstacle, an axis-aligned box ``((x_low, x_high), (y_low, y_high))``."""
 INFLOW_POSITION_RANGE = (0.15, 0.85)
@@ -50,11 +52,11 @@ FORMAT_VERSION = 1
 PARAMETER_NAMES = ("inflow_x", "inflow_y", "inflow_radius", "buoyancy_angle", "buoyancy")
 
 
-class SimulationError(RuntimeError):
+class SimulationError(AenpError, RuntimeError):
     """A simulation failed; the message names each failed simulation's seed."""
 
 
-class SmokeStoreError(ValueError):
+class SmokeStoreError(InputError):
     """A smoke store is missing, partial, corrupt or was made with other settings."""
 
 
@@ -210,7 +212,7 @@ def generate(
     out = Path(out)
     counts = {"train": num_train, "test": num_test}
     if min(counts.values()) < 1:
-        raise ValueError(f"num_train and num_test must be positive, got {counts}")
+        raise InputError(f"num_train and num_test must be positive, got {counts}")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_NAME
     if manifest_path.is_file():
@@ -343,5 +345,5 @@ class SmokeStore:
     def density(self, split: str):
         """The lazily read density array of a split, ``[n, resolution, resolution]``."""
         if split not in self._density:
-            raise ValueError(f"unknown smoke split {split!r}; valid: {', '.join(self._density)}")
+            raise InputError(f"unknown smoke split {split!r}; valid: {', '.join(self._density)}")
         return self._density[split]

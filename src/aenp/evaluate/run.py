@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from aenp.errors import MissingFileError
 from aenp.evaluate.metrics import evaluate_per_task, summarise
 from aenp.models.io import load
 from aenp.models.registry import model_name
@@ -34,7 +35,7 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str,
     run_dir = Path(run_dir)
     config_path = run_dir / RUN_CONFIG
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run: {config_path} does not exist")
+        raise MissingFileError(f"{run_dir} is not a training run: {config_path} does not exist")
     cfg = OmegaConf.load(config_path)
     model = load(run_dir / MODEL_DIR)
     experiment = experiment_from_config(cfg)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from aenp.data.climate import terrain_elevation
+from aenp.errors import InputError
 from aenp.evaluate.metrics import is_approximate
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import strictly_equivariant
@@ -57,7 +58,7 @@ def departure_by_terrain(
         ValueError: If the model has no fixed inputs (it cannot depart from equivariance).
     """
     if not is_approximate(model):
-        raise ValueError("the model has no fixed inputs: it cannot depart from equivariance")
+        raise InputError("the model has no fixed inputs: it cannot depart from equivariance")
     field = experiment.fields["test"]
     if experiment.elevation is not None:
         metres = experiment.elevation.sel(lat=field["lat"], lon=field["lon"]).values

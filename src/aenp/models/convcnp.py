@@ -7,6 +7,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.data.grid import Grid
+from aenp.errors import InputError
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.mlp import MLP
 from aenp.nn.relaxed_conv import RelaxedConvNet
@@ -20,7 +21,7 @@ def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
         ValueError: Unless ``0 <= channel_inputs < dim_x``.
     """
     if not 0 <= channel_inputs < dim_x:
-        raise ValueError(
+        raise InputError(
             f"channel_inputs must lie in [0, dim_x={dim_x}) (one input at least is gridded), "
             f"got {channel_inputs}"
         )
@@ -116,13 +117,13 @@ class ConvCNPBackbone(nn.Module):
         """
         multiple = self.cnn.resolution_multiple
         if any(size % multiple for size in grid.shape):
-            raise ValueError(
+            raise InputError(
                 f"grid of shape {grid.shape} must have a multiple of {multiple} cells along "
                 f"every axis for this CNN; crop or pad the grid, or use fewer U-Net levels"
             )
         given = 0 if extra_inputs is None else extra_inputs.shape[-1]
         if len(grid.axes) != self.dim_x or given != self.channel_inputs:
-            raise ValueError(
+            raise InputError(
                 f"this model grids {self.dim_x} input(s) and takes {self.channel_inputs} as "
                 f"channels, but the data have {len(grid.axes)} grid axes and {given} extra "
                 "input(s)"

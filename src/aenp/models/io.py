@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from aenp.errors import InputError, MissingFileError
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import model_name, rebuild_model
 
@@ -34,7 +35,7 @@ def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | No
         The directory.
     """
     if not model.config:
-        raise ValueError("model has no build config; build it with aenp.build_model to save it")
+        raise InputError("model has no build config; build it with aenp.build_model to save it")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {
@@ -55,16 +56,16 @@ def load_config(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads and checks the ``config.json`` of a saved model."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no saved model at {directory}: {path} does not exist")
+        raise MissingFileError(f"no saved model at {directory}: {path} does not exist")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+        raise InputError(f"{path} is not valid JSON: {error}") from error
     missing = [k for k in ("key", "dim_x", "dim_y", "hparams") if k not in config]
     if missing:
-        raise ValueError(f"{path} lacks required field(s) {missing}")
+        raise InputError(f"{path} lacks required field(s) {missing}")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{path} has format_version {config.get('format_version')!r}; "
             f"this version of aenp reads {FORMAT_VERSION}"
         )
@@ -83,11 +84,11 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
     model = rebuild_model(config)
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no weights at {directory}: {path} does not exist")
+        raise MissingFileError(f"no weights at {directory}: {path} does not exist")
     try:
         weights = load_file(path, device=str(map_location))
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+        raise InputError(f"{path} is not a readable safetensors file: {error}") from error
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected.keys() - weights.keys()]
     problems += [f"unexpected {k}" for k in weights.keys() - expected.keys()]
@@ -97,7 +98,7 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
         if k in weights and weights[k].shape != v.shape
     ]
     if problems:
-        raise ValueError(
+        raise InputError(
             f"{path} does not match the {config['name']!r} model of {CONFIG_FILE}: "
             + "; ".join(sorted(problems)[:10])
             + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")

@@ -7,6 +7,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from aenp.errors import InputError
+
 
 class HeteroscedasticNormal(nn.Module):
     """Maps decoder outputs to a factorised Normal with a floor on its standard deviation.
@@ -18,7 +20,7 @@ class HeteroscedasticNormal(nn.Module):
     def __init__(self, min_std: float = 1e-3):
         super().__init__()
         if min_std <= 0:
-            raise ValueError(f"min_std must be positive, got {min_std}")
+            raise InputError(f"min_std must be positive, got {min_std}")
         self.min_std = min_std
 
     def forward(self, z: Float[Tensor, "batch nt 2*dy"]) -> Normal:

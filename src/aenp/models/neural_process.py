@@ -10,6 +10,7 @@ from torch.distributions import Normal
 
 from aenp.data.batch import Batch, GridBatch
 from aenp.data.grid import Grid
+from aenp.errors import InputError, InputTypeError
 
 
 class NeuralProcess(nn.Module):
@@ -68,18 +69,18 @@ class NeuralProcess(nn.Module):
     def _check(self, batch: Batch | GridBatch) -> None:
         """Names any mismatch between the batch and the model's dimensions or dtype."""
         if batch.dim_x != self.dim_x:
-            raise ValueError(
+            raise InputError(
                 f"inputs have dimension dx={batch.dim_x} but the model was built for "
                 f"dim_x={self.dim_x}"
             )
         if batch.dim_y != self.dim_y:
-            raise ValueError(
+            raise InputError(
                 f"outputs have dimension dy={batch.dim_y} but the model was built for "
                 f"dim_y={self.dim_y}"
             )
         dtype = next(self.parameters()).dtype
         if batch.dtype != dtype:
-            raise TypeError(
+            raise InputTypeError(
                 f"inputs are {batch.dtype} but the model's parameters are {dtype}; "
                 f"cast one to match (e.g. model.to({batch.dtype}))"
             )

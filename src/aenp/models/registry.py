@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aenp.errors import InputError
 from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone, gridded_inputs
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
@@ -116,7 +117,7 @@ def build_convcnp(
     enter as data channels instead of grid dimensions.
     """
     if cnn not in CNNS:
-        raise ValueError(f"unknown cnn {cnn!r}; choose one of {sorted(CNNS)}")
+        raise InputError(f"unknown cnn {cnn!r}; choose one of {sorted(CNNS)}")
     network = CNNS[cnn](gridded_inputs(dim_x, channel_inputs), channels, num_layers, kernel_size)
     backbone = ConvCNPBackbone(
         dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs
@@ -144,12 +145,12 @@ def build_equivcnp(
     8 dihedral transformations of gridded inputs (:class:`aenp.GridBatch`).
     """
     if dim_x != 2:
-        raise ValueError(
+        raise InputError(
             "equivcnp acts on 2-D inputs (the dihedral group of the square grid), "
             f"got dim_x={dim_x}"
         )
     if cnn not in GROUP_CNNS:
-        raise ValueError(f"unknown cnn {cnn!r}; choose one of {sorted(GROUP_CNNS)}")
+        raise InputError(f"unknown cnn {cnn!r}; choose one of {sorted(GROUP_CNNS)}")
     network = GROUP_CNNS[cnn](dim_x, channels, num_layers, kernel_size)
     backbone = ConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
@@ -233,10 +234,10 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
     """
     base = key.removesuffix(APPROX_SUFFIX)
     if key not in model_keys():
-        raise ValueError(f"unknown model key {key!r}; available: {', '.join(model_keys())}")
+        raise InputError(f"unknown model key {key!r}; available: {', '.join(model_keys())}")
     for name, value in (("dim_x", dim_x), ("dim_y", dim_y)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
     builder = BUILDERS[base]
     is_approx = _approximates(key)
     approx_args = {k: hparams.pop(k) for k in APPROXIMATE_HPARAMS if is_approx and k in hparams}
@@ -244,7 +245,7 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
     unknown = set(hparams) - accepted
     if unknown:
         valid = sorted(accepted | (set(APPROXIMATE_HPARAMS) if is_approx else set()))
-        raise ValueError(
+        raise InputError(
             f"unknown hyper-parameter(s) {sorted(unknown)} for model {key!r}; valid: {valid}"
         )
     model = builder(dim_x, dim_y, **hparams)

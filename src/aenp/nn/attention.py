@@ -7,6 +7,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
+
 
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention; attending to an empty set gives zeros.
@@ -19,7 +21,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
+            raise InputError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         self.num_heads = num_heads
         self.to_q = nn.Linear(embed_dim, embed_dim, bias=False)
         self.to_kv = nn.Linear(embed_dim, 2 * embed_dim, bias=False)

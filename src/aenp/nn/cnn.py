@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
+
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
@@ -14,12 +16,12 @@ CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTransp
 def check_conv_arguments(dim: int, kernel_size: int) -> None:
     """Names an unsupported number of dimensions or an even kernel size."""
     if dim not in CONV:
-        raise ValueError(
+        raise InputError(
             f"convolutions support 1 to 3 spatial dimensions, got {dim}; feed inputs that are "
             "not grid dimensions (e.g. elevation) as data channels with channel_inputs"
         )
     if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd so the output stays aligned, got {kernel_size}")
+        raise InputError(f"kernel_size must be odd so the output stays aligned, got {kernel_size}")
 
 
 class ConvNet(nn.Module):

@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
 from aenp.nn.mlp import MLP
 
 DEFAULT_HIDDEN = (64, 64)
@@ -61,9 +62,9 @@ class FixedInputs(nn.Module):
     ):
         super().__init__()
         if num_fixed_inputs < 1:
-            raise ValueError(f"num_fixed_inputs must be at least 1, got {num_fixed_inputs}")
+            raise InputError(f"num_fixed_inputs must be at least 1, got {num_fixed_inputs}")
         if not 0.0 <= p_drop <= 1.0:
-            raise ValueError(f"p_drop must lie in [0, 1], got {p_drop}")
+            raise InputError(f"p_drop must lie in [0, 1], got {p_drop}")
         self.dim_x = dim_x
         self.num_fixed_inputs = num_fixed_inputs
         self.p_drop = p_drop
@@ -74,13 +75,13 @@ class FixedInputs(nn.Module):
         else:
             pairs = [tuple(pair) for pair in domain]
             if len(pairs) != dim_x or any(len(pair) != 2 for pair in pairs):
-                raise ValueError(f"domain must be {dim_x} (low, high) pair(s), got {domain}")
+                raise InputError(f"domain must be {dim_x} (low, high) pair(s), got {domain}")
             self.active_dims = [d for d, pair in enumerate(pairs) if pair != (None, None)]
             bounds = torch.as_tensor(
                 [pairs[d] for d in self.active_dims], dtype=torch.get_default_dtype()
             )
             if not self.active_dims or not bool((bounds[:, 0] < bounds[:, 1]).all()):
-                raise ValueError(
+                raise InputError(
                     f"domain must be {dim_x} (low, high) pair(s) with low < high (or "
                     f"(None, None) for an ignored dimension, not all), got {domain}"
                 )
@@ -173,18 +174,18 @@ def approximate(
     """
     sites = injection_sites(model)
     if len(sites) != 1:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__} has {len(sites)} injection points for fixed inputs; "
             "approximate() needs exactly one (an equivariant backbone such as tetnp or convcnp)"
         )
     (site,) = sites
     if site.fixed_inputs is not None:
-        raise ValueError(f"{type(model).__name__} is already approximately equivariant")
+        raise InputError(f"{type(model).__name__} is already approximately equivariant")
     site_domain = domain
     if domain is not None and len(domain) > site.dim_x:
         # Inputs a backbone does not grid (data channels) cannot carry fixed inputs.
         if any(tuple(pair) != (None, None) for pair in domain[site.dim_x :]):
-            raise ValueError(
+            raise InputError(
                 f"the fixed inputs of {type(model).__name__} vary over its first {site.dim_x} "
                 f"input(s), the others being data channels; give (None, None) for the rest "
                 f"of domain, got {domain}"
@@ -217,7 +218,7 @@ def strictly_equivariant(model: nn.Module) -> Iterator[nn.Module]:
     (not equivariant at all) is refused, since zeroing nothing cannot make it equivariant.
     """
     if not injection_sites(model):
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__} has no injection point for fixed inputs: it is not an "
             "equivariant model, so it cannot be made strictly equivariant"
         )

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
+
 D4 = tuple((k, m) for m in (0, 1) for k in range(4))
 """The eight elements ``(k, m)`` of D4, in index order."""
 SPATIAL_DIMS = (-2, -1)
@@ -114,9 +116,9 @@ def pool_group(f: Float[Tensor, "batch c 8 h w"]) -> Float[Tensor, "batch c h w"
 
 def _check(dim: int, kernel_size: int) -> None:
     if dim != 2:
-        raise ValueError(f"dihedral group CNNs act on 2-D grids, got {dim} spatial dimension(s)")
+        raise InputError(f"dihedral group CNNs act on 2-D grids, got {dim} spatial dimension(s)")
     if kernel_size % 2 == 0:
-        raise ValueError(
+        raise InputError(
             f"kernel_size must be odd so rotations keep filters centred, got {kernel_size}"
         )
 

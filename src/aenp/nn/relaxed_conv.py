@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
 from aenp.nn.cnn import CONV, check_conv_arguments
 
 
@@ -35,7 +36,7 @@ class RelaxedConv(nn.Module):
         super().__init__()
         check_conv_arguments(dim, kernel_size)
         if num_banks < 1:
-            raise ValueError(f"num_banks must be at least 1, got {num_banks}")
+            raise InputError(f"num_banks must be at least 1, got {num_banks}")
         self.num_banks = num_banks
         self.conv = CONV[dim](
             in_channels, num_banks * out_channels, kernel_size, padding=kernel_size // 2

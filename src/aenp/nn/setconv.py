@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from aenp.data.grid import Grid
+from aenp.errors import InputError
 
 GRID_LETTERS = "uvw"
 DENSITY_EPS = 1e-8
@@ -55,7 +56,7 @@ class SetConv(nn.Module):
     def __init__(self, dim_x: int, init_lengthscale: float):
         super().__init__()
         if not 1 <= dim_x <= len(GRID_LETTERS):
-            raise ValueError(f"set convolutions support 1 to 3 input dimensions, got {dim_x}")
+            raise InputError(f"set convolutions support 1 to 3 input dimensions, got {dim_x}")
         self.dim_x = dim_x
         self.log_lengthscale = nn.Parameter(torch.full((dim_x,), math.log(init_lengthscale)))
 

@@ -15,6 +15,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from aenp.errors import InputError
+
 
 class PairwiseKernel(nn.Module):
     """MLP of ``(q_i · k_j per head, x_i − x_j)`` giving one attention logit per head.
@@ -32,7 +34,7 @@ class PairwiseKernel(nn.Module):
     def __init__(self, num_heads: int, dim_x: int, hidden: tuple[int, ...]):
         super().__init__()
         if not hidden:
-            raise ValueError("the attention kernel needs at least one hidden layer")
+            raise InputError("the attention kernel needs at least one hidden layer")
         widths = [*hidden, num_heads]
         self.dots_in = nn.Linear(num_heads, hidden[0])
         self.x_in = nn.Linear(dim_x, hidden[0], bias=False)
@@ -74,7 +76,7 @@ class TEMultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dim_x: int, kernel_hidden: tuple[int, ...]):
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
+            raise InputError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         self.num_heads = num_heads
         self.scale = (embed_dim // num_heads) ** -0.5
         self.to_q = nn.Linear(embed_dim, embed_dim, bias=False)

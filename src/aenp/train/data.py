@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from aenp.data.batch import Batch
+from aenp.errors import InputError
 
 TaskSampler = Callable[[int, torch.Generator], Batch]
 
@@ -70,7 +71,7 @@ class TaskDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if num_train_tasks < batch_size:
-            raise ValueError(
+            raise InputError(
                 f"num_train_tasks ({num_train_tasks}) must be at least batch_size ({batch_size})"
             )
         self.sample = sample
