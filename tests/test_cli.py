@@ -7,6 +7,9 @@ import torch
 
 from aenp.cli import main, parse_args
 from aenp.data.gp import gp1d_split, load_exported_tasks
+from aenp.errors import InputError
+from aenp.evaluate.run import evaluate_run
+from aenp.prediction import ExtrapolationWarning
 
 
 def test_models_lists_the_registry(capsys):
@@ -52,6 +55,24 @@ def test_data_export_writes_the_split_with_ground_truth(tmp_path, suffix):
     for (tasks, truth), (want_tasks, want_truth) in zip(exported, expected, strict=True):
         assert torch.equal(tasks.batch.yt, want_tasks.batch.yt)
         assert torch.equal(truth.loglik, want_truth.loglik)
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+@pytest.mark.parametrize(
+    "command", [["evaluate", "run"], ["data", "export", "gp1d", "--out", "tasks.npz"]]
+)
+def test_num_tasks_must_be_positive(tmp_path, monkeypatch, capsys, command, count):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--num-tasks", count])
+    assert exit_info.value.code == 2
+    assert f"--num-tasks: expected a positive integer, got {count}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_run_refuses_zero_tasks_instead_of_the_default(tmp_path):
+    with pytest.raises(InputError, match="num_tasks must be a positive integer or None, got 0"):
+        evaluate_run(tmp_path, num_tasks=0)
 
 
 def test_train_with_an_unknown_model_names_it(tmp_path):
@@ -192,7 +213,7 @@ def test_climate_options_are_refused_for_other_experiments(tmp_path, capsys):
     assert "--data apply to the climate experiment only" in capsys.readouterr().err
 
 
-def test_reproduce_climate_in_four_dimensions_then_predict(tmp_path):
+def test_reproduce_climate_in_four_dimensions_then_predict(tmp_path, capsys):
     import numpy as np
     import xarray as xr
 
@@ -224,10 +245,27 @@ def test_reproduce_climate_in_four_dimensions_then_predict(tmp_path):
     predict = ["predict", str(run), "--context", str(tmp_path / "context.nc")]
     predict += ["--targets", str(tmp_path / "context.nc"), "--out", str(tmp_path / "p.nc")]
     assert main([*predict, "--variable", "t2m"]) == 2  # no elevation given
-    assert main([*predict, "--variable", "t2m", "--elevation", str(tmp_path / "t2m.nc")]) == 0
+    # The run recorded its training region (the box's cells) and years.
+    elevation = ["--variable", "t2m", "--elevation", str(tmp_path / "t2m.nc")]
+    with pytest.warns(
+        ExtrapolationWarning, match="beyond the training longitudes -119.75 to -100.25"
+    ):
+        assert main([*predict, *elevation]) == 0
     with xr.open_dataset(tmp_path / "p.nc") as out:
         assert out["mean"].shape == (1, len(lat), len(lon))
         assert bool(np.isfinite(out["std"]).all())
+    # ... and its cells of 0.5°: a 1° target grid is refused.
+    data.isel(time=[-1], lat=slice(None, None, 2)).to_netcdf(tmp_path / "coarse.nc")
+    coarse = [
+        *predict[:4],
+        "--targets",
+        str(tmp_path / "coarse.nc"),
+        "--out",
+        str(tmp_path / "c.nc"),
+    ]
+    assert main([*coarse, *elevation]) == 2
+    assert "latitude spacing is 1°, the training cells' 0.5°" in capsys.readouterr().err
+    assert not (tmp_path / "c.nc").exists()
 
 
 def test_elevation_needs_four_dimensions(tmp_path, capsys):

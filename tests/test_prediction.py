@@ -1,5 +1,8 @@
 """Prediction from xarray grids and pandas station tables, in physical units."""
 
+import warnings
+from pathlib import Path
+
 import cftime
 import numpy as np
 import pandas as pd
@@ -8,8 +11,10 @@ import torch
 import xarray as xr
 
 import aenp
-from aenp.data.climate import Normalisation
-from aenp.prediction import load_predictor, predict
+from aenp import prediction
+from aenp.data.climate import Normalisation, wrap_longitude
+from aenp.errors import InputError, MissingFileError
+from aenp.prediction import ExtrapolationWarning, load_predictor, predict, predict_files
 
 NORM = Normalisation(
     value_mean=285.0,
@@ -109,6 +114,9 @@ def test_convolutional_model_predicts_on_the_target_grid():
         pred = model(batch)
     expected = pred.mean[0, :11, :, 0].numpy()[::-1] * 8.0 + 285.0
     np.testing.assert_allclose(out["mean"].values, expected, rtol=1e-10)
+    # The std is scaled back to kelvin (by value_std), not shifted.
+    expected_std = pred.stddev[0, :11, :, 0].numpy()[::-1] * 8.0
+    np.testing.assert_allclose(out["std"].values, expected_std, rtol=1e-10)
 
 
 @pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
@@ -156,10 +164,21 @@ def test_a_3d_model_needs_and_uses_target_times():
     context = field(times=2)
     with pytest.raises(ValueError, match="needs targets with a time coordinate"):
         predict(model, context, targets(), NORM, progress=False)
-    grid = targets().assign_coords(time=context["time"].values)
-    out = predict(model, context, grid, NORM, progress=False)
+    times = context["time"].values
+    out = predict(model, context, targets().assign_coords(time=times), NORM, progress=False)
     assert out["mean"].dims == ("time", "latitude", "longitude")
-    assert bool(np.isfinite(out["std"]).all())
+    assert not np.allclose(out["mean"][0], out["mean"][1])
+    # Each year's context lands on its own year's targets, whatever their order.
+    flipped = targets().assign_coords(time=times[::-1])
+    flipped = predict(model, context, flipped, NORM, progress=False)
+    xr.testing.assert_allclose(flipped.sel(time=times), out, rtol=1e-10)
+    # A point-set model at one place: moving the target time moves the prediction (a model
+    # that ignored time would predict the same at all three rows).
+    tnp = aenp.build_model("tnp", 3, 1, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8)
+    years = [cftime.Datetime360Day(y, 7, 1) for y in (2000, 2000, 2005)]
+    rows = pd.DataFrame({"lat": [40.0] * 3, "lon": [-100.0] * 3, "time": years})
+    mean = predict(tnp.double().eval(), context, rows, NORM, progress=False)["mean"].to_numpy()
+    assert mean[0] == mean[1] != mean[2]
 
 
 def test_saved_normalisation_is_used_from_the_model_directory(tmp_path):
@@ -318,3 +337,251 @@ def test_terrain_elevation_serves_grids_and_stations():
     assert point["mean"].item() == pytest.approx(given["mean"].item(), abs=0.5)
     with pytest.raises(ValueError, match="elevation must be a DataArray, 'terrain' or None"):
         predict(model, context, grid, NORM4, progress=False, elevation="srtm")
+
+
+# Files: atomic writes, clear errors.
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A saved point-set model with its normalisation, and a context grid file."""
+    aenp.save(
+        model2d("tepttnp_approx"),
+        tmp_path / "run" / "model",
+        metadata={"normalisation": NORM.to_dict()},
+    )
+    field().to_dataset().to_netcdf(tmp_path / "context.nc")
+    targets().to_netcdf(tmp_path / "targets.nc")
+    pd.DataFrame({"lat": [LAT[2]], "lon": [LON[4]]}).to_csv(tmp_path / "rows.csv", index=False)
+    return tmp_path / "run"
+
+
+def predict_to(run, out, targets_file="targets.nc"):
+    """Runs predict_files from the run's context file to ``out``."""
+    return predict_files(
+        run, run.parent / "context.nc", run.parent / targets_file, out, chunk_size=64
+    )
+
+
+def test_out_is_checked_before_predicting(run, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("predicted before checking --out")
+
+    monkeypatch.setattr(prediction, "predict", fail)
+    with pytest.raises(MissingFileError, match=r"folder .*absent.* does not exist"):
+        predict_to(run, run.parent / "absent" / "p.nc")
+    with pytest.raises(InputError, match=r"prediction will be a grid: use \.nc or \.zarr"):
+        predict_to(run, run.parent / "p.csv")
+    with pytest.raises(InputError, match=r"prediction will be a table \(CSV targets\)"):
+        predict_to(run, run.parent / "p.nc", "rows.csv")
+    with pytest.raises(InputError, match=r"--out must end in \.nc, \.zarr, \.csv"):
+        predict_to(run, run.parent / "p.txt")
+
+
+@pytest.mark.parametrize("name", ["p.nc", "p.zarr", "p.csv"])
+def test_an_existing_folder_at_out_is_refused_and_kept(run, name):
+    folder = run.parent / name
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    targets_file = "rows.csv" if name.endswith(".csv") else "targets.nc"
+    with pytest.raises(InputError, match="is an existing folder; aenp does not delete folders"):
+        predict_to(run, folder, targets_file)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_stale_partial_outputs_of_a_killed_run_do_not_block_the_next(run):
+    # What a killed run leaves: the name older versions used, and one of atomic_write's.
+    stale = [run.parent / ".p.zarr.partial", run.parent / ".p.zarr.0123456789ab.partial.zarr"]
+    for folder in stale:
+        folder.mkdir()
+        (folder / "zarr.json").write_text("{")
+    predict_to(run, run.parent / "p.zarr")
+    assert all((folder / "zarr.json").read_text() == "{" for folder in stale)  # not ours
+    expected = predict(run, field(), targets(), progress=False)
+    xr.testing.assert_allclose(xr.open_zarr(run.parent / "p.zarr").load(), expected, rtol=1e-6)
+
+
+WRITERS = {".nc": (xr.Dataset, "to_netcdf"), ".zarr": (xr.Dataset, "to_zarr")}
+WRITERS[".csv"] = (pd.DataFrame, "to_csv")
+
+
+@pytest.mark.parametrize("suffix", list(WRITERS))
+def test_a_writer_failing_part_way_keeps_the_previous_output(run, monkeypatch, suffix):
+    out = run.parent / f"p{suffix}"
+    targets_file = "rows.csv" if suffix == ".csv" else "targets.nc"
+    if suffix != ".zarr":  # an existing zarr store is a folder: refused, never replaced
+        out.write_text("previous")
+    cls, method = WRITERS[suffix]
+
+    def write_then_fail(self, path, *args, **kwargs):
+        if suffix == ".zarr":
+            Path(path).mkdir()
+            (Path(path) / "zarr.json").write_text("{")
+        else:
+            Path(path).write_text("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cls, method, write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        predict_to(run, out, targets_file)
+    assert sorted(p.name for p in run.parent.iterdir() if p.name.startswith(".")) == []
+    if suffix == ".zarr":
+        assert not out.exists()
+    else:
+        assert out.read_text() == "previous"
+    monkeypatch.undo()
+    predict_to(run, out, targets_file)
+    if suffix == ".csv":
+        assert list(pd.read_csv(out).columns) == ["lat", "lon", "mean", "std"]
+    else:
+        opened = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
+        assert opened["mean"].shape == (len(LAT), len(LON))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty; expected a CSV table"),
+        ("lat,lon,t2m\n", "the table has no rows"),
+        (
+            "lat,lon,t2m\n40,-100,281.5\n41,-100,warm\n",
+            "column 't2m' must hold numbers, got 'warm' in row 2 of 2",
+        ),
+        ("lat,lon,t2m\n40,-100,281.5\nN41,-100,280\n", "column 'lat' must hold numbers, got 'N41'"),
+        ("time,lat,lon,t2m\nJuly,40,-100,281.5\n", "column 'time' must hold dates"),
+    ],
+)
+def test_bad_csv_context_names_the_file_and_column(run, capsys, text, message):
+    from aenp.cli import main
+
+    (run.parent / "obs.csv").write_text(text)
+    argv = ["predict", str(run), "--context", str(run.parent / "obs.csv")]
+    argv += ["--targets", str(run.parent / "targets.nc"), "--out", str(run.parent / "p.nc")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert str(run.parent / "obs.csv") in error and message in error
+    assert not (run.parent / "p.nc").exists()
+
+
+def test_non_numeric_dataframe_values_are_named():
+    model = model2d("tepttnp_approx")
+    stations = pd.DataFrame({"lat": [40.0], "lon": [-100.0], "t2m": ["281 K"]})
+    with pytest.raises(InputError, match="context: column 't2m' must hold numbers, got '281 K'"):
+        predict(model, stations, targets(), NORM, progress=False)
+    rows = pd.DataFrame({"lat": ["forty"], "lon": [-100.0]})
+    with pytest.raises(InputError, match="targets: column 'lat' must hold numbers"):
+        predict(model, stations.assign(t2m=281.0), rows, NORM, progress=False)
+    with pytest.raises(InputError, match="targets: the table has no rows"):
+        predict(model, stations.assign(t2m=281.0), rows.iloc[:0], NORM, progress=False)
+
+
+# Cell size, context off the grid, extrapolation.
+
+REGION = {"south": 30.0, "north": 50.0, "west": -120.0, "east": -82.5}
+"""The grid of :data:`LAT` and :data:`LON` as a recorded training region."""
+NORM_GRID = Normalisation(**{**NORM.to_dict(), **REGION, "lat_step": 2.0, "lon_step": 2.5})
+
+
+def test_normalisation_records_the_training_region_and_cells():
+    da = field().isel(latitude=slice(None, None, -1)).rename(latitude="lat", longitude="lon")
+    da = da.assign_coords(lon=da["lon"] - 360.0)  # sorted and wrapped, as by open_field
+    norm = Normalisation.fit(da)
+    assert (norm.south, norm.north, norm.west, norm.east) == (30.0, 50.0, -120.0, -82.5)
+    assert (norm.lat_step, norm.lon_step) == (2.0, 2.5)
+    assert Normalisation.from_dict(norm.to_dict()) == norm
+    # Runs saved before these were recorded still load.
+    assert Normalisation.from_dict(NORM.to_dict()).lat_step is None
+    # A region across the antimeridian: columns from 170°E on, one step of 2.5° each.
+    pacific = da.assign_coords(lon=wrap_longitude(170.0 + 2.5 * np.arange(len(LON))))
+    norm = Normalisation.fit(pacific)
+    assert (norm.west, norm.east, norm.lon_step) == (170.0, 207.5, 2.5)
+
+
+def test_target_cells_must_have_the_training_cell_size():
+    model, context = model2d(), field()
+    # Descending latitudes, 0-360 longitudes and float32 coordinates are the same cells.
+    same = predict(model, context, targets(), NORM_GRID, progress=False)
+    float32 = targets().assign_coords(
+        latitude=LAT.astype(np.float32), longitude=LON.astype(np.float32)
+    )
+    xr.testing.assert_allclose(
+        same, predict(model, context, float32, NORM_GRID, progress=False), rtol=1e-5
+    )
+    fine = xr.Dataset(coords={"latitude": np.arange(30.0, 50.5, 1.0), "longitude": LON})
+    with pytest.raises(InputError, match=r"latitude spacing is 1°, the training cells' 2°"):
+        predict(model, context, fine, NORM_GRID, progress=False)
+    coarse = xr.Dataset(coords={"latitude": LAT, "longitude": LON[::2]})
+    with pytest.raises(InputError, match=r"longitude spacing is 5°, the training cells' 2.5°"):
+        predict(model, context, coarse, NORM_GRID, progress=False)
+    # Older runs recorded no cell size: nothing to check.
+    predict(model, context, fine, NORM, progress=False)
+
+
+def test_context_off_the_target_grid_is_left_out_with_a_warning():
+    model, context = model2d(), field()
+    stations = context.to_dataframe().reset_index().dropna()[["latitude", "longitude", "t2m"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        on_grid = predict(model, stations, targets(), NORM, progress=False)
+    far = pd.DataFrame({"latitude": [LAT[0] + 5.0, LAT[-1] - 1.5], "longitude": [LON[0]] * 2})
+    with pytest.warns(UserWarning, match=f"2 of {len(stations) + 2} context points lie more"):
+        out = predict(
+            model, pd.concat([stations, far.assign(t2m=300.0)]), targets(), NORM, progress=False
+        )
+    xr.testing.assert_allclose(out, on_grid, rtol=1e-10)
+
+
+def stations_at(lat, lon, year=2000):
+    return pd.DataFrame(
+        {"time": [cftime.Datetime360Day(year, 7, 1)], "lat": [lat], "lon": [lon], "t2m": [281.0]}
+    )
+
+
+def test_predicting_far_outside_the_training_region_or_years_warns():
+    model = model2d("tepttnp_approx")
+    inside = stations_at(40.0, 260.0)  # 0-360 longitude, inside the region
+    rows = pd.DataFrame({"lat": [LAT[0], LAT[-1]], "lon": [LON[0], LON[-1]]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(model, inside, rows, NORM_GRID, progress=False)
+        # Within the margin (a tenth of the 20° unit) is not far.
+        predict(model, inside, rows.assign(lat=[51.5, 30.0]), NORM_GRID, progress=False)
+    east = rows.assign(lon=[-60.0, -100.0])
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 22.5° beyond the training longitudes -120 to -82.5"
+    ):
+        predict(model, inside, east, NORM_GRID, progress=False)
+    south = rows.assign(lat=[10.0, 40.0])
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 20° beyond the training latitudes 30 to 50"
+    ):
+        predict(model, inside, south, NORM_GRID, progress=False)
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 40.5 years beyond the training years 1990 to 2010"
+    ):
+        predict(model, stations_at(40.0, -100.0, 2050), rows, NORM_GRID, progress=False)
+    # Without a recorded region, the box the normalisation maps to [-1, 1]² (20-60°N here).
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 10° beyond the training latitudes 20 to 60"
+    ):
+        predict(model, inside, rows.assign(lat=[70.0, 40.0]), NORM, progress=False)
+
+
+@pytest.mark.parametrize("east", [200.0, -160.0])
+def test_a_training_region_across_the_antimeridian_is_not_extrapolation(east):
+    model = model2d("tepttnp_approx")
+    region = {"south": 30.0, "north": 50.0, "west": 160.0, "east": east}
+    pacific = Normalisation(**{**NORM.to_dict(), "lon_origin": 180.0, **region})
+    context = stations_at(40.0, 175.0)
+    rows = pd.DataFrame({"lat": [40.0, 40.0], "lon": [-165.0, 200.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(model, context, rows, pacific, progress=False)
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 10° beyond the training longitudes 160 to "
+    ):
+        predict(model, context, rows.assign(lon=[150.0, 180.0]), pacific, progress=False)
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 10° beyond the training longitudes 160 to "
+    ):
+        predict(model, context, rows.assign(lon=[-150.0, 180.0]), pacific, progress=False)

@@ -1,8 +1,11 @@
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from aenp.reproduce import SCALES, load_plan, train_overrides
+from aenp.models.registry import model_name
+from aenp.reproduce import PLAN_DIR, SCALES, load_plan, train_overrides
 from aenp.train.run import build_from_config, compose_config
 
 PLANS = {
@@ -21,14 +24,24 @@ PLANS = {
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("experiment", list(PLANS))
-def test_every_model_of_every_scale_composes_and_builds(experiment, scale):
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in PLAN_DIR.glob("*.yaml")))
+def test_every_plan_entry_builds_the_model_it_names_with_its_overrides(experiment, scale):
     plan = load_plan(experiment, scale)
-    assert plan["models"] == PLANS[experiment]
+    if experiment in PLANS:
+        assert plan["models"] == PLANS[experiment]
     for key in plan["models"]:
-        cfg = compose_config(train_overrides(experiment, key, plan, Path("unused"), []))
-        assert cfg.model.key == key
-        build_from_config(cfg)
+        overrides = [*plan["overrides"], *plan["model_overrides"].get(key, [])]
+        cfg = compose_config(train_overrides(experiment, key, plan, Path("runs/x"), ["seed=5"]))
+        model = build_from_config(cfg)
+        assert (cfg.run_dir, cfg.seed) == ("runs/x", 5)
+        assert model_name(model) == key
+        assert model.config["dim_x"] == cfg.experiment.dim_x
+        built = {**model.config["hparams"], **model.config.get("approximate", {})}
+        for override in OverridesParser.create().parse_overrides(overrides):
+            name = override.key_or_group
+            assert OmegaConf.select(cfg, name) == override.value(), (key, name)
+            if name.startswith("model.hparams."):
+                assert built[name.removeprefix("model.hparams.")] == override.value(), (key, name)
 
 
 @pytest.mark.parametrize("experiment", list(PLANS))

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -98,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--targets", type=Path, required=True, help="where to predict: netCDF/zarr grid or CSV"
     )
-    predict.add_argument("--out", type=Path, required=True, help="a .nc, .zarr or .csv file")
+    predict.add_argument(
+        "--out", type=Path, required=True, help="a new .nc, .zarr or .csv (for CSV targets) file"
+    )
     predict.add_argument("--variable", default=None, help="the context's data variable")
     predict.add_argument("--chunk-size", type=positive_int, default=65_536, help="targets per pass")
     predict.add_argument(
@@ -121,7 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--num-train", type=positive_int, default=1024)
     smoke.add_argument("--num-test", type=positive_int, default=128)
     smoke.add_argument("--resolution", type=positive_int, default=64)
-    smoke.add_argument("--steps", type=positive_int, default=None, help="simulation steps")
+    smoke.add_argument(
+        "--steps", type=positive_int, default=None, help="simulation steps (default 60)"
+    )
+    smoke.add_argument(
+        "--time-step", type=float, default=None, help="simulation time per step (default 0.05)"
+    )
     smoke.add_argument("--seed", type=int, default=0)
     smoke.add_argument(
         "--batch-size", type=positive_int, default=32, help="simulations run together"
@@ -227,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from aenp.evaluate.run import evaluate_run
+        from aenp.files import to_json
 
-        print(json.dumps(evaluate_run(args.run_dir, args.num_tasks), indent=2))
+        print(to_json(evaluate_run(args.run_dir, args.num_tasks)))
     elif args.command == "reproduce":
         from aenp.reproduce import reproduce
 
@@ -270,17 +277,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "data" and args.data_command == "export":
         from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split
 
-        items = gp1d_split(args.split, args.num_tasks or GP1D_NUM_TASKS)
+        num_tasks = GP1D_NUM_TASKS if args.num_tasks is None else args.num_tasks
+        items = gp1d_split(args.split, num_tasks)
         export_tasks(args.out, items, gp1d_generator(args.split))
         print(f"Wrote {sum(len(t) for t, _ in items)} {args.split} tasks to {args.out}")
     elif args.command == "data" and args.data_command == "smoke":
-        from dataclasses import replace
-
         from aenp.data.smoke import SimulationError, SmokeSettings, generate
 
-        settings = SmokeSettings(resolution=args.resolution, seed=args.seed)
-        if args.steps is not None:
-            settings = replace(settings, num_steps=args.steps)
+        options = {"num_steps": args.steps, "time_step": args.time_step}
+        settings = SmokeSettings(
+            resolution=args.resolution,
+            seed=args.seed,
+            **{name: value for name, value in options.items() if value is not None},
+        )
         try:
             generate(args.out, args.num_train, args.num_test, settings, args.batch_size)
         except SimulationError as error:

@@ -1,13 +1,19 @@
-"""Writing files so that a reader never sees half of one, and nothing the user made is lost."""
+"""Writing files so that a reader never sees half of one, and nothing the user made is lost.
+
+JSON records are strict: a missing number is ``null``, never a bare ``NaN``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aenp.errors import InputError, MissingFileError
 
@@ -50,3 +56,31 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def json_safe(content: Any) -> Any:
+    """``content`` with every NaN or infinite float (at any depth) replaced by None.
+
+    Metrics have no value in some cases (the standard error of one task, the context
+    log-likelihood of gridded tasks); Python's ``json`` would write them as ``NaN``, which
+    strict JSON readers (``jq``, JavaScript, most other languages) refuse.
+    """
+    if isinstance(content, float):
+        return content if math.isfinite(content) else None
+    if isinstance(content, dict):
+        return {key: json_safe(value) for key, value in content.items()}
+    if isinstance(content, list | tuple):
+        return [json_safe(value) for value in content]
+    return content
+
+
+def to_json(content: Any) -> str:
+    """Indented strict JSON of ``content`` (see :func:`json_safe`)."""
+    return json.dumps(json_safe(content), indent=2, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, content: Any) -> Path:
+    """Writes :func:`to_json` of ``content`` to ``path`` atomically; returns the path."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(to_json(content))
+    return Path(path)

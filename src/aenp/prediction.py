@@ -15,13 +15,15 @@ a DataFrame, else the ``elevation`` argument (a field in metres, or ``"terrain"`
 built-in terrain map, averaged over the cells of a grid). Point-set models (the transformer
 NPs) take the targets in chunks, with a progress bar, so a large target grid never needs memory
 for all of them at once. Convolutional models, trained on gridded data, predict on the target
-grid itself: the context is placed on its nearest cells, and tasks go through in chunks.
+grid itself, which must have the training data's cell size: the context is placed on its
+nearest cells (points off the grid are left out, with a warning), and tasks go through in
+chunks. Predicting far outside the training region or years gives a warning.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ from aenp.data.climate import (
     wrap_longitude,
 )
 from aenp.errors import InputError, InputTypeError, MissingFileError
+from aenp.files import atomic_write
 from aenp.models.io import load, load_config
 from aenp.models.neural_process import NeuralProcess
 
@@ -54,7 +57,17 @@ INPUTS = {2: ("lat", "lon"), 3: ("time", "lat", "lon"), 4: ("time", "lat", "lon"
 """The model inputs, in order, by input dimension."""
 GRID_DIMS = {dim_x: [d for d in inputs if d != "elevation"] for dim_x, inputs in INPUTS.items()}
 """The dimensions of a grid of those inputs (elevation is a value of each cell)."""
+CELL_SIZE_RTOL = 1e-3
+"""Relative difference tolerated between the target grid's and the training cells' sizes
+(coordinates stored in float32 differ by about 1e-7)."""
+EXTRAPOLATION_MARGIN = 0.1
+"""How far outside the training region or years (in model units: a tenth of the region's half
+side, or of half the training span) a point must lie for :func:`predict` to warn."""
 Elevation = xr.DataArray | str | None
+
+
+class ExtrapolationWarning(UserWarning):
+    """Points lie far outside the training region or years (filter it where that is meant)."""
 
 
 def load_predictor(path: str | os.PathLike) -> tuple[NeuralProcess, Normalisation]:
@@ -106,9 +119,16 @@ def predict(
         and ``std`` columns.
 
     Raises:
-        ValueError: For a missing normalisation, coordinate or value column, an empty context,
-            non-finite coordinates, targets lacking the time a 3-D or 4-D model needs, or
-            points without elevation for a 4-D model.
+        ValueError: For a missing normalisation, coordinate or value column, a table without
+            rows or with non-numeric values, an empty context, non-finite coordinates, targets
+            lacking the time a 3-D or 4-D model needs, points without elevation for a 4-D
+            model, or (convolutional models) a target grid whose cells differ in size from the
+            training cells.
+
+    Warns:
+        ExtrapolationWarning: If points lie far outside the training region or years.
+        UserWarning: If context points off the target grid of a convolutional model are left
+            out.
     """
     if not isinstance(model, NeuralProcess):
         model, saved = load_predictor(model)
@@ -128,6 +148,7 @@ def predict(
     if model.dim_x == 4:
         tasks = [_with_elevation(t, elevation, _grid_of(context)) for t in tasks]
         points = _with_elevation(points, elevation, _grid_of(targets))
+    _warn_if_extrapolating([*tasks, points], normalisation)
     if grid is None and len(tasks) > 1:
         raise InputError(
             f"the context has {len(tasks)} time steps; for DataFrame targets a 2-D model "
@@ -198,6 +219,8 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
         if len(axis) > 1 and not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
             raise InputError(f"convolutional models need an evenly spaced target grid; {d} is not")
         step = steps.mean() if len(axis) > 1 else 1.0
+        if len(axis) > 1:
+            _check_cell_size(d, step, normalisation)
         padded = -(-len(axis) // multiple) * multiple
         axes.append(axis[0] + step * np.arange(padded))
         orders.append(order)
@@ -205,6 +228,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
     real = tuple(len(o) for o in orders)
     y = np.zeros((len(tasks), *shape))
     counts = np.zeros((len(tasks), *shape))
+    num_left_out = 0
     for i, task in enumerate(tasks):
         index, inside = [], np.ones(len(task), dtype=bool)
         for d, axis, n in zip(dims, axes, real, strict=True):
@@ -215,9 +239,16 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
             index.append(np.clip(k, 0, n - 1))
         if not inside.any():
             raise InputError(f"no context point of task {i} lies on the target grid")
+        num_left_out += int((~inside).sum())
         cell = (np.full(inside.sum(), i), *(k[inside] for k in index))
         np.add.at(y, cell, normalisation.normalise_values(task["value"].to_numpy()[inside]))
         np.add.at(counts, cell, 1.0)
+    if num_left_out:
+        warnings.warn(
+            f"{num_left_out} of {sum(map(len, tasks))} context points lie more than half a "
+            "cell outside the target grid and are left out; extend the targets to use them",
+            stacklevel=3,
+        )
     observed = counts > 0
     y = np.where(observed, y / np.maximum(counts, 1), 0.0)
     dtype = next(model.parameters()).dtype
@@ -256,10 +287,92 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
     return means, stds
 
 
+def _check_cell_size(dim: str, step: float, normalisation: Normalisation) -> None:
+    """Refuses a target grid step (model units) unlike the training cells' (if recorded).
+
+    Raises:
+        InputError: If the latitude or longitude steps differ by more than
+            :data:`CELL_SIZE_RTOL`.
+    """
+    trained = {"lat": normalisation.lat_step, "lon": normalisation.lon_step}.get(dim)
+    if trained is None:
+        return
+    degrees = step * normalisation.coord_scale
+    if not np.isclose(degrees, trained, rtol=CELL_SIZE_RTOL, atol=0):
+        name = {"lat": "latitude", "lon": "longitude"}[dim]
+        raise InputError(
+            f"convolutional models predict on cells of the training data's size: the target "
+            f"grid's {name} spacing is {degrees:.6g}°, the training cells' {trained:.6g}°; "
+            f"give targets on a grid of {trained:.6g}° in {name}"
+        )
+
+
+def _training_extent(normalisation: Normalisation) -> dict[str, tuple[float, float]]:
+    """The training region (degrees) and, if known, years, as ``{dim: (low, high)}``.
+
+    Runs saved before the region was recorded give the box their normalisation maps to
+    [-1, 1]², which holds the region.
+    """
+    norm = normalisation
+    side = norm.coord_scale
+    extent = {
+        "lat": (norm.lat_origin - side, norm.lat_origin + side),
+        "lon": (norm.lon_origin - side, norm.lon_origin + side),
+    }
+    if None not in (norm.south, norm.north, norm.west, norm.east):
+        extent = {"lat": (norm.south, norm.north), "lon": (norm.west, norm.east)}
+    if norm.time_origin is not None and norm.time_scale is not None:
+        extent["time"] = (norm.time_origin - norm.time_scale, norm.time_origin + norm.time_scale)
+    return extent
+
+
+def _distance_outside(dim: str, values: np.ndarray, low: float, high: float) -> float:
+    """How far the farthest value lies outside ``[low, high]`` (0 if none does).
+
+    Longitudes go round the globe, the shorter way: ``[170, 200]`` and ``[170, -160]`` are
+    both a range across the antimeridian.
+    """
+    if dim != "lon":
+        return float(np.max(np.maximum(low - values, values - high), initial=0.0))
+    half = ((high - low) % 360.0) / 2
+    offset = np.abs(wrap_longitude(values - (low + half)))
+    return float(np.max(offset - half, initial=0.0))
+
+
+def _warn_if_extrapolating(frames: list[pd.DataFrame], normalisation: Normalisation) -> None:
+    """Warns if rows (time, lat, lon) lie far outside the training region or years."""
+    scales = {"lat": normalisation.coord_scale, "lon": normalisation.coord_scale}
+    scales["time"] = normalisation.time_scale
+    names = {"lat": "° beyond the training latitudes", "lon": "° beyond the training longitudes"}
+    names["time"] = " years beyond the training years"
+    far = []
+    for dim, (low, high) in _training_extent(normalisation).items():
+        columns = [frame[dim].dropna().to_numpy() for frame in frames]
+        columns = [_decimal_years(c) if dim == "time" else c for c in columns if len(c)]
+        if not columns:
+            continue
+        values = np.concatenate(columns).astype(float)
+        distance = _distance_outside(dim, values, low, high)
+        if distance > EXTRAPOLATION_MARGIN * scales[dim]:
+            far.append(f"up to {distance:.3g}{names[dim]} {low:.6g} to {high:.6g}")
+    if far:
+        warnings.warn(
+            "predicting far outside the training data, where the model extrapolates: "
+            + "; ".join(far),
+            ExtrapolationWarning,
+            stacklevel=3,
+        )
+
+
+def _decimal_years(times: np.ndarray) -> np.ndarray:
+    """Times (datetime64 or cftime) in years, as :func:`aenp.data.climate.decimal_years`."""
+    return decimal_years(xr.DataArray(times, dims="time", coords={"time": times}))
+
+
 def _model_coordinate(dim: str, values: np.ndarray, normalisation: Normalisation) -> np.ndarray:
     """One input (time, lat, lon or elevation) in model units."""
     if dim == "time":
-        values = decimal_years(xr.DataArray(values, dims="time", coords={"time": values}))
+        values = _decimal_years(values)
     elif dim == "lon":
         values = wrap_longitude(values)
     return normalisation.normalise_input(dim, np.asarray(values, dtype=float))
@@ -310,52 +423,56 @@ def predict_files(
     """:func:`predict` from files to a file (what ``aenp predict`` runs).
 
     ``context`` and ``targets`` are CSV tables (stations) or netCDF/zarr grids; ``out`` is
-    written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``) by its suffix, first to a
-    temporary name, so an existing file is only replaced by a complete one. ``elevation`` (4-D
-    models) is an elevation file (see :func:`aenp.data.climate.open_elevation`) or
-    ``"terrain"``.
+    written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``, for CSV targets) by its
+    suffix, with :func:`aenp.files.atomic_write`: an existing file is only replaced by a
+    complete one, and an existing folder is never replaced. ``out`` is checked before
+    predicting. ``elevation`` (4-D models) is an elevation file (see
+    :func:`aenp.data.climate.open_elevation`) or ``"terrain"``.
 
     Raises:
-        ValueError: If ``out`` has another suffix, or as :func:`predict`.
+        InputError: If ``out`` has another suffix, one unlike the targets' kind (a table for
+            CSV targets, else a grid), or is an existing folder; for an unreadable file; or as
+            :func:`predict`.
+        MissingFileError: If an input file, or the folder that should hold ``out``, is missing.
     """
     out = Path(out)
     writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
     if out.suffix not in writers:
         raise InputError(f"--out must end in {', '.join(writers)}, got {out}")
+    table = Path(targets).suffix == ".csv"
+    if table != (out.suffix == ".csv"):
+        kind = "a table (CSV targets): use .csv" if table else "a grid: use .nc or .zarr"
+        raise InputError(f"the prediction will be {kind} for --out, got {out}")
     if elevation is not None:
         elevation = "terrain" if str(elevation) == "terrain" else open_elevation(elevation)
-    result = predict(
-        run_dir,
-        _read_table_or_grid(context, variable),
-        _read_table_or_grid(targets, None, values=False),
-        chunk_size=chunk_size,
-        elevation=elevation,
-    )
-    if isinstance(result, pd.DataFrame) != (out.suffix == ".csv"):
-        kind = "a table (CSV targets)" if isinstance(result, pd.DataFrame) else "a grid"
-        raise InputError(f"the prediction is {kind}; choose an --out suffix for it, got {out}")
-    tmp = out.with_name(f".{out.name}.partial")
-    if isinstance(result, pd.DataFrame):
-        result.to_csv(tmp, index=False)
-    else:
-        getattr(result, writers[out.suffix])(tmp)
-    if out.is_dir():
-        shutil.rmtree(out)
-    tmp.replace(out)
+    # Entering atomic_write checks out's folder before the prediction, which may take long.
+    with atomic_write(out) as tmp:
+        result = predict(
+            run_dir,
+            _read_table_or_grid(context, variable),
+            _read_table_or_grid(targets, None, values=False),
+            chunk_size=chunk_size,
+            elevation=elevation,
+        )
+        if table:
+            result.to_csv(tmp, index=False)
+        else:
+            getattr(result, writers[out.suffix])(tmp)
     return out
 
 
 def _read_table_or_grid(
     path: str | os.PathLike, variable: str | None, values: bool = True
 ) -> pd.DataFrame | xr.DataArray | xr.Dataset:
-    """A CSV file as a DataFrame, or a netCDF/zarr grid (its field, or just its coordinates)."""
+    """A CSV file as a DataFrame, or a netCDF/zarr grid (its field, or just its coordinates).
+
+    ``values``: the file is the context (a CSV needs a value column), not the targets.
+    """
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no file at {path}")
     if path.suffix == ".csv":
-        table = pd.read_csv(path)
-        times = [c for c in table.columns if str(c).lower() in ("time", "valid_time")]
-        return table.astype({c: "datetime64[ns]" for c in times})
+        return _read_table(path, values)
     if values:
         return open_field(path, variable)
     opener = xr.open_zarr if path.is_dir() else xr.open_dataset
@@ -363,6 +480,29 @@ def _read_table_or_grid(
         return opener(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
     except (OSError, ValueError) as error:
         raise InputError(f"cannot read {path} as netCDF or zarr: {error}") from error
+
+
+def _read_table(path: Path, values: bool) -> pd.DataFrame:
+    """A CSV table of stations (``values``) or target points, checked so errors name the file."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"{path} is empty; expected a CSV table: a header (e.g. lat,lon,value) and one row "
+            "per point"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path} as a CSV table: {error}") from error
+    for column in table.columns:
+        if str(column).lower() in ("time", "valid_time"):
+            try:
+                table[column] = table[column].astype("datetime64[ns]")
+            except (ValueError, TypeError) as error:
+                raise InputError(
+                    f"{path}: column {column!r} must hold dates such as 2020-07-01: {error}"
+                ) from error
+    _station_frame(table, need_value=values, what=str(path))
+    return table
 
 
 def _coords_frame(da: xr.DataArray) -> pd.DataFrame:
@@ -384,7 +524,7 @@ def _as_field(data: xr.DataArray | xr.Dataset) -> xr.DataArray:
 def _context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
     """Observed context points per task (columns time, lat, lon, value)."""
     if isinstance(context, pd.DataFrame):
-        frame = _station_frame(context, need_value=True)
+        frame = _station_frame(context, need_value=True, what="context")
     elif isinstance(context, xr.DataArray | xr.Dataset):
         field = normalise_conventions(_as_field(context))
         frame = _coords_frame(field)
@@ -401,43 +541,62 @@ def _context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
     return [group for _, group in frame.groupby("time", sort=True)]
 
 
-def _station_frame(frame: pd.DataFrame, need_value: bool) -> pd.DataFrame:
-    """A DataFrame's lat, lon, time (NaN if absent), elevation (if any) and value columns."""
+def _station_frame(frame: pd.DataFrame, need_value: bool, what: str) -> pd.DataFrame:
+    """A DataFrame's lat, lon, time (NaN if absent), elevation (if any) and value columns.
+
+    ``what`` names the table in errors: ``"context"``, ``"targets"`` or a file.
+    """
     columns = {str(c).lower(): c for c in frame.columns}
     lat = next((columns[n] for n in ("lat", "latitude") if n in columns), None)
     lon = next((columns[n] for n in ("lon", "longitude") if n in columns), None)
     if lat is None or lon is None:
-        raise InputError(f"a DataFrame needs lat and lon columns, got {list(frame.columns)}")
+        raise InputError(f"{what}: a table needs lat and lon columns, got {list(frame.columns)}")
+    if frame.empty:
+        raise InputError(f"{what}: the table has no rows; expected one row per point")
     time = next((columns[n] for n in ("time", "valid_time") if n in columns), None)
     elevation = columns.get("elevation")
     rows = pd.DataFrame(
         {
             "time": frame[time] if time is not None else np.nan,
-            "lat": frame[lat].to_numpy(dtype=float),
-            "lon": frame[lon].to_numpy(dtype=float),
+            "lat": _numeric(frame, lat, what),
+            "lon": _numeric(frame, lon, what),
         }
     )
     if not np.isfinite(rows[["lat", "lon"]].to_numpy()).all():
-        raise InputError("coordinates must be finite (NaN or infinite latitude or longitude)")
+        raise InputError(
+            f"{what}: coordinates must be finite (NaN or infinite latitude or longitude)"
+        )
     if elevation is not None:
-        rows["elevation"] = frame[elevation].to_numpy(dtype=float)
+        rows["elevation"] = _numeric(frame, elevation, what)
     if need_value:
         rest = [c for c in frame.columns if c not in (lat, lon, time, elevation)]
         if "value" in rest:
             rest = ["value"]
         if len(rest) != 1:
             raise InputError(
-                f"a context DataFrame needs exactly one value column besides lat, lon, time "
-                f"and elevation (or one named 'value'), got {rest}"
+                f"{what}: a context table needs exactly one value column besides lat, lon, "
+                f"time and elevation (or one named 'value'), got {rest}"
             )
-        rows["value"] = frame[rest[0]].to_numpy(dtype=float)
+        rows["value"] = _numeric(frame, rest[0], what)
     return rows
+
+
+def _numeric(frame: pd.DataFrame, column, what: str) -> np.ndarray:
+    """A column as float64 (empty cells NaN), or an error naming the column and a bad value."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = np.flatnonzero(values.isna() & frame[column].notna())
+    if len(bad):
+        raise InputError(
+            f"{what}: column {column!r} must hold numbers, got {frame[column].iloc[bad[0]]!r} "
+            f"in row {bad[0] + 1} of {len(frame)}"
+        )
+    return values.to_numpy(dtype=float)
 
 
 def _target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | None]:
     """Target coordinates as rows, and the target grid (None for DataFrame targets)."""
     if isinstance(targets, pd.DataFrame):
-        points = _station_frame(targets, need_value=False)
+        points = _station_frame(targets, need_value=False, what="targets")
         grid = None
     elif isinstance(targets, xr.DataArray | xr.Dataset):
         grid = targets

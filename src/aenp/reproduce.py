@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -19,6 +18,7 @@ from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.run import evaluate_run, load_per_task_loglik
 from aenp.evaluate.tables import ablation_table, comparisons_table, display_name, results_table
 from aenp.evaluate.terrain import departure_by_terrain, terrain_table
+from aenp.files import atomic_write, write_json
 from aenp.models.io import load
 from aenp.models.registry import strict_counterpart
 from aenp.train.run import (
@@ -66,6 +66,12 @@ def train_overrides(
     ]
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Writes a results file whole or not at all."""
+    with atomic_write(path) as partial:
+        partial.write_text(text)
+
+
 def _cpu_name() -> str:
     """The CPU's model name where the OS reports it, else the architecture."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -104,7 +110,8 @@ def reproduce(
     ``trainer.max_epochs=1``) apply to every model after the plan's own. Writes
     ``results.json``, ``results.md`` and figures to ``out``, and one run directory per model
     (``out/<key>``) that ``aenp evaluate`` can read again. Models already trained there resume
-    (or are skipped if finished).
+    (or are skipped if finished); one trained there with other settings is refused (see
+    :func:`aenp.train.run.train`), so other settings (a seed) need another ``out``.
     """
     plan = load_plan(experiment, scale)
     keys = models or plan["models"]
@@ -144,14 +151,14 @@ def reproduce(
     terrain = _terrain_rows(exp, trained)
     if terrain:
         summary["departure_by_terrain"] = terrain
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "results.json", summary)
     figures = experiment_figures(exp, trained, run_dirs, out)
     per_task = {key: load_per_task_loglik(run_dirs[key]) for key in keys}
     tables = [
         results_table(results, id_split, ood_split),
         comparisons_table(per_task, id_split, ood_split),
     ]
-    (out / "results.md").write_text(_markdown(summary, tables, figures, out))
+    _write_text(out / "results.md", _markdown(summary, tables, figures, out))
     return out
 
 
@@ -285,7 +292,7 @@ def ablate(
         "commands": commands,
         "rows": rows,
     }
-    (out / "ablation.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "ablation.json", summary)
     ood = exp.ood_splits[0] if exp.ood_splits else None
     table = ablation_table(parameter, rows, per_task, exp.evaluation_splits[0], ood)
     lines = [
@@ -295,7 +302,7 @@ def ablate(
         "",
         *_commands_block(commands),
     ]
-    (out / "ablation.md").write_text("\n".join(lines))
+    _write_text(out / "ablation.md", "\n".join(lines))
     return out
 
 

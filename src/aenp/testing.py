@@ -11,6 +11,7 @@ Shipped with the package so that anyone adding a backbone can test it the same w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,7 @@ from torch.distributions import Normal
 
 from aenp.data.batch import Batch, GridBatch
 from aenp.models.registry import build_model
+from aenp.nn.fixed_inputs import strictly_equivariant
 from aenp.nn.group_conv import transform
 
 Transform = Callable[[Batch], Batch]
@@ -59,6 +61,25 @@ def dihedral(g: tuple[int, int]) -> tuple[Transform, Callable[[Normal], Normal]]
         return Normal(_on_grid(pred.mean, g), _on_grid(pred.stddev, g))
 
     return on_batch, on_prediction
+
+
+def dihedral_points(g: tuple[int, int]) -> Transform:
+    """The action of a D4 element about the origin on the inputs of a 2-D point-set batch.
+
+    ``(k, m)`` mirrors the second coordinate if ``m``, then turns ``k`` quarter turns
+    ``(x0, x1) → (−x1, x0)``, as :func:`dihedral` moves the cells of a grid. Targets move
+    with the data, so predictions are invariant: no output transform is needed. Compose with
+    :func:`translation` for rotations about other points.
+    """
+    k, m = g
+
+    def act(x: torch.Tensor) -> torch.Tensor:
+        x0, x1 = x[..., 0], -x[..., 1] if m else x[..., 1]
+        for _ in range(k % 4):
+            x0, x1 = -x1, x0
+        return torch.stack([x0, x1], dim=-1)
+
+    return lambda batch: replace(batch, xc=act(batch.xc), xt=act(batch.xt))
 
 
 @torch.no_grad()
@@ -158,11 +179,16 @@ class ModelContract:
     Attributes:
         key: Registry key of the model under test.
         hparams: Hyper-parameters passed to :func:`aenp.build_model` (keep the model small).
+        dim_x: Input dimension of the tasks.
+        stationary_prior: Whether an empty context gives the same prediction at every target
+            (strictly, i.e. with fixed inputs zeroed): true of translation-equivariant
+            point-set models; a grid model's prediction changes near the edges of its grid.
     """
 
     key: ClassVar[str]
     hparams: ClassVar[dict[str, Any]] = {}
     dim_x: ClassVar[int] = 1
+    stationary_prior: ClassVar[bool] = False
 
     def build(self, dim_y: int = 1, dtype: torch.dtype = torch.float32):
         """The model under test, seeded and in evaluation mode."""
@@ -190,13 +216,30 @@ class ModelContract:
         by_tensors = model(batch.xc, batch.yc, batch.xt)
         torch.testing.assert_close(by_tensors.mean, model(batch).mean, rtol=0, atol=0)
 
-    def test_empty_context_gives_finite_prediction(self):
-        """An empty context set (``nc = 0``) gives a finite, prior-like prediction."""
-        model = self.build()
-        batch = self.batch(num_context=0)
+    def test_empty_context_gives_prior_like_prediction(self):
+        """With an empty context (``nc = 0``) each target's prediction is a prior marginal.
+
+        It is finite, and a function of that target's input alone: removing or reordering the
+        other targets changes nothing. A stationary prior is also the same at every target.
+        """
+        model = self.build(dtype=torch.float64)
+        batch = self.batch(num_context=0, dtype=torch.float64)
         pred = model(batch)
         assert pred.mean.shape == batch.yt.shape
         assert bool(torch.isfinite(pred.mean).all() and torch.isfinite(pred.stddev).all())
+        assert bool((pred.stddev > 0).all())
+        # The first two targets span the batch's box, so grid models build the same grid.
+        keep = torch.tensor([0, 1, 9, 4, 7, 2])
+        fewer = model(Batch(batch.xc, batch.yc, batch.xt[:, keep]))
+        torch.testing.assert_close(fewer.mean, pred.mean[:, keep], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(fewer.stddev, pred.stddev[:, keep], rtol=1e-9, atol=1e-9)
+        if self.stationary_prior:
+            with strictly_equivariant(model):
+                strict = model(batch)
+            for values in (strict.mean, strict.stddev):
+                torch.testing.assert_close(
+                    values, values[:, :1].expand_as(values), rtol=1e-9, atol=1e-9
+                )
 
     def test_batch_split_consistency(self):
         """Each task's prediction is the same in a batch as alone."""
@@ -214,6 +257,15 @@ class ModelContract:
         pred32 = self.build(dtype=torch.float32)(batch.to(torch.float32))
         assert pred64.mean.dtype == torch.float64
         torch.testing.assert_close(pred32.mean.double(), pred64.mean, rtol=1e-3, atol=1e-3)
+
+    def test_inputs_of_another_precision_are_cast_to_the_model(self):
+        """A float64 batch into a float32 model (and the reverse) predicts in the model's dtype."""
+        batch64 = self.batch(dtype=torch.float64)
+        model32, model64 = self.build(dtype=torch.float32), self.build(dtype=torch.float64)
+        down, up = model32(batch64), model64(batch64.to(torch.float32))
+        assert (down.mean.dtype, up.mean.dtype) == (torch.float32, torch.float64)
+        torch.testing.assert_close(down.mean, model32(batch64.to(torch.float32)).mean)
+        torch.testing.assert_close(up.mean, model64(batch64).mean, rtol=1e-4, atol=1e-4)
 
     def test_prediction_depends_on_context(self):
         """Changing the context outputs changes the prediction."""
@@ -238,5 +290,3 @@ class ModelContract:
             model(batch.xc, batch.yc, batch.xt[:, :0])
         with pytest.raises(TypeError, match="yc is required"):
             model(batch.xc, None, batch.xt)
-        with pytest.raises(TypeError, match=r"model's parameters are torch\.float32"):
-            model(batch.to(torch.float64))

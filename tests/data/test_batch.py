@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from aenp.data.batch import Batch
+from aenp.data.batch import Batch, GridBatch
+from aenp.testing import random_grid_batch
 
 
 def tensors(b=2, nc=3, nt=4, dx=1, dy=1):
@@ -58,3 +59,46 @@ def test_empty_context_is_valid():
 def test_bad_batches_are_named(change, error, match):
     with pytest.raises(error, match=match):
         Batch(*change(tensors()))
+
+
+def test_nan_outside_the_masks_is_allowed_but_not_inside():
+    batch = random_grid_batch(shape=(4, 5))
+    unused = ~(batch.context_mask | batch.target_mask)
+    assert bool(unused.any()) and bool(batch.y[unused].isnan().all())
+    for mask, task, value in (
+        (batch.context_mask, 1, torch.nan),
+        (batch.target_mask, 2, torch.inf),
+    ):
+        y = batch.y.clone()
+        row, col = mask[task].nonzero()[0]
+        y[task, row, col] = value
+        with pytest.raises(
+            ValueError, match=rf"at 1 context or target cell\(s\), in task\(s\) \[{task}\]"
+        ):
+            GridBatch(y, batch.context_mask, batch.target_mask, batch.axes)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda b: (b[0].long(), *b[1:]),
+            "y must be a floating-point torch.Tensor, got torch.int64",
+        ),
+        (
+            lambda b: (*b[:3], (torch.arange(4), b[3][1])),
+            r"axis 0 is torch.int64 on cpu but y is torch.float32 on cpu.*\.to\(y\)",
+        ),
+        (lambda b: (*b[:3], (b[3][0], b[3][1].double())), "axis 1 is torch.float64"),
+        (lambda b: (*b[:3], (b[3][0], b[3][1].numpy())), "axis 1 must be a torch.Tensor"),
+        (
+            lambda b: (*b[:4], torch.zeros(4, 5, 1, dtype=torch.float64)),
+            "extra_inputs is torch.float64",
+        ),
+    ],
+)
+def test_grid_tensors_of_another_type_are_named(change, match):
+    batch = random_grid_batch(shape=(4, 5))
+    fields = (batch.y, batch.context_mask, batch.target_mask, batch.axes)
+    with pytest.raises(TypeError, match=match):
+        GridBatch(*change(fields))

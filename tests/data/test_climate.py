@@ -15,6 +15,7 @@ from aenp.data.climate import (
     REGIONS,
     Normalisation,
     Region,
+    covering_region,
     decimal_years,
     default_data_path,
     elevation_at,
@@ -28,7 +29,9 @@ from aenp.data.climate import (
     select_split,
     select_years,
     terrain_elevation,
+    unwrap_longitude,
 )
+from aenp.errors import InputError
 
 YEARS = np.arange(2000, 2004)
 
@@ -256,6 +259,20 @@ def test_elevation_at_interpolates_bilinearly_and_names_points_outside():
     )
 
 
+def test_elevation_at_points_of_a_field_across_the_antimeridian():
+    lat, arc = np.arange(0.0, 11.0, 2.0), np.arange(170.0, 191.0, 2.0)  # 170°E to 170°W
+    la, lo = np.meshgrid(lat, arc, indexing="ij")
+    field = xr.DataArray(
+        1000 + 30 * la + 5 * lo, coords={"lat": lat, "lon": arc}, dims=("lat", "lon")
+    )
+    points_lat, points_lon = np.array([3.0, 5.0, 7.0]), np.array([175.0, -175.0, 185.0])
+    np.testing.assert_allclose(
+        elevation_at(field, points_lat, points_lon),
+        1000 + 30 * points_lat + 5 * np.array([175.0, 185.0, 185.0]),
+        rtol=1e-12,
+    )
+
+
 def test_terrain_elevation_averages_the_terrain_map_over_each_cell():
     pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
     from pvlib.location import lookup_altitude
@@ -272,6 +289,24 @@ def test_terrain_elevation_averages_the_terrain_map_over_each_cell():
     assert 1000 < expected < 2500  # the Great Basin
     with pytest.raises(ValueError, match="finer than the terrain map"):
         terrain_elevation(np.array([40.0, 40.01]), np.array([-100.0, -99.99]))
+
+
+def test_terrain_elevation_of_a_grid_across_the_antimeridian():
+    pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
+    lat = np.array([65.0, 67.0])  # Chukotka, where land lies on both sides of 180°
+    west, east = np.arange(171.0, 180.0, 2.0), np.arange(181.0, 190.0, 2.0)
+    # Each half alone is an ordinary grid, its outer cells bounded at 180°.
+    expected = np.concatenate(
+        [terrain_elevation(lat, west).values, terrain_elevation(lat, east - 360).values], axis=1
+    )
+    assert expected.max() > 100
+    # The same cells along their arc (171..189), or stored -179..-171 then 171..179.
+    across = terrain_elevation(lat, np.concatenate([west, east]))
+    np.testing.assert_allclose(across.values, expected, rtol=1e-12)
+    stored = np.concatenate([east - 360, west])
+    wrapped = terrain_elevation(lat, stored)
+    np.testing.assert_allclose(wrapped.values, np.roll(expected, 5, axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(wrapped["lon"].values, stored)
 
 
 def test_observed_mask_matches_the_missing_values_written(tmp_path):
@@ -341,13 +376,83 @@ def test_select_region_refuses_empty_and_all_missing_selections(tmp_path):
         select_region(land, "0,10,-90,-70")
 
 
+def global_field():
+    return field(np.arange(-30.0, 31.0, 2.5), np.arange(-180.0, 180.0, 2.5))
+
+
+def test_a_region_across_the_antimeridian_is_continuous():
+    da = global_field()
+    lon = da["lon"].values
+    out = select_region(da, "-10,12.5,150,-110")
+    assert get_region("-10,12.5,150,-110").crosses_antimeridian
+    inside = (lon >= 150) | (lon <= -110)
+    # Every cell inside once, west to east over 180°: 150 ... 177.5, 180 (= -180) ... 250.
+    np.testing.assert_allclose(out["lon"].values, np.arange(150.0, 250.1, 2.5), rtol=1e-12)
+    assert out.sizes["lon"] == inside.sum()
+    expected = grid_values(YEARS, out["lat"].values, out["lon"].values)
+    np.testing.assert_allclose(out.values, expected, rtol=1e-12)
+    # A box reaching 180° from either side.
+    assert select_region(da, "0,10,170,-180")["lon"].values[-1] == 180.0
+    assert select_region(da, "0,10,-180,-170")["lon"].values[0] == -180.0
+
+
+def test_normalisation_of_a_region_across_the_antimeridian():
+    region = select_region(global_field(), "-10,10,150,-110")
+    norm = Normalisation.fit(region)
+    assert (norm.lon_origin, norm.coord_scale) == (200.0, 50.0)
+    _, x_lon = norm.normalise_coords(region["lat"].values, region["lon"].values)
+    np.testing.assert_allclose(x_lon, np.linspace(-1, 1, 41), rtol=1e-12)
+    # Any convention of one longitude is one model input: 170°W, 190°E, 550°E.
+    _, same = norm.normalise_coords(0.0, np.array([-170.0, 190.0, 550.0]))
+    np.testing.assert_allclose(same, [-0.2, -0.2, -0.2], rtol=1e-12)
+    # A Pacific-only file stores its cells as -180..-110 and 150..180: the same fit.
+    stored = region.assign_coords(lon=(region["lon"].values + 180) % 360 - 180)
+    again = Normalisation.fit(stored.sortby("lon"))
+    assert (again.lon_origin, again.coord_scale) == (norm.lon_origin, norm.coord_scale)
+    assert again.value_mean == pytest.approx(norm.value_mean, rel=1e-12)
+
+
+def test_ordinary_longitudes_normalise_exactly_as_before():
+    norm = Normalisation.fit(training_field())
+    near = np.linspace(norm.lon_origin - 179.9, norm.lon_origin + 179.9, 1001)
+    assert np.array_equal(
+        norm.normalise_input("lon", near), (near - norm.lon_origin) / norm.coord_scale
+    )
+    for grid in (np.arange(-135.0, -44.0, 1.875), np.arange(-179.9, 180.0, 0.2)):
+        assert np.array_equal(unwrap_longitude(grid), grid)
+
+
+def test_unwrap_longitude_takes_the_shortest_arc():
+    np.testing.assert_array_equal(unwrap_longitude([-170.0, 170.0, 175.0]), [190, 170, 175])
+    np.testing.assert_array_equal(unwrap_longitude([0.0, 90.0, 350.0]), [0, 90, -10])
+    every = np.arange(-180.0, 180.0, 30.0)  # around the globe: kept in [-180, 180)
+    np.testing.assert_array_equal(unwrap_longitude(every), every)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((-135.0, -90.0), (-89.0, -45.0), (-135.0, -45.0)),
+        ((150.0, -110.0), (-100.0, -90.0), (150.0, -90.0)),
+        ((-170.0, -160.0), (160.0, 170.0), (160.0, -160.0)),
+        ((0.0, 10.0), (170.0, -170.0), (0.0, -170.0)),
+        ((-180.0, 0.0), (10.0, 180.0), (10.0, 0.0)),
+        ((-180.0, 0.0), (0.0, 180.0), (-180.0, 180.0)),
+    ],
+)
+def test_covering_region_goes_the_shorter_way_round(a, b, expected):
+    box = covering_region("box", Region("a", (0.0, 1.0), a), Region("b", (-1.0, 2.0), b))
+    assert box.lon == expected and box.lat == (-1.0, 2.0)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ("atlantis", "unknown region 'atlantis'; known: europe"),
         ("10,5,0,1", "south < north"),
-        ("0,10,20,10", "west < east"),
-        ("0,10,170,200", "west < east <= 180"),
+        ("0,10,20,20", r"west != east \(west > east for a box crossing the antimeridian"),
+        ("0,10,180,-180", "west != east"),
+        ("0,10,170,200", r"-180 <= west, east <= 180.*got \(170.0, 200.0\)"),
         ("1,2,3", "four numbers"),
         ("a,b,c,d", "four numbers"),
     ],
@@ -436,8 +541,15 @@ def test_normalisation_round_trips_exactly():
     rng = np.random.default_rng(1)
     y, lat, lon, t = (rng.normal(scale=100.0, size=50) for _ in range(4))
     np.testing.assert_allclose(norm.denormalise_values(norm.normalise_values(y)), y, rtol=1e-12)
-    back = norm.denormalise_coords(*norm.normalise_coords(lat, lon))
-    np.testing.assert_allclose(back, (lat, lon), rtol=1e-12)
+    back_lat, back_lon = norm.denormalise_coords(*norm.normalise_coords(lat, lon))
+    np.testing.assert_allclose(back_lat, lat, rtol=1e-12)
+    # Longitude is periodic: it comes back within half a turn of the origin.
+    turns = (back_lon - lon) / 360
+    np.testing.assert_allclose(turns, np.round(turns), atol=1e-12)
+    assert np.all(np.abs(back_lon - norm.lon_origin) <= 180)
+    inside = np.abs(lon - norm.lon_origin) < 180
+    assert inside.sum() > 20
+    np.testing.assert_allclose(back_lon[inside], lon[inside], rtol=1e-12)
     np.testing.assert_allclose(norm.denormalise_time(norm.normalise_time(t)), t, rtol=1e-12)
     difference = norm.normalise_values(y[1:]) - norm.normalise_values(y[:-1])
     np.testing.assert_allclose(norm.denormalise_std(difference), np.diff(y), rtol=1e-10)
@@ -480,6 +592,31 @@ def test_open_field_errors(tmp_path):
     ds.rename(latitude="row").to_netcdf(tmp_path / "nolat.nc")
     with pytest.raises(ValueError, match=r"nolat.nc: no latitude coordinate.*'row'"):
         open_field(tmp_path / "nolat.nc")
+    text = ds.assign(t2m=ds["t2m"].astype(str))
+    text.to_netcdf(tmp_path / "text.nc")
+    with pytest.raises(InputError, match=r"text.nc: field 't2m' holds values of dtype <U"):
+        open_field(tmp_path / "text.nc")
+
+
+@pytest.mark.parametrize("as_coordinates", [True, False])
+def test_a_curvilinear_grid_is_refused_with_what_to_do(tmp_path, as_coordinates):
+    y, x = np.meshgrid(np.arange(4.0), np.arange(5.0), indexing="ij")
+    ds = xr.Dataset(
+        {"tas": (("time", "rlat", "rlon"), np.ones((2, 4, 5)))},
+        coords={"time": [0, 1], "lat": (("rlat", "rlon"), 40 + y + 0.1 * x)},
+    )
+    ds["lon"] = (("rlat", "rlon"), 10 + x - 0.1 * y)
+    if as_coordinates:
+        ds = ds.set_coords("lon")
+    ds.to_netcdf(tmp_path / "rcm.nc")
+    message = (
+        r"rcm.nc: the grid is curvilinear: latitude 'lat' is 2-D with dims \('rlat', 'rlon'\)"
+        r".*regular latitude-longitude grid.*xESMF.*CDO"
+    )
+    with pytest.raises(InputError, match=message):
+        open_field(tmp_path / "rcm.nc")
+    with pytest.raises(InputError, match="curvilinear"):
+        normalise_conventions(ds.set_coords("lon")["tas"])
 
 
 @pytest.fixture(scope="module")

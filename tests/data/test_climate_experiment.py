@@ -210,6 +210,96 @@ def test_four_dimensional_tasks_need_elevation_at_every_observed_cell(field, tmp
         make(field, dims=4, elevation=str(tmp_path / "north_only.nc"))
 
 
+PACIFIC_LAT = np.arange(-9.75, 10, 0.5)  # 40 rows
+PACIFIC_LON = np.arange(140.25, 260, 0.5)  # 240 columns, 140°E to 100°W across 180°
+
+
+def pacific_altitude(lat, lon):
+    """An elevation (m), periodic in longitude like the globe."""
+    return 500 + 20 * lat + 300 * np.sin(np.radians(lon))
+
+
+@pytest.fixture(scope="module")
+def pacific(tmp_path_factory):
+    """A Pacific field with its own elevation, stored 0-360 as regional downloads are."""
+    year, la, lo = np.meshgrid(YEARS, PACIFIC_LAT, PACIFIC_LON, indexing="ij")
+    la2, lo2 = np.meshgrid(PACIFIC_LAT, PACIFIC_LON, indexing="ij")
+    ds = xr.Dataset(
+        {
+            "t2m": (("time", "lat", "lon"), temperature(la, lo, year)),
+            "ASurf": (("lat", "lon"), pacific_altitude(la2, lo2), {"units": "m"}),
+        },
+        coords={
+            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS],
+            "lat": PACIFIC_LAT,
+            "lon": PACIFIC_LON,
+        },
+    )
+    path = tmp_path_factory.mktemp("pacific") / "pacific.nc"
+    ds.to_netcdf(path)
+    return str(path)
+
+
+def test_regions_across_the_antimeridian_give_continuous_tasks(pacific):
+    experiment = make(
+        pacific,
+        dims=4,
+        train_region="-10,10,172,-172",
+        ood_region="-10,10,-170,-140",
+        window=2,
+    )
+    norm = experiment.normalisation
+    assert (norm.lon_origin, norm.coord_scale) == (180.0, 9.75)  # 172.25°E to 172.25°W
+    generator, crossing = torch.Generator().manual_seed(0), 0
+    batches = [experiment.sample_train(2, generator) for _ in range(8)]
+    batches += [item.batch for item in experiment.split("ood", 4, 2)]
+    for batch in batches:
+        _, x_lat, x_lon = batch.axes
+        lat, lon = norm.denormalise_coords(x_lat.double().numpy(), x_lon.double().numpy())
+        # Cells half a degree apart, never a jump of a full turn.
+        np.testing.assert_allclose(np.diff(lon), 0.5, rtol=1e-5)
+        crossing += lon.min() < 180 < lon.max()
+        la, lo = np.meshgrid(lat, lon, indexing="ij")
+        metres = batch.extra_inputs[0, ..., 0].double().numpy() * norm.elevation_scale
+        np.testing.assert_allclose(
+            metres + norm.elevation_origin, pacific_altitude(la, lo), rtol=1e-5
+        )
+        used = (batch.context_mask | batch.target_mask)[0, 0].numpy()
+        kelvin = norm.denormalise_values(batch.y[0, 0, ..., 0].double().numpy())
+        trend = (kelvin - temperature(la, lo, 1990))[used] / 0.1  # years since 1990
+        np.testing.assert_allclose(trend, np.round(trend[0]), atol=0.01)
+    assert crossing > 0
+    figure = experiment.figure_field()
+    np.testing.assert_allclose(figure["lon"].values, np.arange(172.25, 220, 0.5), rtol=1e-12)
+    assert experiment.train_edge == 188.0  # 172°W on the figure's axis
+
+
+def test_ood_patches_opposite_the_training_region_stay_continuous(tmp_path):
+    lat, lon = np.arange(-9.0, 10.0, 2.0), np.arange(0.0, 360.0, 2.0)  # a global field
+    year, la, lo = np.meshgrid(YEARS, lat, lon, indexing="ij")
+    da = xr.DataArray(
+        temperature(la, lo, year),
+        dims=("time", "lat", "lon"),
+        coords={
+            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS],
+            "lat": lat,
+            "lon": lon,
+        },
+        name="t2m",
+    )
+    da.to_netcdf(tmp_path / "global.nc")
+    # Trained around 0°; the OOD region straddles 180°, where model longitudes turn over.
+    experiment = make(
+        str(tmp_path / "global.nc"),
+        train_region="-10,10,-10,10",
+        ood_region="-10,10,170,-170",
+        patch=8,
+    )
+    for item in experiment.split("ood", 4, 2):
+        steps = np.diff(item.batch.axes[1].double().numpy())
+        np.testing.assert_allclose(steps, 2.0 / experiment.normalisation.coord_scale, rtol=1e-5)
+
+
 def test_bad_options_are_named(field):
     with pytest.raises(ValueError, match="dims must be 2"):
         make(field, dims=5)

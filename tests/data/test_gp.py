@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from aenp.data.gp import (
     load_exported_tasks,
     switching_kernels,
 )
+from aenp.errors import InputError, MissingFileError
 
 NOISE_STD = 0.1
 # The six gp1d kernels of the design, (changepoint, lengthscale left, lengthscale right), in the
@@ -354,20 +356,41 @@ def test_export_layout_for_other_libraries(tmp_path, val_items):
         )
 
 
-def test_export_keeps_existing_file_when_writing_fails(tmp_path, val_items, monkeypatch):
-    path = tmp_path / "tasks.npz"
+@pytest.mark.parametrize("suffix", [".npz", ".nc"])
+def test_export_keeps_existing_file_when_writing_fails(tmp_path, val_items, monkeypatch, suffix):
+    path = tmp_path / f"tasks{suffix}"
     export_tasks(path, val_items[:1], gp1d_generator("val"))
 
-    def failing_savez(file, **arrays):
-        file.write(b"partial")
+    def write_then_fail(file, *args, **kwargs):
+        if suffix == ".npz":
+            file.write(b"partial")
+        else:
+            Path(file).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", failing_savez)
+    if suffix == ".npz":
+        monkeypatch.setattr(np, "savez", write_then_fail)
+    else:
+        monkeypatch.setattr(xr.Dataset, "to_netcdf", lambda self, *a, **k: write_then_fail(*a))
     with pytest.raises(OSError, match="disk full"):
         export_tasks(path, val_items, gp1d_generator("val"))
     monkeypatch.undo()
     assert len(load_exported_tasks(path)) == 1
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    # The next export succeeds.
+    export_tasks(path, val_items, gp1d_generator("val"))
+    assert len(load_exported_tasks(path)) == len(val_items)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_export_refuses_a_folder_and_a_missing_folder(tmp_path, val_items):
+    (tmp_path / "tasks.nc").mkdir()
+    (tmp_path / "tasks.nc" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is an existing folder; aenp does not delete folders"):
+        export_tasks(tmp_path / "tasks.nc", val_items, gp1d_generator("val"))
+    assert (tmp_path / "tasks.nc" / "notes.txt").read_text() == "mine"
+    with pytest.raises(MissingFileError, match=r"folder .*absent.* does not exist"):
+        export_tasks(tmp_path / "absent" / "tasks.nc", val_items, gp1d_generator("val"))
 
 
 def test_load_errors(tmp_path, val_items):

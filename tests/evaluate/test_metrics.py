@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 import aenp
@@ -8,6 +9,7 @@ from aenp.data.experiments import EvaluationBatch, get_experiment
 from aenp.evaluate.metrics import evaluate_splits, mean_and_stderr, per_task_metrics
 from aenp.evaluate.tables import results_table
 from aenp.nn.fixed_inputs import FixedInputs
+from aenp.testing import random_batch, random_grid_batch
 
 SMALL = {"channels": 8, "num_layers": 2, "points_per_unit": 16}
 
@@ -105,3 +107,91 @@ def test_small_estimates_keep_their_significant_digits():
 
     assert estimate({"mean": 3.14e-4, "stderr": 2e-5}) == "3.14e-04 ± 2.00e-05"
     assert estimate({"mean": 0.5, "stderr": 0.01}) == "0.500 ± 0.010"
+
+
+def gaussian_loglik(y, mean, std):
+    """log N(y; mean, std²), written out (not through torch.distributions)."""
+    return -0.5 * np.log(2 * np.pi * std**2) - (y - mean) ** 2 / (2 * std**2)
+
+
+def approx_2d():
+    torch.manual_seed(0)
+    model = aenp.build_model(
+        "convcnp_approx", 2, 1, domain=[[-1.0, 1.0]] * 2, channels=4, num_layers=2
+    )
+    torch.nn.init.normal_(model.backbone.fixed_inputs.projection.weight)
+    return model.double().eval()
+
+
+@torch.no_grad()
+def test_loglik_is_averaged_over_each_tasks_targets_then_over_tasks():
+    torch.manual_seed(0)
+    model = aenp.build_model("convcnp", 1, 1, **SMALL).double().eval()
+    # Two batches with 3 and 40 targets per task: pooling all targets would weigh them unevenly.
+    batches = [random_batch(2, num_target=n, dtype=torch.float64, seed=n) for n in (3, 40)]
+    per_task, pooled, rmse = [], [], []
+    for batch in batches:
+        pred = model(batch)
+        mean, std, y = (t[..., 0].numpy() for t in (pred.mean, pred.stddev, batch.yt))
+        logliks = gaussian_loglik(y, mean, std)
+        per_task += list(logliks.mean(1))
+        pooled += list(logliks.ravel())
+        rmse += list(np.sqrt(((mean - y) ** 2).mean(1)))
+    metrics = per_task_metrics(model, [EvaluationBatch(b) for b in batches])
+    np.testing.assert_allclose(metrics["loglik"], per_task, rtol=1e-12)
+    np.testing.assert_allclose(metrics["rmse"], rmse, rtol=1e-12)
+    summary = evaluate_splits(model, {"test": [EvaluationBatch(b) for b in batches]})["test"]
+    assert summary["loglik"]["mean"] == pytest.approx(np.mean(per_task), rel=1e-12)
+    assert summary["loglik"]["stderr"] == pytest.approx(np.std(per_task, ddof=1) / 2, rel=1e-12)
+    assert summary["loglik"]["num_tasks"] == 4
+    assert abs(np.mean(per_task) - np.mean(pooled)) > 1e-3  # the order of averaging matters
+
+
+@torch.no_grad()
+def test_gridded_loglik_and_delta_equiv_count_only_target_cells():
+    model = approx_2d()
+    batch = random_grid_batch(dtype=torch.float64)
+    metrics = per_task_metrics(model, [EvaluationBatch(batch)])
+    pred = model(batch)
+    with aenp.strictly_equivariant(model):
+        strict = model(batch).mean[..., 0].numpy()
+    mean, std = pred.mean[..., 0].numpy(), pred.stddev[..., 0].numpy()
+    y, targets = batch.y[..., 0].numpy(), batch.target_mask.numpy()
+    for task in range(len(batch)):
+        cells = targets[task]
+        expected = gaussian_loglik(y[task][cells], mean[task][cells], std[task][cells]).mean()
+        assert metrics["loglik"][task].item() == pytest.approx(expected, rel=1e-12)
+        departure = np.abs(mean[task] - strict[task])[cells].mean()
+        assert metrics["delta_equiv"][task].item() == pytest.approx(departure, rel=1e-12)
+        assert departure > 0
+    assert bool(metrics["context_loglik"].isnan().all())  # not defined for grids
+
+
+@torch.no_grad()
+def test_delta_equiv_on_point_sets_is_the_mean_absolute_difference_of_the_means():
+    torch.manual_seed(0)
+    model = aenp.build_model("convcnp_approx", 1, 1, domain=[[-1.0, 1.0]], **SMALL).double()
+    torch.nn.init.normal_(model.backbone.fixed_inputs.projection.weight)
+    batch = random_batch(3, num_target=20, dtype=torch.float64)
+    mean = model.eval()(batch).mean[..., 0].numpy()
+    with aenp.strictly_equivariant(model):
+        strict = model(batch).mean[..., 0].numpy()
+    metrics = per_task_metrics(model, [EvaluationBatch(batch)])
+    np.testing.assert_allclose(metrics["delta_equiv"], np.abs(mean - strict).mean(1), rtol=1e-12)
+
+
+def test_gap_is_the_ground_truth_minus_the_model():
+    model = aenp.build_model("convcnp", 1, 1, **SMALL).eval()
+    items = split(16)
+    metrics = per_task_metrics(model, items)
+    truth = torch.cat([item.gt_loglik for item in items]).double()
+    torch.testing.assert_close(metrics["gt_loglik"], truth)
+    torch.testing.assert_close(metrics["gap"], truth - metrics["loglik"])
+    assert bool((metrics["gap"] > 0).all())  # an untrained model is far from the truth
+
+
+def test_stderr_needs_two_tasks_and_no_task_gives_no_mean():
+    single = mean_and_stderr(torch.tensor([2.5]))
+    assert (single["mean"], single["num_tasks"]) == (2.5, 1) and math.isnan(single["stderr"])
+    empty = mean_and_stderr(torch.tensor([math.nan, math.nan]))
+    assert empty["num_tasks"] == 0 and math.isnan(empty["mean"]) and math.isnan(empty["stderr"])

@@ -1,6 +1,9 @@
 """Every registry model passes the shipped contract (small sizes keep the suite fast)."""
 
-from aenp.testing import ModelContract
+import torch
+
+import aenp
+from aenp.testing import ModelContract, random_grid_batch
 
 SMALL_TNP = {"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 16}
 SMALL_CONVCNP = {"points_per_unit": 16, "channels": 8, "num_layers": 3}
@@ -15,11 +18,13 @@ class TestTNP(ModelContract):
 class TestTETNP(ModelContract):
     key = "tetnp"
     hparams = SMALL_TNP
+    stationary_prior = True
 
 
 class TestTETNPApprox(ModelContract):
     key = "tetnp_approx"
     hparams = {**SMALL_TNP, **SMALL_APPROX}
+    stationary_prior = True
 
 
 class TestConvCNP(ModelContract):
@@ -72,8 +77,20 @@ class TestPTTNP(ModelContract):
 class TestTEPTTNP(ModelContract):
     key = "tepttnp"
     hparams = SMALL_PT
+    stationary_prior = True
 
 
 class TestTEPTTNPApprox(ModelContract):
     key = "tepttnp_approx"
     hparams = {**SMALL_PT, **SMALL_APPROX}
+    stationary_prior = True
+
+
+def test_gridded_data_of_another_dtype_are_cast_to_the_model():
+    torch.manual_seed(0)
+    model = aenp.build_model("convcnp", 2, 1, **SMALL_CONVCNP).eval()
+    batch = random_grid_batch(dtype=torch.float64)
+    pred = model(batch)
+    assert pred.mean.dtype == torch.float32
+    expected = model(batch.to(torch.float32))
+    torch.testing.assert_close(pred.mean, expected.mean, rtol=1e-5, atol=1e-5)

@@ -197,7 +197,7 @@ def test_channel_inputs_are_checked_against_the_data():
             torch.ones(1, 8, 8, dtype=torch.bool),
             aenp.data.grid.Grid(random_grid_batch().axes),
         )
-    with pytest.raises(ValueError, match="channel_inputs must lie in \\[0, dim_x=2\\)"):
+    with pytest.raises(ValueError, match="channel_inputs must be < dim_x=2"):
         aenp.build_model("convcnp", 2, 1, channel_inputs=2)
     with pytest.raises(ValueError, match="give \\(None, None\\) for the rest of domain"):
         aenp.build_model("convcnp_approx", 3, 1, channel_inputs=1, domain=[[-1, 1]] * 3)

@@ -1,10 +1,13 @@
+import hashlib
 import json
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import aenp
+from aenp.models import io
 from aenp.testing import random_batch
 
 from .test_contract import SMALL_CONVCNP, SMALL_TNP
@@ -44,29 +47,65 @@ def test_missing_directory_is_a_clear_error(tmp_path):
         aenp.load(tmp_path / "nowhere")
 
 
-def test_corrupt_weights_are_a_clear_error(tmp_path):
+def edit_config(directory, **changes):
+    """Rewrites fields of a saved config; a value of None removes the field."""
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+def replace_weights(directory, weights):
+    """Writes ``weights`` and records their checksum, as a complete save of them would."""
+    save_file(weights, directory / "model.safetensors")
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    edit_config(directory, weights_sha256=digest)
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize(
+    "corrupt", [lambda path: path.write_bytes(b"not a safetensors file"), truncate]
+)
+def test_corrupt_weights_are_a_clear_error(tmp_path, corrupt):
     aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    corrupt(tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model\.safetensors is not the weights file .*config"):
+        aenp.load(tmp_path)
+    edit_config(tmp_path, weights_sha256=None)  # as saved before checksums were recorded
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         aenp.load(tmp_path)
 
 
-def test_truncated_weights_are_a_clear_error(tmp_path):
+def test_saves_without_a_checksum_still_load(tmp_path):
+    model = aenp.build_model("tetnp", 1, 1, **SMALL_TNP).eval()
+    aenp.save(model, tmp_path)
+    edit_config(tmp_path, weights_sha256=None)
+    batch = random_batch()
+    torch.testing.assert_close(aenp.load(tmp_path).eval()(batch).mean, model(batch).mean)
+
+
+def test_one_mis_shaped_tensor_is_named(tmp_path):
     aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path)
-    path = tmp_path / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ValueError, match="not a readable safetensors file"):
+    weights = load_file(tmp_path / "model.safetensors")
+    name = sorted(weights)[3]
+    assert weights[name].shape != (3, 3)
+    weights[name] = torch.zeros(3, 3)
+    replace_weights(tmp_path, weights)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} has shape \(3, 3\), expected "):
         aenp.load(tmp_path)
 
 
 def test_mismatched_weights_never_load_partially(tmp_path):
     aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    name = next(iter(weights))
-    weights[name] = torch.zeros(3, 3)
-    del weights[sorted(weights)[-1]]
-    save_file(weights, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"has shape \(3, 3\).*|missing"):
+    missing = sorted(weights)[-1]
+    del weights[missing]
+    weights["extra.weight"] = torch.zeros(2)
+    replace_weights(tmp_path, weights)
+    with pytest.raises(ValueError, match=rf"missing {re.escape(missing)}; unexpected extra"):
         aenp.load(tmp_path)
 
 
@@ -74,8 +113,75 @@ def test_weights_of_another_model_are_refused(tmp_path):
     aenp.save(aenp.build_model("tetnp", 1, 1, **SMALL_TNP), tmp_path / "a")
     aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(ValueError, match="not the weights file"):
+        aenp.load(tmp_path / "a")
+    edit_config(tmp_path / "a", weights_sha256=None)
     with pytest.raises(ValueError, match="does not match the 'tetnp' model"):
         aenp.load(tmp_path / "a")
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    first, second = sorted(weights)[:2]
+    weights[first].view(-1)[0] = torch.nan
+    weights[second].view(-1)[-1] = -torch.inf
+    replace_weights(tmp_path, weights)
+    with pytest.raises(ValueError, match=rf"NaN or infinite values in {first}; {second}\b"):
+        aenp.load(tmp_path)
+
+
+def test_interrupted_save_is_refused_and_the_next_save_succeeds(tmp_path, monkeypatch):
+    old = aenp.build_model("tnp", 1, 1, **SMALL_TNP).eval()
+    torch.manual_seed(1)
+    new = aenp.build_model("tnp", 1, 1, **SMALL_TNP).eval()
+    aenp.save(old, tmp_path)
+    written = io.atomic_write
+
+    def killed_before_the_config(path):
+        if path.name == "config.json":
+            raise KeyboardInterrupt
+        return written(path)
+
+    monkeypatch.setattr(io, "atomic_write", killed_before_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        aenp.save(new, tmp_path)
+    # New weights beside the old config: refused, naming both files.
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors is not the weights file .*config\.json"
+    ):
+        aenp.load(tmp_path)
+    monkeypatch.undo()
+    aenp.save(new, tmp_path)
+    batch = random_batch()
+    torch.testing.assert_close(aenp.load(tmp_path).eval()(batch).mean, new(batch).mean)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_unserialisable_metadata_leaves_the_saved_model_intact(tmp_path):
+    model = aenp.build_model("tnp", 1, 1, **SMALL_TNP).eval()
+    aenp.save(model, tmp_path)
+    other = aenp.build_model("tnp", 1, 1, **{**SMALL_TNP, "num_layers": 1})
+    with pytest.raises(ValueError, match="metadata must be JSON-serialisable"):
+        aenp.save(other, tmp_path, metadata={"loss": float("nan")})
+    batch = random_batch()
+    torch.testing.assert_close(aenp.load(tmp_path).eval()(batch).mean, model(batch).mean)
+
+
+def test_save_onto_a_file_is_refused(tmp_path):
+    (tmp_path / "m").write_text("mine")
+    with pytest.raises(ValueError, match="is a file; a model is saved as a folder"):
+        aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path / "m")
+    assert (tmp_path / "m").read_text() == "mine"
+
+
+def test_unknown_or_missing_devices_are_named(tmp_path):
+    aenp.save(aenp.build_model("tnp", 1, 1, **SMALL_TNP), tmp_path)
+    with pytest.raises(ValueError, match=r"map_location must name a device.*'gpu'"):
+        aenp.load(tmp_path, map_location="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available on this machine"):
+            aenp.load(tmp_path, map_location="cuda")
 
 
 def test_corrupt_config_is_a_clear_error(tmp_path):
@@ -85,4 +191,28 @@ def test_corrupt_config_is_a_clear_error(tmp_path):
         aenp.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"key": "tnp"}))
     with pytest.raises(ValueError, match="lacks required field"):
+        aenp.load(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
+        aenp.load(tmp_path)
+
+
+def test_config_fields_of_the_wrong_kind_are_named(tmp_path):
+    aenp.save(aenp.build_model("tetnp_approx", 1, 1, **SMALL_TNP), tmp_path)
+    for field in ("hparams", "approximate"):
+        config = json.loads((tmp_path / "config.json").read_text())
+        edit_config(tmp_path, **{field: [1, 2]})
+        with pytest.raises(ValueError, match=f"field '{field}' must be a mapping"):
+            aenp.load(tmp_path)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    edit_config(tmp_path, hparams={**SMALL_TNP, "num_layers": 0})
+    with pytest.raises(
+        ValueError, match=r"config\.json describes a model aenp cannot build: .*num_layers"
+    ):
+        aenp.load(tmp_path)
+
+
+def test_config_that_is_a_folder_is_named(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ValueError, match=r"config\.json is a folder"):
         aenp.load(tmp_path)

@@ -1,6 +1,16 @@
+import inspect
+import math
+
 import pytest
 
 import aenp
+from aenp.models.registry import (
+    APPROX_SUFFIX,
+    APPROXIMATE_HPARAMS,
+    APPROXIMATE_ONLY,
+    BUILDERS,
+    RULES,
+)
 
 
 def test_keys_of_the_design():
@@ -27,8 +37,10 @@ def test_unknown_hyperparameter_is_named():
 
 
 def test_bad_dimensions_are_refused():
-    with pytest.raises(ValueError, match="dim_x must be a positive integer"):
+    with pytest.raises(ValueError, match="dim_x must be a positive integer, got 0"):
         aenp.build_model("tnp", 0, 1)
+    with pytest.raises(TypeError, match=r"dim_y must be a positive integer, got True \(bool\)"):
+        aenp.build_model("tnp", 1, True)
 
 
 def test_non_equivariant_model_cannot_be_made_approximate():
@@ -46,3 +58,155 @@ def test_approximate_twice_is_refused():
     model = aenp.build_model("tetnp_approx", 1, 1)
     with pytest.raises(ValueError, match="already approximately equivariant"):
         aenp.approximate(model)
+
+
+def dim_x_of(key):
+    return 2 if key.startswith("equivcnp") else 1
+
+
+def hyperparameters(key):
+    """Every hyper-parameter name ``build_model`` accepts for ``key``."""
+    base = key.removesuffix(APPROX_SUFFIX)
+    names = set(inspect.signature(BUILDERS[base]).parameters) - {"dim_x", "dim_y"}
+    if key != base or base in APPROXIMATE_ONLY:
+        names |= set(APPROXIMATE_HPARAMS)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("key", aenp.model_keys())
+def test_every_hyperparameter_is_checked_before_building(key):
+    assert set(hyperparameters(key)) <= RULES.keys()
+    for name in hyperparameters(key):
+        with pytest.raises(TypeError, match=rf"model '{key}': hyper-parameter {name} must be "):
+            aenp.build_model(key, dim_x_of(key), 1, **{name: object()})
+
+
+@pytest.mark.parametrize(
+    ("key", "hparams", "error", "match"),
+    [
+        ("convcnp", {"channels": 0}, ValueError, "channels must be an integer >= 1, got 0"),
+        ("convcnp", {"channels": "64"}, TypeError, r"channels must be an integer >= 1, got '64'"),
+        ("convcnp", {"num_layers": -1}, ValueError, r"num_layers must be an integer in \[0, 100\]"),
+        (
+            "tnp",
+            {"num_layers": 0},
+            ValueError,
+            r"num_layers must be an integer in \[1, 100\], got 0",
+        ),
+        ("tetnp", {"num_layers": 101}, ValueError, r"num_layers must be an integer in \[1, 100\]"),
+        ("tetnp", {"embed_dim": 0}, ValueError, "embed_dim must be an integer >= 1, got 0"),
+        ("pttnp", {"num_layers": True}, TypeError, r"num_layers must be .*got True \(bool\)"),
+        (
+            "relaxed_convcnp",
+            {"num_layers": 0},
+            ValueError,
+            r"num_layers must be an integer in \[1,",
+        ),
+        (
+            "convcnp",
+            {"points_per_unit": 0},
+            ValueError,
+            "points_per_unit must be a finite number > 0",
+        ),
+        ("equivcnp", {"points_per_unit": math.inf}, ValueError, "points_per_unit must be a finite"),
+        ("convcnp", {"margin": -0.1}, ValueError, "margin must be a finite number >= 0, got -0.1"),
+        (
+            "convcnp",
+            {"kernel_size": 4},
+            ValueError,
+            "kernel_size must be an odd integer >= 1, got 4",
+        ),
+        ("equivcnp", {"kernel_size": 0}, ValueError, "kernel_size must be an odd integer >= 1"),
+        ("convcnp", {"cnn": "resnet"}, ValueError, r"cnn must be one of \['conv', 'unet'\]"),
+        ("tnp", {"min_std": 0.0}, ValueError, "min_std must be a finite number > 0, got 0.0"),
+        ("tnp", {"min_std": math.nan}, ValueError, "min_std must be a finite number > 0, got nan"),
+        ("tetnp", {"kernel_hidden": []}, ValueError, "kernel_hidden must be a non-empty list"),
+        (
+            "tetnp",
+            {"kernel_hidden": [16, 0]},
+            ValueError,
+            r"kernel_hidden must be a non-empty list of integers >= 1, got \[16, 0\]",
+        ),
+        ("tepttnp", {"num_pseudo_tokens": 0}, ValueError, "num_pseudo_tokens must be an integer"),
+        (
+            "tepttnp",
+            {"offset_scale": -1.0},
+            ValueError,
+            "offset_scale must be a finite number >= 0",
+        ),
+        ("relaxed_convcnp", {"num_banks": 0}, ValueError, "num_banks must be an integer >= 1"),
+        ("convcnp", {"channel_inputs": -1}, ValueError, "channel_inputs must be an integer >= 0"),
+        ("convcnp", {"channel_inputs": 1}, ValueError, r"channel_inputs must be < dim_x=1"),
+        ("convcnp", {"max_grid_points": 0}, ValueError, "max_grid_points must be an integer >= 1"),
+        ("tnp", {"num_heads": 3}, ValueError, "num_heads must divide embed_dim=128, got 3"),
+        ("tetnp", {"embed_dim": 12}, ValueError, "num_heads must divide embed_dim=12, got 8"),
+        (
+            "tetnp_approx",
+            {"p_drop": 1.5},
+            ValueError,
+            r"p_drop must be a number in \[0, 1\], got 1.5",
+        ),
+        (
+            "tetnp_approx",
+            {"num_fixed_inputs": -1},
+            ValueError,
+            "num_fixed_inputs must be an integer >= 1",
+        ),
+        (
+            "convcnp_approx",
+            {"hidden": [8, -8]},
+            ValueError,
+            "hidden must be a list of integers >= 1",
+        ),
+        (
+            "convcnp_approx",
+            {"domain": [[-1, 1], [-1, 1]]},
+            ValueError,
+            r"domain must have one \(low, high\) pair per input dimension \(dim_x=1\), got 2",
+        ),
+        ("convcnp_approx", {"domain": [[1, -1]]}, ValueError, r"domain must be None or a list"),
+        ("convcnp_approx", {"domain": [[None, 1.0]]}, ValueError, "domain must be None or a list"),
+        (
+            "convcnp_approx",
+            {"domain": [[None, None]]},
+            ValueError,
+            r"domain must .*\(not every input\)",
+        ),
+        (
+            "convcnp_approx",
+            {"domain": [-1, 1]},
+            TypeError,
+            r"domain must be .*got \[-1, 1\] \(list\)",
+        ),
+    ],
+)
+def test_bad_hyperparameters_are_named(key, hparams, error, match):
+    with pytest.raises(error, match=rf"model '{key}': hyper-parameter {match}"):
+        aenp.build_model(key, dim_x_of(key), 1, **hparams)
+
+
+@pytest.mark.parametrize(
+    ("key", "hparams"),
+    [
+        ("convcnp", {"num_layers": 0, "margin": 0, "points_per_unit": 8}),
+        ("equivcnp", {"num_layers": 0, "channels": 2, "points_per_unit": 2}),
+        ("tetnp_approx", {"p_drop": 0, "hidden": [], "kernel_hidden": (4, 4)}),
+        ("convcnp_approx", {"p_drop": 1, "domain": [[-1, 1]], "points_per_unit": 8}),
+        ("equivcnp_approx", {"domain": [[None, None], [0, 1]], "points_per_unit": 2}),
+    ],
+)
+def test_edges_of_the_valid_ranges_build(key, hparams):
+    assert aenp.build_model(key, dim_x_of(key), 1, **hparams).config["hparams"]
+
+
+@pytest.mark.parametrize(
+    ("key", "hparams", "match"),
+    [
+        ("tnp", {"ff_dim": 10**9}, r"is too large: 2\.57e\+12 parameters, more than the 1e\+09"),
+        ("convcnp", {"channels": 10**9}, r"is too large \(.*overflow"),
+        ("tepttnp_approx", {"num_fixed_inputs": 10**8}, "is too large"),
+    ],
+)
+def test_absurd_widths_are_refused_before_allocating(key, hparams, match):
+    with pytest.raises(ValueError, match=rf"model '{key}' with hyper-parameters .*{match}"):
+        aenp.build_model(key, 1, 1, **hparams)

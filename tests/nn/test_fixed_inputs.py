@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from aenp.nn.fixed_inputs import FixedInputs
+from aenp.models.registry import build_model
+from aenp.nn.fixed_inputs import FixedInputs, approximate
 
 
 def make(**kwargs):
@@ -74,3 +75,14 @@ def test_eval_mode_never_drops():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FixedInputs(dim_x=2, width=3, **kwargs)
+
+
+@pytest.mark.parametrize("domain", [[[-1.0, 1.0], [-1.0, 1.0]], []])
+def test_approximate_names_a_domain_of_the_wrong_dimension(domain):
+    model = build_model("convcnp", 1, 1, points_per_unit=8, channels=4, num_layers=1)
+    with pytest.raises(
+        ValueError,
+        match=rf"one \(low, high\) pair per input dimension \(dim_x=1\), got {len(domain)}",
+    ):
+        approximate(model, domain=domain)
+    assert model.backbone.fixed_inputs is None

@@ -1,40 +1,118 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from aenp.nn.cnn import ConvNet, UNet
-from aenp.nn.setconv import SetConvDecoder, SetConvEncoder, lattice_grid
+from aenp.nn.setconv import (
+    DEFAULT_MAX_GRID_POINTS,
+    SetConvDecoder,
+    SetConvEncoder,
+    lattice_grid,
+)
+
+F64 = torch.float64
 
 
-def test_grid_lies_on_the_lattice_and_covers_the_data():
-    x = torch.tensor([[[-1.23], [0.4]], [[2.71], [0.0]]], dtype=torch.float64)
+def axis_points(grid, d=0):
+    """Absolute coordinates of the grid along axis ``d``."""
+    return grid.absolute(torch.device("cpu")).axes[d]
+
+
+def test_grid_lies_on_the_half_lattice_and_covers_the_data():
+    x = torch.tensor([[[-1.23], [0.4]], [[2.71], [0.0]]], dtype=F64)
     grid = lattice_grid(x, points_per_unit=10, margin=0.1, multiple=8)
-    (axis,) = grid.axes
+    axis = axis_points(grid).numpy()
     assert len(axis) % 8 == 0
-    np.testing.assert_allclose((axis * 10).numpy(), np.round(axis.numpy() * 10), atol=1e-9)
+    np.testing.assert_allclose(axis * 20, np.round(axis * 20), atol=1e-9)
     assert axis[0] <= -1.33 and axis[-1] >= 2.81
-    np.testing.assert_allclose(np.diff(axis.numpy()), 0.1, atol=1e-12)
+    np.testing.assert_allclose(np.diff(axis), 0.1, atol=1e-12)
 
 
-def test_grid_moves_with_lattice_shifts():
-    x = torch.rand(3, 5, 2, dtype=torch.float64)
-    a = lattice_grid(x, 16, 0.1, 4)
-    b = lattice_grid(x + 9 / 16, 16, 0.1, 4)
-    assert a.shape == b.shape
-    for axis_a, axis_b in zip(a.axes, b.axes, strict=True):
-        torch.testing.assert_close(axis_b, axis_a + 9 / 16)
+def test_odd_padding_is_split_evenly_between_the_sides():
+    """The lattice box [-14, 28] has 43 points; padded to 48 the grid stays centred on it."""
+    x = torch.tensor([[[-1.33], [2.8]]], dtype=F64)
+    grid = lattice_grid(x, points_per_unit=10, margin=0.0, multiple=8)
+    axis = axis_points(grid)
+    assert grid.shape == (48,) and grid.offset == (0.5,)
+    torch.testing.assert_close(axis[0] + axis[-1], torch.tensor(1.4, dtype=F64))
+    torch.testing.assert_close(axis[0], torch.tensor(-1.65, dtype=F64))
+
+
+@pytest.mark.parametrize("multiple", [1, 4, 8])
+def test_grid_moves_with_lattice_shifts_however_far(multiple):
+    x = torch.rand(3, 5, 2, dtype=F64)
+    a = lattice_grid(x, 16, 0.1, multiple)
+    for cells in (9, -1, 2**20 + 3):
+        b = lattice_grid(x + cells / 16, 16, 0.1, multiple)
+        assert (b.shape, b.offset) == (a.shape, a.offset)
+        assert b.anchor == tuple(anchor + cells for anchor in a.anchor)
+        torch.testing.assert_close(b.cells(x + cells / 16), a.cells(x), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("multiple", [1, 4, 8])
+def test_grid_mirrors_and_turns_with_the_data(multiple):
+    """Mirroring about the origin reverses every axis; a quarter turn swaps the axes."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = 3 * torch.rand(2, 6, 2, generator=generator, dtype=F64) - 1
+        grid = lattice_grid(x, 8, 0.1, multiple)
+        mirrored = lattice_grid(-x, 8, 0.1, multiple)
+        turned = lattice_grid(torch.stack([-x[..., 1], x[..., 0]], dim=-1), 8, 0.1, multiple)
+        assert mirrored.shape == grid.shape and turned.shape == grid.shape[::-1]
+        for d in range(2):
+            torch.testing.assert_close(axis_points(mirrored, d), -axis_points(grid, d).flip(0))
+        torch.testing.assert_close(axis_points(turned, 0), -axis_points(grid, 1).flip(0))
+        torch.testing.assert_close(axis_points(turned, 1), axis_points(grid, 0))
+
+
+def test_grid_size_is_bounded_before_anything_is_allocated():
+    x = torch.tensor([[[0.0], [1e5]]], dtype=F64)
+    with pytest.raises(
+        ValueError,
+        match=r"span 1e\+05.*spacing 1/64 .*6,400,0\d\d points, more than max_grid_points = "
+        r"4,194,304; rescale the inputs, lower points_per_unit, or raise max_grid_points",
+    ):
+        lattice_grid(x, 64, 0.1, 8)
+    plane = torch.tensor([[[0.0, 0.0], [1e3, 1e3]]], dtype=F64)
+    with pytest.raises(ValueError, match=r"span 1000 × 1000; .* 64,016 × 64,016 = 4,098,048,256"):
+        lattice_grid(plane, 64, 0.1, 8)
+    assert lattice_grid(x / 1e3, 64, 0.1, 8, max_points=DEFAULT_MAX_GRID_POINTS).shape == (6416,)
+    with pytest.raises(ValueError, match="6,416 points, more than max_grid_points = 6,415"):
+        lattice_grid(x / 1e3, 64, 0.1, 8, max_points=6415)
+
+
+@pytest.mark.parametrize("far", [1e38, 1e300])
+def test_inputs_beyond_the_lattice_are_refused(far):
+    x = torch.full((1, 2, 1), far, dtype=torch.float32 if far < 1e39 else F64)
+    with pytest.raises(ValueError, match=r"inputs \(xc and xt\) reach \|x\| = 1e\+\d+, beyond"):
+        lattice_grid(x, 64, 0.1)
+
+
+def test_float32_inputs_too_far_out_to_resolve_the_lattice_warn():
+    near = torch.tensor([[[0.0], [1.0]]])
+    with pytest.warns(UserWarning, match=r"torch.float32 inputs reach \|x\| = 1e\+04.*float64"):
+        lattice_grid(near + 1e4, 64, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lattice_grid(near.double() + 1e4, 64, 0.1)
+        lattice_grid(near + 10, 64, 0.1)
 
 
 @pytest.mark.parametrize("dim_x", [1, 2])
-def test_encoder_matches_a_brute_force_sum(dim_x):
+@pytest.mark.parametrize("isotropic", [False, True])
+def test_encoder_matches_a_brute_force_sum(dim_x, isotropic):
     torch.manual_seed(0)
-    xc = torch.rand(2, 4, dim_x, dtype=torch.float64)
-    yc = torch.randn(2, 4, 3, dtype=torch.float64)
-    encoder = SetConvEncoder(dim_x, init_lengthscale=0.3).double()
-    grid = lattice_grid(xc, 8, 0.1)
+    xc = torch.rand(2, 4, dim_x, dtype=F64)
+    yc = torch.randn(2, 4, 3, dtype=F64)
+    encoder = SetConvEncoder(dim_x, init_lengthscale=0.3, isotropic=isotropic).double()
+    with torch.no_grad():
+        encoder.log_lengthscale.add_(torch.rand(encoder.log_lengthscale.shape, dtype=F64))
+    grid = lattice_grid(xc, 8, 0.1, multiple=4)
     h = encoder(xc, yc, grid)
     lengthscale = encoder.log_lengthscale.exp().detach().numpy()
-    points = grid.points().reshape(-1, dim_x).numpy()
+    points = grid.absolute(xc.device).points().reshape(-1, dim_x).numpy()
     for b in range(2):
         for i, g in enumerate(points):
             w = np.exp(-np.sum(((xc[b].numpy() - g) / lengthscale) ** 2, axis=1) / 2)
@@ -47,17 +125,36 @@ def test_encoder_matches_a_brute_force_sum(dim_x):
 
 def test_decoder_matches_a_brute_force_sum():
     torch.manual_seed(0)
-    xt = torch.rand(2, 5, 2, dtype=torch.float64)
-    grid = lattice_grid(xt, 4, 0.2)
-    h = torch.randn(2, *grid.shape, 3, dtype=torch.float64)
+    xt = torch.rand(2, 5, 2, dtype=F64)
+    grid = lattice_grid(xt, 4, 0.2, multiple=4)
+    h = torch.randn(2, *grid.shape, 3, dtype=F64)
     decoder = SetConvDecoder(2, init_lengthscale=0.25).double()
+    with torch.no_grad():
+        decoder.log_lengthscale[1] = -1.0
     lengthscale = decoder.log_lengthscale.exp().detach().numpy()
     out = decoder(grid, h, xt).detach().numpy()
-    points = grid.points().reshape(-1, 2).numpy()
+    points = grid.absolute(xt.device).points().reshape(-1, 2).numpy()
     for b in range(2):
         for t in range(5):
             w = np.exp(-np.sum(((points - xt[b, t].numpy()) / lengthscale) ** 2, axis=1) / 2)
             np.testing.assert_allclose(out[b, t], w @ h[b].reshape(-1, 3).numpy(), rtol=1e-10)
+
+
+def test_isotropic_set_convolutions_share_one_lengthscale():
+    assert SetConvEncoder(2, 0.3, isotropic=True).log_lengthscale.shape == (1,)
+    assert SetConvEncoder(2, 0.3).log_lengthscale.shape == (2,)
+
+
+def test_float32_module_reads_float64_positions_exactly_far_away():
+    """Distances are taken in float64 before the float32 work: far shifts change nothing."""
+    torch.manual_seed(0)
+    xc, yc = torch.rand(2, 4, 1, dtype=F64), torch.randn(2, 4, 1)
+    encoder = SetConvEncoder(1, init_lengthscale=0.3)
+    shift = 1e6 + 5 / 16
+    near = encoder(xc, yc, lattice_grid(xc, 16, 0.1))
+    far = encoder(xc + shift, yc, lattice_grid(xc + shift, 16, 0.1))
+    assert far.dtype == torch.float32
+    torch.testing.assert_close(far, near, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("cnn", [UNet(2, 4, 2, 3), ConvNet(2, 4, 2, 3)])

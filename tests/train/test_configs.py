@@ -50,9 +50,9 @@ def test_unknown_model_config_is_refused():
         compose_config(["model=gnp"])
 
 
-def test_run_dir_defaults_to_experiment_and_model():
-    cfg = compose_config(["model=tetnp"])
-    assert Path(cfg.run_dir) == Path("runs/gp1d/tetnp")
+def test_run_dir_defaults_to_experiment_model_and_seed():
+    assert Path(compose_config(["model=tetnp"]).run_dir) == Path("runs/gp1d/tetnp/seed0")
+    assert Path(compose_config(["model=tetnp", "seed=3"]).run_dir) == Path("runs/gp1d/tetnp/seed3")
 
 
 def test_unknown_experiment_is_refused_with_the_available_ones():

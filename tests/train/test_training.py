@@ -1,12 +1,27 @@
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import aenp
 from aenp.data.experiments import get_experiment
+from aenp.errors import InputError, InputTypeError
 from aenp.testing import random_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
-from aenp.train.run import compose_config, train, training_log, training_record
+from aenp.train.run import (
+    build_from_config,
+    compose_config,
+    experiment_from_config,
+    train,
+    training_log,
+    training_record,
+)
 
 TINY = {
     "tetnp_approx": [
@@ -29,14 +44,17 @@ TINY = {
 }
 
 
-def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=()):
+def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=(), run_dir=None):
+    """A run of 8 steps an epoch (64 tasks in batches of 8) at a learning rate of 1e-2."""
     return compose_config(
         [
             f"model={model}",
-            f"run_dir={tmp_path / model}",
+            f"run_dir={run_dir or tmp_path / model}",
+            "data.batch_size=8",
             "data.num_train_tasks=64",
             "data.num_val_tasks=32",
             "data.num_test_tasks=32",
+            "optimizer.lr=1e-2",
             f"trainer.max_epochs={epochs}",
             "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1",
@@ -44,6 +62,12 @@ def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=()):
             *extra,
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch run of a tiny ConvCNP (T̃); tests must leave it as it is."""
+    return train(tiny_config(tmp_path_factory.mktemp("finished")))
 
 
 SMALL_TRANSFORMER = {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16}
@@ -116,56 +140,178 @@ def test_validation_step_logs_the_validation_loglik(monkeypatch):
     torch.testing.assert_close(logged["val/loglik"], mean_loglik(model, batch))
 
 
-def test_train_writes_model_checkpoints_and_logs(tmp_path):
-    run_dir = train(tiny_config(tmp_path))
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert (run_dir / "config.yaml").is_file()
-    model = aenp.load(run_dir / "model")
-    assert aenp.model_name(model) == "convcnp_approx"
-    assert any(row.get("val/loglik") for row in training_log(run_dir))
+def test_training_step_returns_the_negative_mean_loglik_of_the_batch(monkeypatch):
+    model = aenp.build_model("convcnp", 1, 1, channels=8, num_layers=2)
+    module = NeuralProcessModule(model)
+    batch = get_experiment("gp1d").sample_train(4, torch.Generator().manual_seed(1))
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.update({name: value}))
+    loss = module.training_step(batch, 0)
+    # The Gaussian density written out, averaged over each task's targets, then over tasks.
+    pred = model(batch)
+    mean, std = pred.mean.detach(), pred.stddev.detach()
+    density = -0.5 * math.log(2 * math.pi) - std.log() - 0.5 * ((batch.yt - mean) / std) ** 2
+    expected = -density.sum(-1).mean(-1).mean()
+    torch.testing.assert_close(loss.detach(), expected)
+    torch.testing.assert_close(logged["train/loss"].detach(), expected)
+    assert loss.requires_grad
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
-    train(tiny_config(tmp_path, epochs=1))
-    first = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
-    # Starting the same run again with a longer budget continues where it stopped.
-    train(tiny_config(tmp_path, epochs=2))
-    second = torch.load(tmp_path / "convcnp_approx/checkpoints/last.ckpt", weights_only=True)
-    assert first["epoch"] == 0 and second["epoch"] == 1
-    assert second["global_step"] == 2 * first["global_step"]
-    # The logs of both starts are kept, one validation per epoch.
-    assert [r["epoch"] for r in training_log(tmp_path / "convcnp_approx") if r["val/loglik"]] == [
-        "0",
-        "1",
-    ]
+def test_training_improves_the_validation_loglik(finished_run):
+    cfg = tiny_config(None, run_dir=finished_run)
+    L.seed_everything(cfg.seed, verbose=False)
+    untrained = build_from_config(cfg).eval()  # seeded as train() seeds its model
+    trained = aenp.load(finished_run / "model").eval()
+    validation = experiment_from_config(cfg).split("val", 32, 16)
+    with torch.no_grad():
+        before, after = (
+            sum(float(mean_loglik(model, item.batch)) for item in validation)
+            for model in (untrained, trained)
+        )
+    assert after > before + 1.0
 
 
-def test_finished_run_started_again_is_left_as_it_is(tmp_path):
-    run_dir = train(tiny_config(tmp_path, epochs=1))
-    record = training_record(run_dir)
-    weights = (run_dir / "model" / "model.safetensors").read_bytes()
-    assert record["seconds"] > 0
-    train(tiny_config(tmp_path, epochs=1))
-    assert training_record(run_dir) == record
-    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights
-    assert len(list((run_dir / "logs").glob("version_*"))) == 1
+def test_train_writes_model_checkpoints_and_logs(finished_run):
+    assert (finished_run / "checkpoints" / "best.ckpt").is_file()
+    assert (finished_run / "checkpoints" / "last.ckpt").is_file()
+    assert (finished_run / "config.yaml").is_file()
+    assert aenp.model_name(aenp.load(finished_run / "model")) == "convcnp_approx"
+    assert any(row.get("val/loglik") for row in training_log(finished_run))
+    assert not list(finished_run.rglob("*.partial*"))
 
 
-def test_last_checkpoint_is_the_latest_epoch_even_without_improvement(tmp_path):
-    # With a zero learning rate the validation score never improves after the first epoch.
-    run_dir = train(tiny_config(tmp_path, epochs=2, extra=["optimizer.lr=0"]))
+def run_files(run_dir):
+    """Every file of a run directory but its logs, with its bytes."""
+    return {
+        path.relative_to(run_dir): path.read_bytes()
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file() and "logs" not in path.parts
+    }
+
+
+def test_finished_run_started_again_is_left_as_it_is(finished_run):
+    files = run_files(finished_run)
+    assert training_record(finished_run)["seconds"] > 0
+    train(tiny_config(None, run_dir=finished_run))
+    assert run_files(finished_run) == files
+    assert len(list((finished_run / "logs").glob("version_*"))) == 1
+
+
+def test_finished_run_ignores_presentation_settings(finished_run):
+    files = run_files(finished_run)
+    train(tiny_config(None, run_dir=finished_run, extra=["trainer.enable_progress_bar=true"]))
+    assert run_files(finished_run) == files
+    assert len(list((finished_run / "logs").glob("version_*"))) == 1
+
+
+def test_finished_run_refuses_another_config_naming_what_differs(finished_run):
+    files = run_files(finished_run)
+    changed = tiny_config(None, run_dir=finished_run, extra=["seed=7", "optimizer.lr=0.1"])
+    with pytest.raises(InputError) as error:
+        train(changed)
+    assert "optimizer.lr: 0.01 → 0.1" in str(error.value)
+    assert "seed: 0 → 7" in str(error.value)
+    assert "trainer" not in str(error.value)
+    assert run_files(finished_run) == files
+
+
+def test_run_dir_of_another_architecture_is_refused(finished_run):
+    files = run_files(finished_run)
+    with pytest.raises(InputError, match=r"model\.key: 'convcnp_approx' → 'tnp'"):
+        train(tiny_config(None, model="tnp", run_dir=finished_run))
+    assert run_files(finished_run) == files
+
+
+def test_started_run_refuses_another_config(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "convcnp_approx"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"epoch 0")
+    files = run_files(run_dir)
+    with pytest.raises(InputError, match=r"data.batch_size: 8 → 4\)"):
+        train(tiny_config(tmp_path, extra=["data.batch_size=4"]))
+    assert run_files(run_dir) == files
+
+
+def test_aenp_train_refuses_another_config_with_a_message_and_rewrites_no_record(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "convcnp_approx"
+    run_dir.mkdir()
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    files = run_files(run_dir)
+    overrides = [f"run_dir={run_dir}", "optimizer.lr=0.5", "model.hparams.channels=8"]
+    done = subprocess.run(
+        [sys.executable, "-m", "aenp.cli", "train", "model=convcnp_approx", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("aenp train: error: ")
+    assert "optimizer.lr: 0.01 → 0.5" in done.stderr
+    assert "Traceback" not in done.stderr
+    after = run_files(run_dir)
+    assert {path: after.get(path) for path in files} == files
+    assert not (run_dir / ".hydra").exists()  # Hydra's copy of the config would be rewritten
+
+
+def test_default_run_dir_holds_one_seed():
+    assert compose_config(["seed=1"]).run_dir != compose_config(["seed=2"]).run_dir
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        (
+            "data.batch_size=abc",
+            InputTypeError,
+            "data.batch_size must be a positive integer, got 'abc'",
+        ),
+        ("data.batch_size=1.5", InputTypeError, "data.batch_size must be a positive integer"),
+        ("data.batch_size=0", InputError, "data.batch_size must be a positive integer, got 0"),
+        ("data.num_train_tasks=-16", InputError, "data.num_train_tasks must be a positive"),
+        ("data.num_val_tasks=0", InputError, "data.num_val_tasks must be a positive integer"),
+        ("optimizer.lr=0", InputError, "optimizer.lr must be a finite number > 0, got 0"),
+        ("optimizer.lr=-1e-3", InputError, "optimizer.lr must be a finite number > 0"),
+        ("optimizer.lr=abc", InputTypeError, "optimizer.lr must be a finite number > 0"),
+        ("optimizer.weight_decay=-1", InputError, "optimizer.weight_decay must be a finite"),
+        ("optimizer.cosine_schedule=maybe", InputTypeError, "cosine_schedule must be true or"),
+        ("trainer.max_epochs=0", InputError, "trainer.max_epochs must be a positive integer"),
+        ("seed=-1", InputError, r"seed must be an integer in \[0, 2\*\*32 - 1\], got -1"),
+    ],
+)
+def test_settings_of_the_wrong_type_or_range_are_refused_naming_the_key(
+    tmp_path, override, error, message
+):
+    with pytest.raises(error, match=message):
+        train(tiny_config(tmp_path, extra=[override]))
+    assert not (tmp_path / "convcnp_approx").exists()
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_without_improvement(tmp_path, monkeypatch):
+    def worse_every_epoch(self, batch, batch_idx):
+        self.log("val/loglik", -float(self.current_epoch), batch_size=len(batch))
+
+    monkeypatch.setattr(NeuralProcessModule, "validation_step", worse_every_epoch)
+    run_dir = train(tiny_config(tmp_path, epochs=2))
     last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     best = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
     assert (best["epoch"], last["epoch"]) == (0, 1)
 
 
-def test_finished_run_ignores_presentation_settings(tmp_path):
-    run_dir = train(tiny_config(tmp_path, epochs=1))
-    record = training_record(run_dir)
-    train(tiny_config(tmp_path, epochs=1, extra=["trainer.enable_progress_bar=true"]))
-    assert training_record(run_dir) == record
-    assert len(list((run_dir / "logs").glob("version_*"))) == 1
+def test_training_stream_changes_with_the_epoch_and_repeats_for_the_same_seed_epoch_and_rank():
+    def first_batch(seed, epoch, rank=0):
+        data = TaskDataModule(
+            lambda n, generator: torch.rand(n, generator=generator), [], 64, 4, seed=seed
+        )
+        data.trainer = SimpleNamespace(current_epoch=epoch, global_rank=rank, world_size=2)
+        return next(iter(data.train_dataloader()))
+
+    assert torch.equal(first_batch(seed=3, epoch=5), first_batch(seed=3, epoch=5))
+    assert not torch.equal(first_batch(seed=3, epoch=0), first_batch(seed=3, epoch=1))
+    assert not torch.equal(first_batch(seed=3, epoch=0), first_batch(seed=4, epoch=0))
+    assert not torch.equal(first_batch(seed=3, epoch=0), first_batch(seed=3, epoch=0, rank=1))
 
 
 def test_each_rank_draws_its_own_share_of_the_epoch():
@@ -183,11 +329,9 @@ def test_each_rank_draws_its_own_share_of_the_epoch():
 
 
 @pytest.mark.parametrize("model", ["tepttnp_approx", "equivcnp_approx"])
-def test_trains_and_evaluates_on_smoke2d(tmp_path, model):
-    from aenp.data.smoke import SmokeSettings, generate
+def test_trains_and_evaluates_on_smoke2d(tmp_path, model, smoke_store):
     from aenp.evaluate.run import evaluate_run
 
-    store = generate(tmp_path / "smoke", 8, 2, SmokeSettings(16, 3), 4, progress=False)
     sizes = {
         "tepttnp_approx": [
             "model.hparams.embed_dim=8",
@@ -207,7 +351,7 @@ def test_trains_and_evaluates_on_smoke2d(tmp_path, model):
             "experiment=smoke2d",
             f"model={model}",
             f"run_dir={tmp_path / model}",
-            f"experiment.options.data_dir={store}",
+            f"experiment.options.data_dir={smoke_store}",
             "experiment.options.num_targets=16",
             "data.num_train_tasks=16",
             "data.num_val_tasks=4",

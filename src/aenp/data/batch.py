@@ -168,10 +168,11 @@ class GridBatch:
         context_mask: Observed cells, ``[batch, *grid]`` (bool).
         target_mask: Cells to predict and score, ``[batch, *grid]`` (bool); every task needs one.
         axes: Coordinates of the cells along each spatial dimension: one increasing, evenly
-            spaced tensor ``[size_d]`` per dimension.
+            spaced tensor ``[size_d]`` per dimension, of ``y``'s dtype and device (integer
+            coordinates are refused rather than converted: pass ``axis.to(y)``).
         extra_inputs: Further inputs known at every cell and shared by the tasks, ``[*grid,
-            de]`` (e.g. surface elevation), or None. They follow the grid coordinates in the
-            inputs: ``dx = len(axes) + de``.
+            de]`` (e.g. surface elevation), of ``y``'s dtype and device, or None. They follow
+            the grid coordinates in the inputs: ``dx = len(axes) + de``.
     """
 
     y: Float[Tensor, "batch *grid dy"]
@@ -182,9 +183,8 @@ class GridBatch:
 
     def __post_init__(self) -> None:
         if not isinstance(self.y, Tensor) or not self.y.is_floating_point():
-            raise InputTypeError(
-                f"y must be a floating-point torch.Tensor, got {type(self.y).__name__}"
-            )
+            given = self.y.dtype if isinstance(self.y, Tensor) else type(self.y).__name__
+            raise InputTypeError(f"y must be a floating-point torch.Tensor, got {given}")
         grid = tuple(self.y.shape[1:-1])
         if len(self.axes) != len(grid) or not grid:
             raise InputError(
@@ -199,6 +199,18 @@ class GridBatch:
                 raise InputError(
                     f"{name} has shape {tuple(mask.shape)}, expected {tuple(self.y.shape[:-1])}"
                 )
+        coordinates = {f"axis {d}": axis for d, axis in enumerate(self.axes)}
+        if self.extra_inputs is not None:
+            coordinates["extra_inputs"] = self.extra_inputs
+        for name, value in coordinates.items():
+            if not isinstance(value, Tensor):
+                raise InputTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if (value.dtype, value.device) != (self.y.dtype, self.y.device):
+                raise InputTypeError(
+                    f"{name} is {value.dtype} on {value.device} but y is {self.y.dtype} on "
+                    f"{self.y.device}; every tensor of a batch must match: convert it with "
+                    ".to(y)"
+                )
         for d, axis in enumerate(self.axes):
             if axis.ndim != 1 or len(axis) != grid[d]:
                 raise InputError(
@@ -212,8 +224,6 @@ class GridBatch:
                     raise InputError(f"axis {d} must be increasing and evenly spaced")
         extra = self.extra_inputs
         if extra is not None:
-            if not isinstance(extra, Tensor) or not extra.is_floating_point():
-                raise InputTypeError("extra_inputs must be a floating-point torch.Tensor")
             if extra.ndim != len(grid) + 1 or tuple(extra.shape[:-1]) != grid:
                 raise InputError(
                     f"extra_inputs has shape {tuple(extra.shape)}, expected "
@@ -222,8 +232,13 @@ class GridBatch:
             if not bool(torch.isfinite(extra).all()):
                 raise InputError("extra_inputs must be finite at every cell (they are inputs)")
         used = self.context_mask | self.target_mask
-        if not bool(torch.isfinite(self.y[used]).all()):
-            raise InputError("y contains NaN or infinite values at context or target cells")
+        bad = used & ~torch.isfinite(self.y).all(dim=-1)
+        if bool(bad.any()):
+            raise InputError(
+                f"y contains NaN or infinite values at {int(bad.sum())} context or target "
+                f"cell(s), in task(s) {bad.flatten(1).any(1).nonzero().flatten().tolist()}; "
+                "only cells outside both masks may hold them"
+            )
         empty = ~self.target_mask.flatten(1).any(dim=1)
         if bool(empty.any()):
             raise InputError(
@@ -291,9 +306,9 @@ class GridBatch:
 
         Every task must have the same number of context cells and of target cells.
         """
-        points = Grid(self.axes).points().to(self.y.dtype)
+        points = Grid(self.axes).points()
         if self.extra_inputs is not None:
-            points = torch.cat([points, self.extra_inputs.to(self.y.dtype)], dim=-1)
+            points = torch.cat([points, self.extra_inputs], dim=-1)
         sets = []
         for mask in (self.context_mask, self.target_mask):
             counts = mask.flatten(1).sum(1)

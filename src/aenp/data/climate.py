@@ -6,7 +6,9 @@ Any CF-style gridded field (netCDF or zarr) is opened as a DataArray with dims e
 The names of ERA5 (old and new Copernicus CDS files), WFDE5, WeatherBench2/ARCO-ERA5 and the
 iris sample data are recognised, as are coordinates marked by their CF ``standard_name`` or
 ``units``. Missing values (e.g. ocean in land-only products) stay NaN; :func:`observed_mask`
-marks the finite ones. Regions crossing the antimeridian are not supported.
+marks the finite ones. A region whose west edge lies east of its east edge crosses the
+antimeridian (e.g. 150°E to 110°W); its selection continues past 180° (to 250°), so longitudes
+increase without a jump, and model coordinates treat longitude as periodic.
 
 Surface elevation, the fourth input of 4-D tasks, comes from a file (:func:`open_elevation`:
 WFDE5 ``ASurf``, ERA5 or WeatherBench2 surface geopotential, ``orog``) or, offline, from the
@@ -46,11 +48,20 @@ ELEVATION_VARIABLES = ("ASurf", "geopotential_at_surface", "orog", "surface_alti
 """Surface elevation fields: never picked as the data variable unless named."""
 GEOPOTENTIAL_UNITS = ("m**2 s**-2", "m2 s-2", "m^2 s^-2", "m2/s2", "m^2/s^2")
 """Units of a surface geopotential (ERA5 ``z``), which is divided by :data:`GRAVITY`."""
+CELL_TOLERANCE = 1e-6
+"""Degrees within which two cell centres are the same cell (far below any grid spacing)."""
 GRAVITY = 9.80665
 """Standard gravity (m s⁻²), turning a geopotential into a height."""
 TERRAIN_RESOLUTION = 12
 """Cells per degree of the global terrain map behind :func:`terrain_elevation`."""
 ZARR_MARKERS = (".zarray", ".zgroup", ".zmetadata", "zarr.json")
+FULL_TURN = 360.0
+"""Degrees of longitude around the globe."""
+REGRID_HINT = (
+    "regrid it to a regular latitude-longitude grid first, e.g. with xESMF "
+    "(xesmf.Regridder(ds, target, 'bilinear')) or CDO (cdo remapbil,r360x180 in.nc out.nc)"
+)
+"""What to do with a curvilinear grid (2-D latitude and longitude), which aenp cannot read."""
 
 ArrayT = TypeVar("ArrayT")
 
@@ -59,10 +70,13 @@ ArrayT = TypeVar("ArrayT")
 class Region:
     """A latitude-longitude box; cells whose centres lie inside (inclusive) belong to it.
 
+    A box with ``west > east`` crosses the antimeridian: ``lon=(150, -110)`` runs eastwards
+    from 150°E over 180° to 110°W.
+
     Attributes:
         name: Name used in messages.
         lat: ``(south, north)`` in degrees north, ``-90 <= south < north <= 90``.
-        lon: ``(west, east)`` in degrees east, ``-180 <= west < east <= 180``.
+        lon: ``(west, east)`` in degrees east, both in [-180, 180] and ``west != east``.
     """
 
     name: str
@@ -76,11 +90,31 @@ class Region:
                 f"region {self.name!r}: lat must be (south, north) with -90 <= south < north "
                 f"<= 90, got {self.lat}"
             )
-        if not -180 <= west < east <= 180:
+        if not (-180 <= west <= 180 and -180 <= east <= 180 and self.lon_span()[1] > west):
             raise InputError(
-                f"region {self.name!r}: lon must be (west, east) with -180 <= west < east "
-                f"<= 180, got {self.lon}"
+                f"region {self.name!r}: lon must be (west, east) with -180 <= west, east <= 180 "
+                "and west != east (west > east for a box crossing the antimeridian, e.g. "
+                f"(150, -110)), got {self.lon}"
             )
+
+    @property
+    def crosses_antimeridian(self) -> bool:
+        """Whether the box runs eastwards over 180°."""
+        return self.lon[0] > self.lon[1]
+
+    def lon_span(self, start: float | None = None) -> tuple[float, float]:
+        """``(west, east)`` on a continuous axis, ``west < east``.
+
+        ``east`` lies past 180° for a box crossing the antimeridian; given ``start``, both are
+        moved by whole turns so that ``west`` lies in ``[start, start + 360)``.
+        """
+        west, east = self.lon
+        if west > east:
+            east = east + FULL_TURN
+        if start is None:
+            return west, east
+        turns = FULL_TURN * ((west - start) // FULL_TURN)
+        return west - turns, east - turns
 
 
 REGIONS = {
@@ -204,7 +238,15 @@ def open_field(path: str | Path, variable: str | None = None) -> xr.DataArray:
         variable = candidates[0]
     elif variable not in names:
         raise InputError(f"{path} has no variable {variable!r}; available: {names}")
-    return normalise_conventions(dataset[variable])
+    return _normalise_from(path, dataset[variable])
+
+
+def _normalise_from(path: str | Path, da: xr.DataArray) -> xr.DataArray:
+    """:func:`normalise_conventions` of a file's variable, naming the file in its errors."""
+    try:
+        return normalise_conventions(da)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
 
 
 def elevation_variables(path: str | Path) -> list[str]:
@@ -242,7 +284,7 @@ def open_elevation(path: str | Path, variable: str | None = None) -> xr.DataArra
         variable = found[0]
     elif variable not in names:
         raise InputError(f"{path} has no variable {variable!r}; available: {names}")
-    field = normalise_conventions(dataset[variable]).isel(time=0, drop=True)
+    field = _normalise_from(path, dataset[variable]).isel(time=0, drop=True)
     units = field.attrs.get("units")
     if units in GEOPOTENTIAL_UNITS or (
         units is None and variable in ("geopotential_at_surface", "z")
@@ -260,7 +302,8 @@ def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
 
     Args:
         lat: Cell centres, ascending, in degrees north.
-        lon: Cell centres, ascending, in degrees east within [-180, 180).
+        lon: Cell centres in degrees east, ascending in [-180, 180) or along their arc (a grid
+            across the antimeridian as 150..180, -180..-110 or as 150..250).
 
     Returns:
         Elevation ``[lat, lon]`` in metres.
@@ -270,12 +313,16 @@ def terrain_elevation(lat: np.ndarray, lon: np.ndarray) -> xr.DataArray:
         ValueError: If a cell holds no centre of the terrain map (a grid finer than 1/12°).
     """
     codes = _terrain_codes()
-    # Rows run from 90°N southwards, columns from 180°W eastwards; 255 marks the ocean.
+    # Rows run from 90°N southwards, columns from 180°W eastwards; 255 marks the ocean. The
+    # columns go round twice, so cells on an arc past 180° find theirs.
     fine_lat = 90.0 - (np.arange(codes.shape[0]) + 0.5) / TERRAIN_RESOLUTION
-    fine_lon = -180.0 + (np.arange(codes.shape[1]) + 0.5) / TERRAIN_RESOLUTION
+    fine_lon = -180.0 + (np.arange(2 * codes.shape[1]) + 0.5) / TERRAIN_RESOLUTION
+    arc = unwrap_longitude(lon)
+    order = np.argsort(arc, kind="stable")
     rows, lat_cells = _cells(fine_lat, np.asarray(lat, dtype=np.float64))
-    cols, lon_cells = _cells(fine_lon, np.asarray(lon, dtype=np.float64))
-    block = codes[np.ix_(rows, cols)]
+    cols, lon_cells = _cells(fine_lon, arc[order])
+    lon_cells = order[lon_cells]
+    block = codes[np.ix_(rows, cols % codes.shape[1])]
     block = np.where(block == 255, 0.0, block.astype(np.float64) * 28.0 - 450.0)
     sums = np.zeros((len(lat), len(lon)))
     np.add.at(sums, (lat_cells[:, None], lon_cells[None, :]), block)
@@ -331,14 +378,17 @@ def elevation_at(
     Args:
         elevation: From :func:`open_elevation` or :func:`terrain_elevation`.
         lat: Latitudes of the points, any shape.
-        lon: Longitudes, the same shape (wrapped to [-180, 180)).
+        lon: Longitudes, the same shape, any convention (each taken within 180° of the
+            field's centre, so a field past 180° from :func:`select_region` works too).
         allow_missing: Return NaN, instead of raising, where there is no elevation.
 
     Raises:
         ValueError: If a point lies outside the field or at a missing (NaN) cell.
     """
     lat = np.asarray(lat, dtype=np.float64)
-    lon = wrap_longitude(lon)
+    axis = elevation["lon"].values
+    centre = (axis.min() + axis.max()) / 2
+    lon = _on_branch(np.asarray(lon, dtype=np.float64), centre - FULL_TURN / 2)
     points = {
         "lat": xr.DataArray(lat.ravel(), dims="points"),
         "lon": xr.DataArray(lon.ravel(), dims="points"),
@@ -384,7 +434,7 @@ def coordinate_names(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
         ``{"lat": ..., "lon": ...}`` plus ``"time"`` when the object has a time coordinate.
 
     Raises:
-        ValueError: If latitude or longitude is missing.
+        ValueError: If latitude or longitude is missing, or is 2-D (a curvilinear grid).
     """
     names = {}
     for target, standard_name, candidates, units in (
@@ -393,6 +443,7 @@ def coordinate_names(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
     ):
         name = _find_coord(obj, candidates, units, standard_name)
         if name is None:
+            _refuse_curvilinear(obj, candidates, units, standard_name)
             raise InputError(
                 f"no {standard_name} coordinate (named {candidates} or with units {units[0]}) "
                 f"among coordinates {list(map(str, obj.coords))} and dims {list(obj.dims)}"
@@ -402,6 +453,27 @@ def coordinate_names(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
     if time:
         names["time"] = time[0]
     return names
+
+
+def _refuse_curvilinear(
+    obj: xr.Dataset | xr.DataArray, names: tuple[str, ...], units: tuple[str, ...], standard: str
+) -> None:
+    """Refuses a latitude or longitude of two or more dimensions: a curvilinear grid.
+
+    Regional climate models and rotated-pole grids store ``lat(y, x)`` and ``lon(y, x)``.
+    """
+    variables = dict(obj.coords) | (dict(obj.data_vars) if isinstance(obj, xr.Dataset) else {})
+    for name, variable in variables.items():
+        if variable.ndim >= 2 and (
+            str(name).lower() in names
+            or variable.attrs.get("standard_name") == standard
+            or variable.attrs.get("units") in units
+        ):
+            raise InputError(
+                f"the grid is curvilinear: {standard} {str(name)!r} is {variable.ndim}-D with "
+                f"dims {tuple(map(str, variable.dims))}, and aenp reads only regular latitude-"
+                f"longitude grids (1-D latitude and longitude); {REGRID_HINT}"
+            )
 
 
 def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
@@ -416,6 +488,38 @@ def _standard_names(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray
 def wrap_longitude(lon: np.ndarray) -> np.ndarray:
     """Longitudes (any convention, e.g. 0-360) as float64 degrees in [-180, 180)."""
     return (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
+def _on_branch(lon: ArrayT, start: float) -> ArrayT:
+    """Longitudes moved by whole turns into ``[start, start + 360)``.
+
+    Those already there come back bit for bit (unlike with :func:`wrap_longitude`).
+    """
+    return lon - FULL_TURN * ((lon - start) // FULL_TURN)
+
+
+def unwrap_longitude(lon: np.ndarray) -> np.ndarray:
+    """Longitudes moved by whole turns onto the shortest arc holding them all.
+
+    The arc starts after the widest gap between neighbouring longitudes around the globe, so
+    a grid stored as 150..180 and -180..-110 becomes 150..250. Longitudes in [-180, 180)
+    whose widest gap is the one across 180° (every grid that does not cross it, and global
+    grids) come back bit for bit.
+
+    Args:
+        lon: Degrees east, any convention and order, ``[n]``.
+
+    Returns:
+        Float64 degrees ``[n]`` in ``[west, west + 360)``, in the input's order.
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    if lon.size == 0:
+        return lon
+    ordered = np.unique(_on_branch(lon, -180.0))
+    gaps = np.diff(ordered, append=ordered[0] + FULL_TURN)
+    # The gap across 180° wins ties (to rounding), so ordinary grids keep their longitudes.
+    widest = len(gaps) - 1 if gaps[-1] >= gaps.max() - CELL_TOLERANCE else int(np.argmax(gaps))
+    return _on_branch(lon, ordered[(widest + 1) % len(ordered)])
 
 
 def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
@@ -434,9 +538,15 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
         [-180, 180) ascending.
 
     Raises:
-        ValueError: If a coordinate is missing, the field has several ensemble members or
-            another dimension longer than 1, or wrapped longitudes coincide.
+        ValueError: If a coordinate is missing or 2-D (a curvilinear grid), the values are not
+            numbers, the field has several ensemble members or another dimension longer than 1,
+            or wrapped longitudes coincide.
     """
+    if not (np.issubdtype(da.dtype, np.floating) or np.issubdtype(da.dtype, np.integer)):
+        raise InputError(
+            f"field {da.name!r} holds values of dtype {da.dtype}; expected real numbers "
+            "(integer or floating point)"
+        )
     da = _standard_names(da)
     if da.sizes.get(ENSEMBLE_DIM, 1) > 1:
         raise InputError(
@@ -515,15 +625,70 @@ def get_region(spec: str | Region) -> Region:
 
 
 def select_region(da: xr.DataArray, region: str | Region) -> xr.DataArray:
-    """The cells of a ``[time, lat, lon]`` field whose centres lie in a region (inclusive).
+    """The cells of a field whose centres lie in a region (inclusive).
+
+    Args:
+        da: A field ``[time, lat, lon]`` or ``[lat, lon]`` in the conventions of
+            :func:`normalise_conventions`.
+        region: A :class:`Region`, or a name or box for :func:`get_region`.
+
+    Returns:
+        The cells, longitudes increasing from the region's west edge: for a region crossing
+        the antimeridian, the cells east of it carry their longitude plus 360 (e.g. 150 to 250
+        for 150°E to 110°W), so neighbouring cells never differ by a full turn.
 
     Raises:
         ValueError: If no cell lies in the region or all of its values are missing.
     """
     region = get_region(region)
-    selection = da.sel(lat=slice(*region.lat), lon=slice(*region.lon))
+    west, east = region.lon
+    rows = da.sel(lat=slice(*region.lat))
+    if region.crosses_antimeridian:
+        beyond = rows.sel(lon=slice(None, east))
+        lon = beyond["lon"]
+        beyond = beyond.assign_coords(lon=("lon", lon.values + FULL_TURN, lon.attrs))
+        selection = xr.concat([rows.sel(lon=slice(west, None)), beyond], dim="lon")
+    else:
+        selection = rows.sel(lon=slice(west, east))
     what = f"region {region.name!r} (lat {region.lat}, lon {region.lon})"
     return _require_observed(selection, what, da)
+
+
+def covering_region(name: str, a: Region, b: Region) -> Region:
+    """The smallest box holding two regions, going the shorter way round in longitude."""
+    lat = (min(a.lat[0], b.lat[0]), max(a.lat[1], b.lat[1]))
+    (a_west, a_east), (b_west, b_east) = a.lon_span(), b.lon_span()
+    # The union on one continuous axis with b moved by no turn or one either way (in this
+    # order, so ties keep the box that does not cross the antimeridian).
+    spans = [
+        (min(a_west, b_west + turn), max(a_east, b_east + turn))
+        for turn in (0.0, -FULL_TURN, FULL_TURN)
+    ]
+    west, east = min(spans, key=lambda span: span[1] - span[0])
+    if east - west >= FULL_TURN:
+        return Region(name, lat, (-180.0, 180.0))
+    turns = FULL_TURN * ((west + 180.0) // FULL_TURN)
+    west, east = west - turns, east - turns
+    return Region(name, lat, (west, east - FULL_TURN if east > 180.0 else east))
+
+
+def select_cells(da: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
+    """A ``[lat, lon]`` field at the cells of another field, with that field's coordinates.
+
+    ``like`` may come from :func:`select_region` with longitudes past 180°.
+
+    Raises:
+        KeyError: If a cell of ``like`` is not a cell of ``da``.
+    """
+    lon = like["lon"].values
+    # Nearest, to a tolerance far below any grid spacing, absorbs the rounding of lon + 360.
+    cells = da.sel(
+        lat=like["lat"].values,
+        lon=_on_branch(lon, -180.0),
+        method="nearest",
+        tolerance=CELL_TOLERANCE,
+    )
+    return cells.assign_coords(lat=like["lat"].values, lon=lon)
 
 
 def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArray:
@@ -560,18 +725,27 @@ class Normalisation:
     """Affine maps of values and coordinates to and from a model's units.
 
     Both spatial axes share one scale, so a shift in degrees is the same shift in model units
-    whatever its direction (translation equivariance is not distorted).
+    whatever its direction (translation equivariance is not distorted). Longitude is periodic:
+    any longitude is first moved by whole turns to within 180° of ``lon_origin``, so 170°W
+    and 190°E are one input, and a region crossing the antimeridian is continuous.
 
     Attributes:
         value_mean: Mean of the training values.
         value_std: Standard deviation of the training values.
         coord_scale: Degrees per unit, for latitude and longitude alike.
         lat_origin: Latitude mapped to 0.
-        lon_origin: Longitude mapped to 0.
+        lon_origin: Longitude mapped to 0 (beyond 180 for a region past the antimeridian).
         time_origin: Time, in years, mapped to 0; None without time.
         time_scale: Years per unit; None without time.
         elevation_origin: Elevation (m) mapped to 0; None without elevation.
         elevation_scale: Metres per unit; None without elevation.
+        south: Latitude of the southernmost training cells; None in older saved runs.
+        north: Latitude of the northernmost training cells; None in older saved runs.
+        west: Longitude of the westernmost training cells; None in older saved runs.
+        east: Longitude of the easternmost training cells (beyond 180 for a region past the
+            antimeridian); None in older saved runs.
+        lat_step: Degrees of latitude per training cell; None in older saved runs.
+        lon_step: Degrees of longitude per training cell; None in older saved runs.
     """
 
     value_mean: float
@@ -583,6 +757,12 @@ class Normalisation:
     time_scale: float | None = None
     elevation_origin: float | None = None
     elevation_scale: float | None = None
+    south: float | None = None
+    north: float | None = None
+    west: float | None = None
+    east: float | None = None
+    lat_step: float | None = None
+    lon_step: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("value_std", "coord_scale", "time_scale", "elevation_scale"):
@@ -595,9 +775,11 @@ class Normalisation:
         """Fits to a training field ``[time, lat, lon]``, ignoring missing values.
 
         The region's centre becomes the spatial origin and half its larger side one unit, so
-        the training region maps into [-1, 1]²; the time span maps to [-1, 1] likewise when the
+        the training region maps into [-1, 1]² (its longitudes taken along the shortest arc
+        holding them, :func:`unwrap_longitude`); the time span maps to [-1, 1] likewise when the
         field has two or more distinct times. Given the region's ``elevation`` ``[lat, lon]``
-        (metres), its mean becomes 0 and its standard deviation (1 km if flat) one unit.
+        (metres), its mean becomes 0 and its standard deviation (1 km if flat) one unit. The
+        region's extent and cell size are kept, so predictions can be checked against them.
 
         Raises:
             ValueError: If the field has no finite value, is constant, or is a single cell.
@@ -608,7 +790,7 @@ class Normalisation:
                 f"cannot fit a normalisation: the field has {values.size} finite values, "
                 "and they must not all be equal"
             )
-        lat, lon = da["lat"].values, da["lon"].values
+        lat, lon = da["lat"].values, unwrap_longitude(da["lon"].values)
         half_side = max(np.ptp(lat), np.ptp(lon)) / 2
         if half_side == 0:
             raise InputError("cannot fit a coordinate scale to a single cell")
@@ -625,6 +807,12 @@ class Normalisation:
                 "lon_origin": (lon.min() + lon.max()) / 2,
                 "time_origin": time_origin,
                 "time_scale": time_scale,
+                "south": lat.min(),
+                "north": lat.max(),
+                "west": lon.min(),
+                "east": lon.max(),
+                "lat_step": np.ptp(lat) / (len(lat) - 1) if len(lat) > 1 else None,
+                "lon_step": np.ptp(lon) / (len(lon) - 1) if len(lon) > 1 else None,
                 **({} if elevation is None else _elevation_params(elevation.values)),
             }
         )
@@ -648,15 +836,18 @@ class Normalisation:
     def normalise_input(self, dim: str, values: ArrayT) -> ArrayT:
         """One input in model units.
 
-        ``dim`` is ``"lat"`` or ``"lon"`` (degrees), ``"time"`` (years, see
-        :func:`decimal_years`) or ``"elevation"`` (metres).
+        ``dim`` is ``"lat"`` or ``"lon"`` (degrees; longitudes in any convention, taken within
+        180° of :attr:`lon_origin`), ``"time"`` (years, see :func:`decimal_years`) or
+        ``"elevation"`` (metres).
 
         Raises:
             ValueError: For an unknown input, or time or elevation when not fitted with them.
         """
-        if dim in ("lat", "lon"):
-            origin = self.lat_origin if dim == "lat" else self.lon_origin
-            return (values - origin) / self.coord_scale
+        if dim == "lat":
+            return (values - self.lat_origin) / self.coord_scale
+        if dim == "lon":
+            nearest = _on_branch(values, self.lon_origin - FULL_TURN / 2)
+            return (nearest - self.lon_origin) / self.coord_scale
         if dim not in ("time", "elevation"):
             raise InputError(f"unknown input {dim!r}; expected lat, lon, time or elevation")
         origin, scale = getattr(self, f"{dim}_origin"), getattr(self, f"{dim}_scale")
@@ -665,7 +856,7 @@ class Normalisation:
         return (values - origin) / scale
 
     def denormalise_coords(self, x_lat: ArrayT, x_lon: ArrayT) -> tuple[ArrayT, ArrayT]:
-        """Model-unit coordinates back in degrees."""
+        """Model-unit coordinates back in degrees (longitudes around :attr:`lon_origin`)."""
         return (
             x_lat * self.coord_scale + self.lat_origin,
             x_lon * self.coord_scale + self.lon_origin,

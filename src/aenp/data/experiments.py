@@ -13,8 +13,10 @@ import xarray as xr
 
 from aenp.data.batch import Batch, GridBatch
 from aenp.data.climate import (
+    FULL_TURN,
     Normalisation,
     Region,
+    covering_region,
     decimal_years,
     default_data_path,
     elevation_at,
@@ -22,6 +24,7 @@ from aenp.data.climate import (
     get_region,
     open_elevation,
     open_field,
+    select_cells,
     select_region,
     select_years,
     terrain_elevation,
@@ -232,7 +235,8 @@ class Climate:
             ``"terrain"`` for the built-in global terrain map
             (:func:`aenp.data.climate.terrain_elevation`); None: the data file's own elevation
             variable if it has one, else the terrain map.
-        train_region: Region name or "south,north,west,east" box for training and ``test``.
+        train_region: Region name or "south,north,west,east" box for training and ``test``
+            (``west > east``: a box across the antimeridian, e.g. "-20,20,150,-110").
         ood_region: Region for the ``ood`` split.
         train_years: Inclusive years of the training split.
         val_years: Inclusive years of the validation split.
@@ -313,21 +317,25 @@ class Climate:
         self._elevation_cache: dict[str, torch.Tensor] = {}
 
     @property
+    def figure_region(self) -> Region:
+        """The smallest box holding the training and OOD regions (figures)."""
+        return covering_region("figure", *self.regions)
+
+    @property
     def train_edge(self) -> float:
-        """The longitude where the training region meets the OOD one (for figures)."""
-        train, ood = self.regions
-        return train.lon[1] if train.lon[1] <= ood.lon[0] else train.lon[0]
+        """The longitude where the training region meets the OOD one, as in figure_field."""
+        west = self.figure_region.lon[0]
+        (train_west, train_east), (ood_west, _) = (r.lon_span(west) for r in self.regions)
+        return train_east if train_east <= ood_west else train_west
 
     def figure_field(self) -> xr.DataArray:
-        """The field ``[1, lat, lon]`` over both regions in the first test year (figures)."""
-        train, ood = self.regions
-        box = Region(
-            "figure",
-            (min(train.lat[0], ood.lat[0]), max(train.lat[1], ood.lat[1])),
-            (min(train.lon[0], ood.lon[0]), max(train.lon[1], ood.lon[1])),
-        )
+        """The field ``[1, lat, lon]`` over both regions in the first test year (figures).
+
+        Longitudes increase from the west edge of :attr:`figure_region`, past 180° if it
+        crosses the antimeridian (see :func:`aenp.data.climate.select_region`).
+        """
         years = select_years(self.field, (self.test_years[0], self.test_years[0]))
-        return select_region(years.isel(time=[0]), box).load()
+        return select_region(years.isel(time=[0]), self.figure_region).load()
 
     def _values(self, split: str) -> np.ndarray:
         """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""
@@ -362,6 +370,9 @@ class Climate:
         lat_deg = part["lat"].values[lat : lat + self.patch]
         lon_deg = part["lon"].values[lon : lon + self.patch]
         x_lat, x_lon = self.normalisation.normalise_coords(lat_deg, lon_deg)
+        # Model longitudes turn over opposite the training region's centre; a patch across
+        # that line (far out of distribution) is kept continuous.
+        x_lon = np.unwrap(x_lon, period=FULL_TURN / self.normalisation.coord_scale)
         axes = [torch.as_tensor(x_lat), torch.as_tensor(x_lon)]
         if self.dim_x >= 3:
             years = self.normalisation.normalise_time(
@@ -377,8 +388,7 @@ class Climate:
         if self.elevation is None:
             return None
         if split not in self._elevation_cache:
-            part = self.fields[split]
-            metres = self.elevation.sel(lat=part["lat"], lon=part["lon"]).values
+            metres = select_cells(self.elevation, self.fields[split]).values
             z = self.normalisation.normalise_input("elevation", metres)
             self._elevation_cache[split] = torch.as_tensor(z, dtype=torch.get_default_dtype())
         block = self._elevation_cache[split][lat : lat + self.patch, lon : lon + self.patch]

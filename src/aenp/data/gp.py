@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from aenp.data.batch import Batch
 from aenp.errors import InputError, InputTypeError, MissingFileError
+from aenp.files import atomic_write
 
 SHORT_LENGTHSCALE = 0.1
 """Lengthscale on the rough side of a switching kernel's changepoint."""
@@ -482,20 +482,22 @@ def export_tasks(
     ``kernel_index``, ``gt_loglik``, ``oracle_loglik`` and ``batch_index`` (the batch each task
     came from) ``[task]``. The generator's settings are stored as attributes (for ``.npz``, as
     JSON in the array ``attributes``), including ``kernels``, a JSON list of kernel descriptions
-    in ``kernel_index`` order. The file is written to a temporary name and then moved into
-    place, so an existing file is never left half-written.
+    in ``kernel_index`` order. The file is written with :func:`aenp.files.atomic_write`, so an
+    existing file is only ever replaced by a complete one.
 
     Args:
         path: Destination; the suffix ``.npz`` or ``.nc`` picks the format.
         items: Batches of tasks with their ground truth, as returned by :func:`gp1d_split`.
         generator: The generator the tasks came from, described in the file's attributes.
+
+    Raises:
+        InputError: For another suffix, no task, or ``path`` an existing folder.
+        MissingFileError: If the folder that should hold ``path`` does not exist.
     """
     path = Path(path)
     writer = _WRITERS.get(path.suffix)
     if writer is None:
         raise InputError(f"path must end in one of {', '.join(_WRITERS)}; got {str(path)!r}")
-    if not path.parent.is_dir():
-        raise MissingFileError(f"directory {str(path.parent)!r} of path does not exist")
     arrays = _task_arrays(items)
     attributes = {
         "noise_std": generator.noise_std,
@@ -506,12 +508,8 @@ def export_tasks(
         "shift": generator.shift,
         "kernels": json.dumps([repr(kernel) for kernel in generator.kernels]),
     }
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{path.suffix}")
-    try:
+    with atomic_write(path) as temporary:
         writer(temporary, arrays, attributes)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def load_exported_tasks(path: str | os.PathLike) -> list[tuple[GPTasks, GroundTruth]]:

@@ -9,19 +9,26 @@ steps is one field.
 The store (``<out>/smoke.zarr``) holds, per split, ``density [n, resolution, resolution]``
 (axis 1 is x, axis 2 is y; cell centres at ``(i + 0.5) / resolution``), ``params [n, 5]``
 (inflow x, inflow y, inflow radius, buoyancy angle, buoyancy magnitude) and ``done [n]``.
-``<out>/manifest.json`` records the simulator's version, the settings, the seed, the counts
-and the status. Generation is resumable: simulations already marked done are skipped.
-Simulation ``i`` of a split has its parameters from ``(seed, split, i)``; the same options
-(batch size included) give the same store, also when generation was interrupted and resumed.
+``<out>/manifest.json`` records the simulator's version, the settings, the seed, the counts,
+the status and, once the store is complete, a CRC-32 of every chunk file, which
+:class:`SmokeStore` checks on opening, so that a missing chunk never reads as zeros (zarr's
+fill value) and a damaged one is named. Generation is resumable: simulations already marked
+done are skipped. Simulation ``i`` of a split has its parameters from ``(seed, split, i)``; the
+same options (batch size included) give the same store, also when generation was interrupted
+and resumed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import numbers
 import os
+import shlex
 import warnings
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from aenp.errors import AenpError, InputError
+from aenp.errors import AenpError, InputError, InputTypeError
+from aenp.files import write_json
 
 OBSTACLE = ((0.45, 0.55), (0.45, 0.6))
 """The fixed obstacle, an axis-aligned box ``((x_low, x_high), (y_low, y_high))``."""
@@ -48,7 +56,17 @@ SOLVER_MAX_ITERATIONS = 2000
 SPLITS = ("train", "test")
 STORE_NAME = "smoke.zarr"
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Manifest format written: 2 adds ``chunks``, the CRC-32 of every chunk file of the store."""
+READABLE_FORMATS = (1, 2)
+"""Manifest formats read; a format-1 store has no checksums, so every chunk is decoded instead."""
+STATUSES = ("incomplete", "complete", "failed")
+ARRAYS = ("density", "params", "done")
+"""The arrays of each split."""
+MANIFEST_KEYS = ("format_version", "settings", "counts", "batch_size", "status")
+"""Keys every manifest has."""
+OPTIONAL_MANIFEST_KEYS = ("simulator", "parameters", "obstacle", "failures", "chunks")
+"""Keys a manifest may have (``chunks`` only once the store is complete)."""
 PARAMETER_NAMES = ("inflow_x", "inflow_y", "inflow_radius", "buoyancy_angle", "buoyancy")
 
 
@@ -75,6 +93,27 @@ class SmokeSettings:
     num_steps: int = 60
     time_step: float = 0.05
     seed: int = 0
+
+    def __post_init__(self):
+        # Plain Python numbers, so that the settings compare equal to a manifest's JSON.
+        object.__setattr__(self, "resolution", _integer("resolution", self.resolution, 1))
+        object.__setattr__(self, "num_steps", _integer("num_steps", self.num_steps, 1))
+        object.__setattr__(self, "seed", _integer("seed", self.seed, 0))
+        time_step = self.time_step
+        if isinstance(time_step, bool) or not isinstance(time_step, numbers.Real):
+            raise InputTypeError(f"time_step must be a number, got {time_step!r}")
+        if not 0 < time_step < math.inf:
+            raise InputError(f"time_step must be positive and finite, got {time_step}")
+        object.__setattr__(self, "time_step", float(time_step))
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, if it is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InputError(f"{name} must be an integer of at least {minimum}, got {value}")
+    return int(value)
 
 
 def simulation_seed(settings: SmokeSettings, split: str, index: int) -> int:
@@ -170,15 +209,93 @@ def _manifest(
     }
 
 
-def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+def _write_manifest(path: Path, manifest: dict) -> None:
+    write_json(path, manifest)
+
+
+def _command(
+    out: str | os.PathLike, settings: SmokeSettings, counts: Mapping[str, int], batch_size: int
+) -> str:
+    """The ``aenp data smoke`` command that makes, or resumes, a store: every option spelt out."""
+    options = {
+        "--num-train": counts["train"],
+        "--num-test": counts["test"],
+        "--resolution": settings.resolution,
+        "--steps": settings.num_steps,
+        "--time-step": settings.time_step,
+        "--seed": settings.seed,
+        "--batch-size": batch_size,
+        "--out": out,
+    }
+    words = [str(word) for option in options.items() for word in option]
+    return shlex.join(["aenp", "data", "smoke", *words])
 
 
 def _batches(indices: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+def _arrays(group: Any, counts: Mapping[str, int], present: bool = False) -> dict[str, Any]:
+    """Every array of the store (or, with ``present``, those it has), keyed by path."""
+    names = [f"{split}/{name}" for split in counts for name in ARRAYS]
+    return {name: group[name] for name in names if not present or name in group}
+
+
+def _checked_chunks(
+    store: Path,
+    arrays: Mapping[str, Any],
+    recorded: Mapping[str, str] | None,
+    remedy: str,
+    missing_ok: bool = False,
+) -> dict[str, str]:
+    """The CRC-32 of every chunk file of ``arrays``, keyed by the file's path inside ``store``.
+
+    Every chunk must exist (unless ``missing_ok``, for a store not yet finished): zarr would
+    read a missing one as its fill value, zeros. Each checksum must equal the ``recorded``
+    one; without recorded checksums (a store being resumed or finished, or one of format 1)
+    every chunk is decoded instead, so that an unreadable chunk is named now rather than
+    halfway through training.
+
+    Raises:
+        SmokeStoreError: Naming the array and the chunk file that is missing or corrupt, and
+            saying what to do (``remedy``).
+    """
+    checksums = {}
+    for name, array in arrays.items():
+        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
+            key = f"{name}/{array.metadata.encode_chunk_key(coords)}"
+            file = store / key
+            if not file.is_file():
+                if missing_ok:
+                    continue
+                raise SmokeStoreError(
+                    f"chunk file {file} of array {name} is missing (zarr would read it as "
+                    f"zeros); {remedy}"
+                )
+            checksums[key] = f"{zlib.crc32(file.read_bytes()):08x}"
+            if recorded is not None and recorded.get(key) != checksums[key]:
+                raise SmokeStoreError(
+                    f"chunk file {file} of array {name} is corrupt: its CRC-32 is "
+                    f"{checksums[key]}, the manifest records {recorded.get(key)}; {remedy}"
+                )
+            if recorded is None:
+                try:
+                    array.blocks[coords]
+                except Exception as error:  # whatever the codec reports, the chunk is unreadable
+                    raise SmokeStoreError(
+                        f"chunk file {file} of array {name} is corrupt: it cannot be decoded "
+                        f"({error}); {remedy}"
+                    ) from error
+    return checksums
+
+
+def _remedy(out: Path, settings: SmokeSettings, counts: Mapping[str, int], batch_size: int) -> str:
+    """What to do about a damaged store."""
+    command = _command(out, settings, counts, batch_size)
+    return (
+        f"the store is damaged: delete {out / STORE_NAME} and run `{command}` to simulate it again"
+    )
 
 
 def generate(
@@ -194,7 +311,8 @@ def generate(
     Each batch of simulations is written as soon as it finishes, so an interrupted run loses
     at most one batch. A batch that fails is re-run one simulation at a time, so only the
     failing simulations are left out; they are listed (with their seeds) in the manifest and
-    in the :class:`SimulationError` raised at the end — never written as zeros.
+    in the :class:`SimulationError` raised at the end — never written as zeros. Once every
+    simulation is written, every chunk is decoded and its checksum recorded in the manifest.
 
     Args:
         out: Output directory.
@@ -206,26 +324,49 @@ def generate(
 
     Returns:
         The output directory.
+
+    Raises:
+        InputError: If a count or the batch size is not a positive integer, or ``out`` is a file.
+        SmokeStoreError: If ``out`` holds a store made with other options, or a damaged one.
+        SimulationError: If simulations failed (the others are written).
     """
     import zarr
 
     out = Path(out)
-    counts = {"train": num_train, "test": num_test}
-    if min(counts.values()) < 1:
-        raise InputError(f"num_train and num_test must be positive, got {counts}")
+    counts = {
+        "train": _integer("num_train", num_train, 1),
+        "test": _integer("num_test", num_test, 1),
+    }
+    batch_size = _integer("batch_size", batch_size, 1)
+    if not isinstance(settings, SmokeSettings):
+        raise InputTypeError(f"settings must be a SmokeSettings, got {settings!r}")
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"out {out} is a file; expected a directory, new or holding a smoke store to resume"
+        )
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_NAME
-    if manifest_path.is_file():
-        previous = _read_manifest(manifest_path)
-        expected = _manifest(settings, counts, batch_size, previous["status"])
-        for key in ("settings", "counts", "batch_size", "format_version"):
-            if previous.get(key) != expected[key]:
-                raise SmokeStoreError(
-                    f"{out} holds a smoke store made with {key} = {previous.get(key)}, not "
-                    f"{expected[key]}; use the same options to resume, or another --out"
+    previous = _read_manifest(manifest_path) if manifest_path.is_file() else None
+    if previous is not None:
+        given = {"settings": asdict(settings), "counts": counts, "batch_size": batch_size}
+        for key, value in given.items():
+            if previous[key] != value:
+                command = _command(
+                    out,
+                    SmokeSettings(**previous["settings"]),
+                    previous["counts"],
+                    previous["batch_size"],
                 )
-    _write_json(manifest_path, _manifest(settings, counts, batch_size, "incomplete"))
+                raise SmokeStoreError(
+                    f"{out} holds a smoke store made with {key} = {previous[key]}, not {value}; "
+                    f"resume it with `{command}`, or choose another --out"
+                )
+    remedy = _remedy(out, settings, counts, batch_size)
     group = zarr.open_group(out / STORE_NAME, mode="a")
+    # What earlier runs wrote must decode before anything is added to it.
+    written = _arrays(group, counts, present=True)
+    _checked_chunks(out / STORE_NAME, written, None, remedy, missing_ok=True)
+    _write_manifest(manifest_path, _manifest(settings, counts, batch_size, "incomplete"))
     res = settings.resolution
     failures = []
     total = sum(counts.values())
@@ -266,34 +407,82 @@ def generate(
                     params[finished] = parameters[rows]
                     done[finished] = True  # last, so a simulation counts only once written
                 bar.update(len(chunk))
-    status = "failed" if failures else "complete"
-    _write_json(manifest_path, _manifest(settings, counts, batch_size, status, failures=failures))
     if failures:
+        _write_manifest(
+            manifest_path, _manifest(settings, counts, batch_size, "failed", failures=failures)
+        )
         listed = ", ".join(f"{f['split']} #{f['index']} (seed {f['seed']})" for f in failures[:10])
         raise SimulationError(
             f"{len(failures)} simulation(s) failed and were not written: {listed}; see "
             f"{manifest_path}"
         )
+    chunks = _checked_chunks(out / STORE_NAME, _arrays(group, counts), None, remedy)
+    complete = _manifest(settings, counts, batch_size, "complete", failures=[], chunks=chunks)
+    _write_manifest(manifest_path, complete)
     return out
 
 
+def _check_keys(
+    path: Path, where: str, mapping: Any, required: Sequence[str], optional: Sequence[str] = ()
+) -> None:
+    """Raises unless ``mapping`` is a dict with every required key and no unknown one."""
+    if not isinstance(mapping, dict):
+        raise SmokeStoreError(f"{path}: {where} must be a JSON object, got {mapping!r}")
+    unknown = [key for key in mapping if key not in (*required, *optional)]
+    if unknown:
+        raise SmokeStoreError(
+            f"{path}: {where} has unknown key(s) {unknown}; expected only "
+            f"{[*required, *optional]} (was the file edited, or made by another program?)"
+        )
+    missing = [key for key in required if key not in mapping]
+    if missing:
+        raise SmokeStoreError(f"{path}: {where} lacks key(s) {missing}")
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path``, with its keys and values checked.
+
+    Raises:
+        SmokeStoreError: Naming the file and the key that is unknown, missing or invalid.
+    """
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SmokeStoreError(f"{path} is not a readable smoke manifest: {error}") from error
-    missing = [k for k in ("format_version", "settings", "counts", "status") if k not in manifest]
-    if missing:
-        raise SmokeStoreError(f"{path} lacks field(s) {missing}")
+    _check_keys(path, "the manifest", manifest, MANIFEST_KEYS, OPTIONAL_MANIFEST_KEYS)
+    if manifest["format_version"] not in READABLE_FORMATS:
+        raise SmokeStoreError(
+            f"{path}: format_version {manifest['format_version']!r} is not one this aenp reads "
+            f"({list(READABLE_FORMATS)}); was the store made by a newer aenp?"
+        )
+    _check_keys(path, "settings", manifest["settings"], list(asdict(SmokeSettings())))
+    _check_keys(path, "counts", manifest["counts"], SPLITS)
+    try:
+        SmokeSettings(**manifest["settings"])
+        for split, n in manifest["counts"].items():
+            _integer(f"counts {split}", n, 1)
+        _integer("batch_size", manifest["batch_size"], 1)
+    except (InputError, InputTypeError) as error:
+        raise SmokeStoreError(f"{path}: {error}") from error
+    if manifest["status"] not in STATUSES:
+        raise SmokeStoreError(
+            f"{path}: status must be one of {list(STATUSES)}, got {manifest['status']!r}"
+        )
+    if not isinstance(manifest.get("chunks", {}), dict):
+        raise SmokeStoreError(f"{path}: chunks must be a JSON object, got {manifest['chunks']!r}")
     return manifest
 
 
 class SmokeStore:
     """Read access to a complete smoke store; arrays are read lazily, chunk by chunk.
 
+    Opening checks that every chunk file exists and has the checksum the manifest records
+    (a store of format 1, which records none, has every chunk decoded instead).
+
     Raises:
-        SmokeStoreError: If the directory, manifest or arrays are missing, the store is partial
-            (it says how to resume) or an array has the wrong shape.
+        SmokeStoreError: If the directory, manifest, arrays or a chunk file are missing or
+            corrupt (naming the array and the file), the store is partial (it says how to
+            resume) or an array has the wrong shape.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -308,31 +497,34 @@ class SmokeStore:
             )
         self.manifest = _read_manifest(manifest_path)
         self.settings = SmokeSettings(**self.manifest["settings"])
-        counts = self.manifest["counts"]
+        counts, batch_size = self.manifest["counts"], self.manifest["batch_size"]
         if self.manifest["status"] != "complete":
+            command = _command(self.path, self.settings, counts, batch_size)
             raise SmokeStoreError(
-                f"smoke store {self.path} is {self.manifest['status']}; run `aenp data smoke "
-                f"--num-train {counts['train']} --num-test {counts['test']} --resolution "
-                f"{self.settings.resolution} --out {self.path}` again to finish it"
+                f"smoke store {self.path} is {self.manifest['status']}; run `{command}` again "
+                "to finish it"
             )
+        remedy = _remedy(self.path, self.settings, counts, batch_size)
         try:
-            group = zarr.open_group(self.path / STORE_NAME, mode="r")
-            res = self.settings.resolution
-            self._density = {}
-            for split, n in counts.items():
-                array = group[f"{split}/density"]
-                if array.shape != (n, res, res):
-                    raise SmokeStoreError(
-                        f"{self.path}: {split}/density has shape {array.shape}, expected "
-                        f"{(n, res, res)}"
-                    )
-                if not bool(np.all(group[f"{split}/done"][:])):
-                    raise SmokeStoreError(f"{self.path}: {split} has unfinished simulations")
-                self._density[split] = array
+            arrays = _arrays(zarr.open_group(self.path / STORE_NAME, mode="r"), counts)
         except (KeyError, FileNotFoundError) as error:
             raise SmokeStoreError(
-                f"{self.path} is missing part of its zarr store: {error}"
+                f"{self.path} is missing part of its zarr store: {error}; {remedy}"
             ) from error
+        res = self.settings.resolution
+        for split, n in counts.items():
+            shapes = {"density": (n, res, res), "params": (n, len(PARAMETER_NAMES)), "done": (n,)}
+            for name, shape in shapes.items():
+                if arrays[f"{split}/{name}"].shape != shape:
+                    raise SmokeStoreError(
+                        f"{self.path}: {split}/{name} has shape "
+                        f"{arrays[f'{split}/{name}'].shape}, expected {shape}; {remedy}"
+                    )
+        _checked_chunks(self.path / STORE_NAME, arrays, self.manifest.get("chunks"), remedy)
+        for split in counts:
+            if not bool(np.all(arrays[f"{split}/done"][:])):
+                raise SmokeStoreError(f"{self.path}: {split} has unfinished simulations; {remedy}")
+        self._density = {split: arrays[f"{split}/density"] for split in counts}
 
     @property
     def resolution(self) -> int:

@@ -1,7 +1,12 @@
-"""Figures: 1-D predictive bands, learned fixed inputs and training curves."""
+"""Figures: 1-D predictive bands, learned fixed inputs, maps and training curves.
+
+Every ``plot_*`` function returns its :class:`~matplotlib.figure.Figure` (so what it draws can
+be inspected); :func:`experiment_figures` writes them with :func:`save_figure`.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,12 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from aenp.data.batch import Batch
+from aenp.data.climate import select_cells
 from aenp.data.experiments import GP1D, EvaluationBatch, Experiment
 from aenp.evaluate.metrics import is_approximate
 from aenp.evaluate.tables import display_name
+from aenp.files import atomic_write
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
-from aenp.prediction import predict
+from aenp.prediction import ExtrapolationWarning, predict
 from aenp.train.run import training_log
 
 AS_TRAINED_COLOUR = "tab:blue"
@@ -43,8 +50,7 @@ def plot_predictions_1d(
     models: Mapping[str, NeuralProcess],
     experiment: GP1D,
     tasks: Mapping[str, list[EvaluationBatch]],
-    path: Path,
-) -> Path:
+) -> Figure:
     """Predictive mean ± 2 std of every model beside the ground truth, one row per model.
 
     Approximate models are drawn as trained (blue) and with fixed inputs zeroed (red); the
@@ -55,13 +61,12 @@ def plot_predictions_1d(
         experiment: The gp1d experiment (for ground-truth predictives).
         tasks: Evaluation batches per split; of each split, the first task of the batch with
             the fewest and of the batch with the most context points is drawn.
-        path: Where to write the PNG.
     """
     columns = []
     for split, items in tasks.items():
         by_size = sorted(items, key=lambda item: item.batch.xc.shape[1])
         columns += [(split, by_size[0].batch[0]), (split, by_size[-1].batch[0])]
-    fig = Figure(figsize=(4 * len(columns), 2.6 * len(models)), layout="constrained")
+    fig = Figure(figsize=(4 * len(columns), 2.6 * len(models)), dpi=110, layout="constrained")
     axes = fig.subplots(len(models), len(columns), squeeze=False, sharex="col")
     for col, (split, task) in enumerate(columns):
         low = task.xt.min().item() - PLOT_MARGIN
@@ -119,17 +124,14 @@ def plot_predictions_1d(
     fig.legend(
         list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles)
     )
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 @torch.no_grad()
-def plot_fixed_inputs_1d(
-    models: Mapping[str, NeuralProcess], low: float, high: float, path: Path
-) -> Path:
+def plot_fixed_inputs_1d(models: Mapping[str, NeuralProcess], low: float, high: float) -> Figure:
     """The learned fixed inputs ``t_b(x)`` of each approximate model over ``[low, high]``."""
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
-    fig = Figure(figsize=(6, 2.6 * max(1, len(approximate))), layout="constrained")
+    fig = Figure(figsize=(6, 2.6 * max(1, len(approximate))), dpi=110, layout="constrained")
     axes = fig.subplots(max(1, len(approximate)), 1, squeeze=False)[:, 0]
     x = torch.linspace(low, high, NUM_PLOT_POINTS)[:, None]
     for ax, (key, model) in zip(axes, approximate.items(), strict=False):
@@ -139,13 +141,12 @@ def plot_fixed_inputs_1d(
             ax.plot(x[:, 0], values[:, b], label=f"t{b + 1}")
         ax.set_title(f"{display_name(key)}: learned fixed inputs (zero outside the domain)")
         ax.legend(ncols=values.shape[1], fontsize="small")
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
-def plot_training_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
+def plot_training_curves(run_dirs: Mapping[str, Path]) -> Figure:
     """Validation log-likelihood per epoch of each run (from its CSV log)."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = Figure(figsize=(6, 4), dpi=110, layout="constrained")
     ax = fig.subplots()
     for key, run_dir in run_dirs.items():
         rows = [r for r in training_log(run_dir) if r.get("val/loglik")]
@@ -156,9 +157,9 @@ def plot_training_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
         ax.plot(steps, values, marker="o", markersize=3, label=display_name(key))
     ax.set_xlabel("training step")
     ax.set_ylabel("validation log-likelihood")
-    ax.legend()
-    fig.savefig(path, dpi=110)
-    return path
+    if ax.lines:
+        ax.legend()
+    return fig
 
 
 @torch.no_grad()
@@ -167,15 +168,14 @@ def plot_departure_1d(
     items: list[EvaluationBatch],
     low: float,
     high: float,
-    path: Path,
-) -> Path:
+) -> Figure:
     """Where each approximate model departs from equivariance: mean ``|μ − μ_strict|`` at ``x``.
 
     The predictive means with fixed inputs on and zeroed are compared on a dense grid of
     targets over ``[low, high]`` for every task of ``items``, and averaged over tasks.
     """
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
-    fig = Figure(figsize=(6, 3), layout="constrained")
+    fig = Figure(figsize=(6, 3), dpi=110, layout="constrained")
     ax = fig.subplots()
     x = torch.linspace(low, high, NUM_PLOT_POINTS)
     for key, model in approximate.items():
@@ -193,8 +193,7 @@ def plot_departure_1d(
     ax.set_ylabel("mean |μ − μ_strict|")
     ax.set_title("Departure from equivariance over the input space")
     ax.legend()
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 def _image(ax, values: torch.Tensor, extent, title: str, **kwargs) -> AxesImage:
@@ -208,8 +207,8 @@ def _image(ax, values: torch.Tensor, extent, title: str, **kwargs) -> AxesImage:
 
 @torch.no_grad()
 def plot_maps_2d(
-    models: Mapping[str, NeuralProcess], item: EvaluationBatch, path: Path, task: int = 0
-) -> Path:
+    models: Mapping[str, NeuralProcess], item: EvaluationBatch, task: int = 0
+) -> Figure:
     """Predictive mean and |error| of every model on one gridded task, beside the truth.
 
     The first row shows the true field and the context; each model has a row with its mean,
@@ -225,7 +224,7 @@ def plot_maps_2d(
     extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
     truth = batch.y[0, ..., 0]
     vmin, vmax = truth.min().item(), truth.max().item()
-    fig = Figure(figsize=(9, 3 * (len(models) + 1)), layout="constrained")
+    fig = Figure(figsize=(9, 3 * (len(models) + 1)), dpi=90, layout="constrained")
     grid = fig.subplots(len(models) + 1, 3, squeeze=False)
     _image(grid[0, 0], truth, extent, "truth", vmin=vmin, vmax=vmax)
     context = torch.where(batch.context_mask[0], truth, torch.nan)
@@ -252,8 +251,7 @@ def plot_maps_2d(
             fig.colorbar(image, ax=grid[row, 2], shrink=0.8)
         else:
             grid[row, 2].axis("off")
-    fig.savefig(path, dpi=90)
-    return path
+    return fig
 
 
 def _dense_mean(model: NeuralProcess, batch) -> torch.Tensor:
@@ -280,12 +278,10 @@ def departure_map(model: NeuralProcess, items: list[EvaluationBatch]) -> torch.T
     return total / count
 
 
-def plot_departure_2d(
-    models: Mapping[str, NeuralProcess], items: list[EvaluationBatch], path: Path
-) -> Path:
+def plot_departure_2d(models: Mapping[str, NeuralProcess], items: list[EvaluationBatch]) -> Figure:
     """Where each approximate model departs from equivariance: :func:`departure_map`."""
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
-    fig = Figure(figsize=(3.4 * max(1, len(approximate)), 3.2), layout="constrained")
+    fig = Figure(figsize=(3.4 * max(1, len(approximate)), 3.2), dpi=90, layout="constrained")
     axes = fig.subplots(1, max(1, len(approximate)), squeeze=False)[0]
     axes_x, axes_y = items[0].batch.axes
     extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
@@ -293,14 +289,13 @@ def plot_departure_2d(
         image = _image(ax, departure_map(model, items), extent, display_name(key), cmap="magma")
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle("Mean |μ − μ_strict| over test tasks")
-    fig.savefig(path, dpi=90)
-    return path
+    return fig
 
 
 @torch.no_grad()
 def plot_region_maps(
-    models: Mapping[str, NeuralProcess], experiment, path: Path, fraction: float = 0.3
-) -> Path:
+    models: Mapping[str, NeuralProcess], experiment, fraction: float = 0.3
+) -> Figure:
     """Maps over the training and OOD regions for one test year, in the data's units.
 
     The first row shows the true field, the context (a random ``fraction`` of the cells) and,
@@ -317,7 +312,7 @@ def plot_region_maps(
     extent = (lon[0], lon[-1], lat[0], lat[-1])
     values = truth.values[0]
     vmin, vmax = np.nanmin(values), np.nanmax(values)
-    fig = Figure(figsize=(13, 2.6 * (len(models) + 1)), layout="constrained")
+    fig = Figure(figsize=(13, 2.6 * (len(models) + 1)), dpi=100, layout="constrained")
     grid = fig.subplots(len(models) + 1, 4, squeeze=False)
 
     def show(ax, field, title, edge=True, **kwargs):
@@ -333,34 +328,39 @@ def plot_region_maps(
     if elevation is not None:
         show(
             grid[0, 2],
-            elevation.sel(lat=truth["lat"], lon=truth["lon"]),
+            select_cells(elevation, truth),
             "elevation (m)",
             cmap="terrain",
         )
     for ax in grid[0, 2 + (elevation is not None) :]:
         ax.axis("off")
+
+    def predicted(model: NeuralProcess) -> tuple[np.ndarray, np.ndarray]:
+        """The model's predictive mean and std over the maps, ``[lat, lon]`` each."""
+        with warnings.catch_warnings():
+            # The maps show the OOD region and the test years on purpose.
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            pred = predict(model, context, truth, norm, progress=False, elevation=elevation)
+        return tuple(pred[name].values.reshape(values.shape) for name in ("mean", "std"))
+
     for row, (key, model) in enumerate(models.items(), start=1):
-        pred = predict(model, context, truth, norm, progress=False, elevation=elevation)
-        name = display_name(key)
-        mean = pred["mean"].values[0] if pred["mean"].ndim == 3 else pred["mean"].values
-        std = pred["std"].values[0] if pred["std"].ndim == 3 else pred["std"].values
-        show(grid[row, 0], mean, f"{name}: mean", vmin=vmin, vmax=vmax)
+        mean, std = predicted(model)
+        show(grid[row, 0], mean, f"{display_name(key)}: mean", vmin=vmin, vmax=vmax)
         show(grid[row, 1], np.abs(mean - values), "|error|", cmap="magma")
         show(grid[row, 2], std, "std", cmap="viridis")
         if is_approximate(model):
             with strictly_equivariant(model):
-                strict = predict(model, context, truth, norm, progress=False, elevation=elevation)[
-                    "mean"
-                ].values
-            show(
-                grid[row, 3],
-                np.abs(mean - strict.reshape(mean.shape)),
-                "|μ − μ_strict|",
-                cmap="magma",
-            )
+                strict, _ = predicted(model)
+            show(grid[row, 3], np.abs(mean - strict), "|μ − μ_strict|", cmap="magma")
         else:
             grid[row, 3].axis("off")
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Writes a figure (format from the suffix, resolution the figure's own) atomically."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp)
     return path
 
 
@@ -384,17 +384,18 @@ def experiment_figures(
         low = experiment.train_range[0] - FIGURE_MARGIN
         high = experiment.train_range[1] + FIGURE_MARGIN
         departure_items = experiment.split(test, DEPARTURE_TASKS, 16)
-        figures = [
-            plot_predictions_1d(models, experiment, tasks, out / "predictions.png"),
-            plot_fixed_inputs_1d(models, low, high, out / "fixed_inputs.png"),
-            plot_departure_1d(models, departure_items, low, high, out / "departure.png"),
-        ]
+        figures = {
+            "predictions.png": plot_predictions_1d(models, experiment, tasks),
+            "fixed_inputs.png": plot_fixed_inputs_1d(models, low, high),
+            "departure.png": plot_departure_1d(models, departure_items, low, high),
+        }
     elif hasattr(experiment, "figure_field"):
-        figures = [plot_region_maps(models, experiment, out / "maps.png")]
+        figures = {"maps.png": plot_region_maps(models, experiment)}
     else:
         items = experiment.split(test, DEPARTURE_TASKS, 16)
-        figures = [
-            plot_maps_2d(models, items[0], out / "maps.png"),
-            plot_departure_2d(models, items, out / "departure.png"),
-        ]
-    return [*figures, plot_training_curves(run_dirs, out / "training_curves.png")]
+        figures = {
+            "maps.png": plot_maps_2d(models, items[0]),
+            "departure.png": plot_departure_2d(models, items),
+        }
+    figures["training_curves.png"] = plot_training_curves(run_dirs)
+    return [save_figure(fig, out / name) for name, fig in figures.items()]

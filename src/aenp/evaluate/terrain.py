@@ -8,15 +8,17 @@ the surface elevation and its slope.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from aenp.data.climate import terrain_elevation
+from aenp.data.climate import select_cells, terrain_elevation
 from aenp.errors import InputError
 from aenp.evaluate.metrics import is_approximate
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import strictly_equivariant
-from aenp.prediction import predict
+from aenp.prediction import ExtrapolationWarning, predict
 
 HIGH_GROUND = 1500.0
 """Cells above this elevation (m) count as mountains."""
@@ -61,20 +63,23 @@ def departure_by_terrain(
         raise InputError("the model has no fixed inputs: it cannot depart from equivariance")
     field = experiment.fields["test"]
     if experiment.elevation is not None:
-        metres = experiment.elevation.sel(lat=field["lat"], lon=field["lon"]).values
+        metres = select_cells(experiment.elevation, field).values
     else:
         metres = terrain_elevation(field["lat"].values, field["lon"].values).values
     rng = np.random.default_rng(seed)
     departures = []
-    for step in range(0, field.sizes["time"], every):
-        truth = field.isel(time=[step])
-        context = truth.where(rng.random(truth.shape) < fraction)
-        args = (model, context, truth, experiment.normalisation)
-        options = {"progress": False, "elevation": experiment.elevation}
-        mean = predict(*args, **options)["mean"].values
-        with strictly_equivariant(model):
-            strict = predict(*args, **options)["mean"].values
-        departures.append(np.abs(mean - strict).reshape(metres.shape))
+    with warnings.catch_warnings():
+        # The test years lie beyond the training years on purpose.
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        for step in range(0, field.sizes["time"], every):
+            truth = field.isel(time=[step])
+            context = truth.where(rng.random(truth.shape) < fraction)
+            args = (model, context, truth, experiment.normalisation)
+            options = {"progress": False, "elevation": experiment.elevation}
+            mean = predict(*args, **options)["mean"].values
+            with strictly_equivariant(model):
+                strict = predict(*args, **options)["mean"].values
+            departures.append(np.abs(mean - strict).reshape(metres.shape))
     departure = np.mean(departures, axis=0)
     observed = np.isfinite(field.values).any(axis=0)
     departure, slope = departure[observed], np.hypot(*np.gradient(metres))[observed]

@@ -11,7 +11,12 @@ from aenp.errors import InputError
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.mlp import MLP
 from aenp.nn.relaxed_conv import RelaxedConvNet
-from aenp.nn.setconv import SetConvDecoder, SetConvEncoder, lattice_grid
+from aenp.nn.setconv import (
+    DEFAULT_MAX_GRID_POINTS,
+    SetConvDecoder,
+    SetConvEncoder,
+    lattice_grid,
+)
 
 
 def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
@@ -31,9 +36,12 @@ def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
 class ConvCNPBackbone(nn.Module):
     """Set convolution to a lattice grid, a CNN on the grid, set convolution to the targets.
 
-    Exactly equivariant to shifts of the gridded inputs by multiples of ``1 / points_per_unit``.
-    Fixed inputs (see :func:`aenp.approximate`) enter as extra grid channels before the CNN;
-    they are functions of the gridded inputs.
+    Exactly equivariant to shifts of the gridded inputs by multiples of ``1 / points_per_unit``,
+    and, with an isotropic lengthscale and a D4-equivariant CNN, to the rotations and
+    reflections of the lattice (see :func:`aenp.nn.setconv.lattice_grid`). Positions may come
+    in float64 for a float32 model: they are placed on the lattice in float64 first. Fixed
+    inputs (see :func:`aenp.approximate`) enter as extra grid channels before the CNN; they are
+    functions of the gridded inputs.
 
     The last ``channel_inputs`` input dimensions (e.g. surface elevation, known wherever one
     predicts) are not gridded: the set convolution carries their values at the context and
@@ -46,10 +54,18 @@ class ConvCNPBackbone(nn.Module):
         cnn: Translation-equivariant CNN on ``[batch, channels, *grid]``; its attribute
             ``resolution_multiple`` fixes the grid sizes it accepts.
         channels: Channels of the CNN.
-        points_per_unit: Grid density; the grid lies on multiples of ``1 / points_per_unit``.
+        points_per_unit: Grid density: the spacing is ``1 / points_per_unit`` and the points lie
+            on its multiples or midway between them.
         margin: Extent of the grid beyond the data on each side.
         channel_inputs: Trailing input dimensions fed as data channels rather than gridded.
+        max_grid_points: Largest grid a batch of point sets may ask for; larger ones are
+            refused with an :class:`~aenp.errors.InputError` before anything is allocated.
+        isotropic: One set-convolution lengthscale for every gridded dimension (needed for
+            rotation equivariance) instead of one per dimension.
     """
+
+    exact_positions = True
+    """Positions are read in the batch's precision (see :class:`aenp.models.NeuralProcess`)."""
 
     def __init__(
         self,
@@ -60,6 +76,8 @@ class ConvCNPBackbone(nn.Module):
         points_per_unit: float,
         margin: float,
         channel_inputs: int = 0,
+        max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
+        isotropic: bool = False,
     ):
         super().__init__()
         # The gridded inputs: those the CNN is equivariant along and fixed inputs vary over.
@@ -67,17 +85,18 @@ class ConvCNPBackbone(nn.Module):
         self.channel_inputs = channel_inputs
         self.points_per_unit = points_per_unit
         self.margin = margin
+        self.max_grid_points = max_grid_points
         self.fixed_input_width = channels
         self.fixed_inputs: FixedInputs | None = None
         init_lengthscale = 2 / points_per_unit
-        self.encoder = SetConvEncoder(self.dim_x, init_lengthscale)
+        self.encoder = SetConvEncoder(self.dim_x, init_lengthscale, isotropic)
         self.channel_encoder = (
-            SetConvEncoder(self.dim_x, init_lengthscale) if channel_inputs else None
+            SetConvEncoder(self.dim_x, init_lengthscale, isotropic) if channel_inputs else None
         )
         data_channels = dim_y + 1 + (channel_inputs + 1 if channel_inputs else 0)
         self.resize = nn.Linear(data_channels, channels)
         self.cnn = cnn
-        self.decoder = SetConvDecoder(self.dim_x, init_lengthscale)
+        self.decoder = SetConvDecoder(self.dim_x, init_lengthscale, isotropic)
         self.head = MLP(channels, 2 * dim_y, (channels,))
 
     def forward(
@@ -90,14 +109,19 @@ class ConvCNPBackbone(nn.Module):
         gridded = self.dim_x
         x = torch.cat([xc, xt], dim=1)
         grid = lattice_grid(
-            x[..., :gridded], self.points_per_unit, self.margin, self.cnn.resolution_multiple
+            x[..., :gridded],
+            self.points_per_unit,
+            self.margin,
+            self.cnn.resolution_multiple,
+            self.max_grid_points,
         )
         h = self.encoder(xc[..., :gridded], yc, grid)
         if self.channel_encoder is not None:
             # Channel inputs are known at every point, context and target alike.
-            extra = self.channel_encoder(x[..., :gridded], x[..., gridded:], grid)
+            extra = self.channel_encoder(x[..., :gridded], x[..., gridded:].to(yc.dtype), grid)
             h = torch.cat([h, extra], dim=-1)
-        return self.head(self.decoder(grid, self._on_grid(h, grid), xt[..., :gridded]))
+        on_grid = self._on_grid(h, grid.absolute(h.device))
+        return self.head(self.decoder(grid, on_grid, xt[..., :gridded]))
 
     def forward_grid(
         self,
@@ -141,7 +165,8 @@ class ConvCNPBackbone(nn.Module):
         """Density and data channels (plus fixed inputs) → CNN features, channels last."""
         h = self.resize(h)
         if self.fixed_inputs is not None:
-            h = h + self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
+            points = grid.points().to(h.dtype)
+            h = h + self.fixed_inputs(points[None], num_tasks=h.shape[0])
         return self.cnn(h.movedim(-1, 1)).movedim(1, -1)
 
 
@@ -162,8 +187,11 @@ class RelaxedConvCNPBackbone(ConvCNPBackbone):
         points_per_unit: float,
         margin: float,
         channel_inputs: int = 0,
+        max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
     ):
-        super().__init__(dim_x, dim_y, cnn, channels, points_per_unit, margin, channel_inputs)
+        super().__init__(
+            dim_x, dim_y, cnn, channels, points_per_unit, margin, channel_inputs, max_grid_points
+        )
         self.fixed_input_width = cnn.num_weights
 
     def _on_grid(
@@ -173,5 +201,6 @@ class RelaxedConvCNPBackbone(ConvCNPBackbone):
         h = self.resize(h)
         departures = None
         if self.fixed_inputs is not None:
-            departures = self.fixed_inputs(grid.points()[None], num_tasks=h.shape[0])
+            points = grid.points().to(h.dtype)
+            departures = self.fixed_inputs(points[None], num_tasks=h.shape[0])
         return self.cnn(h.movedim(-1, 1), departures).movedim(1, -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,22 +10,27 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_weights
+from safetensors.torch import save as save_weights
 
-from aenp.errors import InputError, MissingFileError
+from aenp.errors import AenpError, InputError, MissingFileError
+from aenp.files import atomic_write
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import model_name, rebuild_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+CHECKSUM = "weights_sha256"
+"""Field of the config holding the SHA-256 of the weights file saved with it."""
 
 
 def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Writes ``config.json`` and ``model.safetensors`` to ``directory``.
+    """Writes ``model.safetensors`` and then ``config.json`` to ``directory``.
 
-    Each file is written to a temporary name first and then moved into place, so an
-    interrupted save never leaves a half-written model behind.
+    Each file is written atomically. The config records the weights' SHA-256, so a save
+    interrupted between the two files leaves a pair that :func:`load` refuses, never new
+    weights that load under the old config.
 
     Args:
         model: A model built by :func:`aenp.build_model` (optionally made approximate).
@@ -37,30 +43,48 @@ def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | No
     if not model.config:
         raise InputError("model has no build config; build it with aenp.build_model to save it")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(
+            f"{directory} is a file; a model is saved as a folder: choose another path"
+        )
+    weights = save_weights(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    )
     config = {
         "format_version": FORMAT_VERSION,
         "name": model_name(model),
         **model.config,
         "metadata": metadata or {},
+        CHECKSUM: hashlib.sha256(weights).hexdigest(),
     }
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_atomically(directory / WEIGHTS_FILE, lambda tmp: save_file(weights, tmp))
-    _write_atomically(
-        directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2))
-    )
+    # Serialised before anything is written, so bad metadata leaves the folder untouched.
+    try:
+        text = json.dumps(config, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InputError(
+            f"metadata must be JSON-serialisable (dicts, lists, strings, finite numbers): {error}"
+        ) from error
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / WEIGHTS_FILE) as tmp:
+        tmp.write_bytes(weights)
+    with atomic_write(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(text)
     return directory
 
 
 def load_config(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads and checks the ``config.json`` of a saved model."""
     path = Path(directory) / CONFIG_FILE
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; a saved model's config is a JSON file")
     if not path.is_file():
         raise MissingFileError(f"no saved model at {directory}: {path} does not exist")
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise InputError(f"{path} must hold a JSON object, got {type(config).__name__}")
     missing = [k for k in ("key", "dim_x", "dim_y", "hparams") if k not in config]
     if missing:
         raise InputError(f"{path} lacks required field(s) {missing}")
@@ -69,6 +93,12 @@ def load_config(directory: str | os.PathLike) -> dict[str, Any]:
             f"{path} has format_version {config.get('format_version')!r}; "
             f"this version of aenp reads {FORMAT_VERSION}"
         )
+    for field in ("hparams", "approximate"):
+        if field in config and not isinstance(config[field], dict):
+            raise InputError(
+                f"{path}: field {field!r} must be a mapping of hyper-parameters, got "
+                f"{config[field]!r}"
+            )
     return config
 
 
@@ -77,17 +107,34 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
 
     Raises:
         FileNotFoundError: If the config or weights file is missing.
-        ValueError: If a file is corrupt or the weights do not match the config's model
-            (missing, unexpected or mis-shaped tensors); nothing is loaded partially.
+        ValueError: If a file is corrupt, the weights are not those the config was saved with
+            (checksum), do not match the config's model (missing, unexpected or mis-shaped
+            tensors) or hold NaN or infinite values, or ``map_location`` is not a device this
+            machine has; nothing is loaded partially.
     """
+    device = _available_device(map_location)
     config = load_config(directory)
-    model = rebuild_model(config)
+    config_path = Path(directory) / CONFIG_FILE
+    try:
+        model = rebuild_model(config)
+    except AenpError as error:
+        raise type(error)(f"{config_path} describes a model aenp cannot build: {error}") from error
     path = Path(directory) / WEIGHTS_FILE
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; a saved model's weights are a safetensors file")
     if not path.is_file():
         raise MissingFileError(f"no weights at {directory}: {path} does not exist")
+    data = path.read_bytes()
+    # Saves older than the checksum have none; they load as before.
+    if CHECKSUM in config and hashlib.sha256(data).hexdigest() != config[CHECKSUM]:
+        raise InputError(
+            f"{path} is not the weights file {config_path} was saved with (its SHA-256 differs): "
+            "a save was interrupted between the two files, or one was replaced; save the model "
+            "again"
+        )
     try:
-        weights = load_file(path, device=str(map_location))
-    except (SafetensorError, OSError) as error:
+        weights = load_weights(data)
+    except SafetensorError as error:
         raise InputError(f"{path} is not a readable safetensors file: {error}") from error
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected.keys() - weights.keys()]
@@ -100,19 +147,41 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
     if problems:
         raise InputError(
             f"{path} does not match the {config['name']!r} model of {CONFIG_FILE}: "
-            + "; ".join(sorted(problems)[:10])
-            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+            + _listed(problems)
+        )
+    non_finite = [
+        k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())
+    ]
+    if non_finite:
+        raise InputError(
+            f"{path} holds NaN or infinite values in {_listed(non_finite)}, so the model cannot "
+            "predict: its training diverged or the file was altered; retrain or restore it"
         )
     dtype = next(iter(weights.values())).dtype
-    model = model.to(device=map_location, dtype=dtype)
+    model = model.to(dtype=dtype)
     model.load_state_dict(weights, strict=True)
-    return model
+    return model.to(device)
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _available_device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device, if this machine can place tensors there."""
     try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(
+            f"map_location must name a device such as 'cpu' or 'cuda', got {map_location!r}"
+        ) from error
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise InputError(
+            f"map_location {map_location!r} is not available on this machine ({error}); "
+            "load with map_location='cpu'"
+        ) from error
+    return device
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    """The first ``limit`` of ``names``, sorted, and how many more there are."""
+    more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+    return "; ".join(sorted(names)[:limit]) + more

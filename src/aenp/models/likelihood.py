@@ -19,7 +19,7 @@ class HeteroscedasticNormal(nn.Module):
 
     def __init__(self, min_std: float = 1e-3):
         super().__init__()
-        if min_std <= 0:
+        if not min_std > 0:  # also refuses NaN
             raise InputError(f"min_std must be positive, got {min_std}")
         self.min_std = min_std
 

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from torch.distributions import Normal
 
 from aenp.data.batch import Batch, GridBatch
 from aenp.data.grid import Grid
-from aenp.errors import InputError, InputTypeError
+from aenp.errors import InputError
 
 
 class NeuralProcess(nn.Module):
     """A conditional neural process with a factorised Gaussian predictive.
+
+    Inputs of any floating dtype are accepted and the prediction is in the model's dtype:
+    values are cast to it, and so are positions, unless the backbone sets
+    ``exact_positions = True`` (the ConvCNPs, which place positions on their lattice in
+    float64 before any float32 work, so float64 data keep them exactly equivariant however far
+    the data move).
 
     Args:
         backbone: Module mapping ``(xc, yc, xt)`` to features ``[batch, nt, 2 * dy]``.
@@ -54,20 +61,31 @@ class NeuralProcess(nn.Module):
         """
         batch = xc if isinstance(xc, Batch | GridBatch) else Batch(xc, yc, xt)
         self._check(batch)
+        dtype = next(self.parameters()).dtype
         if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):
-            grid = Grid(batch.axes)
+            extra = batch.extra_inputs
             z = self.backbone.forward_grid(
-                batch.context_values(), batch.context_mask, grid, batch.extra_inputs
+                batch.context_values().to(dtype),
+                batch.context_mask,
+                Grid(batch.axes),
+                None if extra is None else extra.to(dtype),
             )
             return self.likelihood(z)
         if isinstance(batch, GridBatch):
             # Point-set models see the context and target cells as points.
             points = batch.to_points()
-            return batch.to_grid(self.likelihood(self.backbone(points.xc, points.yc, points.xt)))
-        return self.likelihood(self.backbone(batch.xc, batch.yc, batch.xt))
+            return batch.to_grid(self.likelihood(self._point_features(points, dtype)))
+        return self.likelihood(self._point_features(batch, dtype))
+
+    def _point_features(self, batch: Batch, dtype: torch.dtype) -> Float[Tensor, "batch nt 2*dy"]:
+        """The backbone's features, with the batch cast to ``dtype`` (see the class docstring)."""
+        xc, xt = batch.xc, batch.xt
+        if not getattr(self.backbone, "exact_positions", False):
+            xc, xt = xc.to(dtype), xt.to(dtype)
+        return self.backbone(xc, batch.yc.to(dtype), xt)
 
     def _check(self, batch: Batch | GridBatch) -> None:
-        """Names any mismatch between the batch and the model's dimensions or dtype."""
+        """Names any mismatch between the batch and the model's dimensions."""
         if batch.dim_x != self.dim_x:
             raise InputError(
                 f"inputs have dimension dx={batch.dim_x} but the model was built for "
@@ -77,10 +95,4 @@ class NeuralProcess(nn.Module):
             raise InputError(
                 f"outputs have dimension dy={batch.dim_y} but the model was built for "
                 f"dim_y={self.dim_y}"
-            )
-        dtype = next(self.parameters()).dtype
-        if batch.dtype != dtype:
-            raise InputTypeError(
-                f"inputs are {batch.dtype} but the model's parameters are {dtype}; "
-                f"cast one to match (e.g. model.to({batch.dtype}))"
             )

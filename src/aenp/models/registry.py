@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from aenp.errors import InputError
+import torch
+
+from aenp.errors import InputError, InputTypeError
 from aenp.models.convcnp import ConvCNPBackbone, RelaxedConvCNPBackbone, gridded_inputs
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
@@ -16,6 +21,7 @@ from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.fixed_inputs import approximate
 from aenp.nn.group_conv import GroupConvNet, GroupUNet
 from aenp.nn.relaxed_conv import RelaxedConvNet
+from aenp.nn.setconv import DEFAULT_MAX_GRID_POINTS
 
 APPROX_SUFFIX = "_approx"
 
@@ -109,18 +115,20 @@ def build_convcnp(
     kernel_size: int = 5,
     channel_inputs: int = 0,
     min_std: float = 1e-3,
+    max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
 ) -> NeuralProcess:
     """Convolutional conditional neural process on a lattice-anchored grid.
 
     ``cnn`` is ``"unet"`` (``num_layers`` stride-2 levels) or ``"conv"`` (``num_layers``
     residual blocks at full resolution). The last ``channel_inputs`` inputs (e.g. elevation)
-    enter as data channels instead of grid dimensions.
+    enter as data channels instead of grid dimensions. A batch of point sets whose grid would
+    exceed ``max_grid_points`` points is refused.
     """
     if cnn not in CNNS:
         raise InputError(f"unknown cnn {cnn!r}; choose one of {sorted(CNNS)}")
     network = CNNS[cnn](gridded_inputs(dim_x, channel_inputs), channels, num_layers, kernel_size)
     backbone = ConvCNPBackbone(
-        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs
+        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs, max_grid_points
     )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
@@ -138,11 +146,14 @@ def build_equivcnp(
     num_layers: int = 4,
     kernel_size: int = 5,
     min_std: float = 1e-3,
+    max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
 ) -> NeuralProcess:
     """ConvCNP whose CNN is equivariant to the rotations and reflections of the grid (D4).
 
     ``channels`` counts regular fields, each of 8 feature maps. Exactly equivariant to the
-    8 dihedral transformations of gridded inputs (:class:`aenp.GridBatch`).
+    8 dihedral transformations of gridded inputs (:class:`aenp.GridBatch`), and on point sets
+    to every symmetry of the lattice: lattice translations, and quarter turns and mirrors
+    about lattice points and cell centres (one isotropic set-convolution lengthscale).
     """
     if dim_x != 2:
         raise InputError(
@@ -152,7 +163,16 @@ def build_equivcnp(
     if cnn not in GROUP_CNNS:
         raise InputError(f"unknown cnn {cnn!r}; choose one of {sorted(GROUP_CNNS)}")
     network = GROUP_CNNS[cnn](dim_x, channels, num_layers, kernel_size)
-    backbone = ConvCNPBackbone(dim_x, dim_y, network, channels, points_per_unit, margin)
+    backbone = ConvCNPBackbone(
+        dim_x,
+        dim_y,
+        network,
+        channels,
+        points_per_unit,
+        margin,
+        max_grid_points=max_grid_points,
+        isotropic=True,
+    )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 
@@ -167,18 +187,20 @@ def build_relaxed_convcnp(
     num_banks: int = 2,
     channel_inputs: int = 0,
     min_std: float = 1e-3,
+    max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
 ) -> NeuralProcess:
     """ConvCNP with relaxed convolutions: ``num_banks`` filter banks per layer.
 
     Built without fixed inputs it is an ordinary ConvCNP (uniform bank weights); the registry
     key ``relaxed_convcnp`` always attaches fixed inputs, which set the weights. The last
-    ``channel_inputs`` inputs enter as data channels, as in :func:`build_convcnp`.
+    ``channel_inputs`` inputs enter as data channels and ``max_grid_points`` bounds the grid,
+    as in :func:`build_convcnp`.
     """
     network = RelaxedConvNet(
         gridded_inputs(dim_x, channel_inputs), channels, num_layers, kernel_size, num_banks
     )
     backbone = RelaxedConvCNPBackbone(
-        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs
+        dim_x, dim_y, network, channels, points_per_unit, margin, channel_inputs, max_grid_points
     )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
@@ -210,6 +232,181 @@ APPROXIMATE_HPARAMS = tuple(
 )
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one hyper-parameter accepts: values of a type, and a range within that type."""
+
+    expected: str
+    has_type: Callable[[Any], bool]
+    in_range: Callable[[Any], bool]
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
+def integer(low: int, high: float = math.inf, odd: bool = False) -> Rule:
+    """An integer from ``low`` to ``high`` (and odd if ``odd``)."""
+    kind = "an odd integer" if odd else "an integer"
+    return Rule(
+        f"{kind} in [{low}, {high}]" if math.isfinite(high) else f"{kind} >= {low}",
+        _is_integer,
+        lambda value: low <= value <= high and (not odd or value % 2 == 1),
+    )
+
+
+def number(low: float, high: float = math.inf, include_low: bool = True) -> Rule:
+    """A finite number from ``low`` (included or not) to ``high``."""
+    if math.isfinite(high):
+        expected = f"a number in [{low:g}, {high:g}]"
+    else:
+        expected = f"a finite number {'>=' if include_low else '>'} {low:g}"
+    return Rule(
+        expected,
+        _is_number,
+        lambda value: (
+            math.isfinite(value)
+            and (value >= low if include_low else value > low)
+            and value <= high
+        ),
+    )
+
+
+def widths(non_empty: bool) -> Rule:
+    """A list of layer widths, each an integer ``>= 1``."""
+    return Rule(
+        f"a{' non-empty' if non_empty else ''} list of integers >= 1",
+        lambda value: _is_list(value) and all(_is_integer(w) for w in value),
+        lambda value: (bool(value) or not non_empty) and all(w >= 1 for w in value),
+    )
+
+
+def _is_bound_pair(pair: Any) -> bool:
+    return _is_list(pair) and len(pair) == 2 and all(b is None or _is_number(b) for b in pair)
+
+
+def _valid_bounds(pair: Sequence[float | None]) -> bool:
+    if tuple(pair) == (None, None):
+        return True
+    low, high = pair
+    return None not in pair and math.isfinite(low) and math.isfinite(high) and low < high
+
+
+MAX_LAYERS = 100
+"""Most layers (or U-Net levels) a model may have: more is surely a mistake."""
+MAX_PARAMETERS = 10**9
+"""Most parameters :func:`build_model` makes (4 GB in float32): more is surely a mistake."""
+
+DOMAIN = Rule(
+    "None or a list of (low, high) pairs, each finite with low < high, or (None, None) for an "
+    "input the fixed inputs ignore (not every input)",
+    lambda value: value is None or (_is_list(value) and all(map(_is_bound_pair, value))),
+    lambda value: (
+        value is None
+        or (all(map(_valid_bounds, value)) and any(tuple(p) != (None, None) for p in value))
+    ),
+)
+
+RULES: dict[str, Rule] = {
+    # Transformers.
+    "embed_dim": integer(1),
+    "num_heads": integer(1),
+    "num_layers": integer(1, MAX_LAYERS),
+    "ff_dim": integer(1),
+    "kernel_hidden": widths(non_empty=True),
+    "num_pseudo_tokens": integer(1),
+    "offset_scale": number(0),
+    # Convolutional models.
+    "points_per_unit": number(0, include_low=False),
+    "margin": number(0),
+    "cnn": Rule(
+        f"one of {sorted(CNNS.keys() | GROUP_CNNS.keys())}",
+        lambda value: isinstance(value, str),
+        lambda value: value in CNNS.keys() | GROUP_CNNS.keys(),
+    ),
+    "channels": integer(1),
+    "kernel_size": integer(1, odd=True),
+    "channel_inputs": integer(0),
+    "num_banks": integer(1),
+    "max_grid_points": integer(1),
+    # Every model.
+    "min_std": number(0, include_low=False),
+    # Fixed inputs (the arguments of approximate).
+    "num_fixed_inputs": integer(1),
+    "p_drop": number(0, 1),
+    "domain": DOMAIN,
+    "hidden": widths(non_empty=False),
+}
+"""What each hyper-parameter accepts, by name: a name means the same thing in every builder."""
+
+RULE_EXCEPTIONS: dict[str, dict[str, Rule]] = {
+    # A CNN of no layers still makes a model: the set convolutions read the context.
+    "convcnp": {"num_layers": integer(0, MAX_LAYERS)},
+    "equivcnp": {"num_layers": integer(0, MAX_LAYERS)},
+}
+"""Builders that accept more than the common rule for a hyper-parameter."""
+
+
+def check_hparams(key: str, dim_x: int, hparams: dict[str, Any]) -> None:
+    """Checks hyper-parameters against :data:`RULES` and against each other.
+
+    Args:
+        key: Registry key of the model, named in every message.
+        dim_x: Input dimension ``dx`` of the model.
+        hparams: The given hyper-parameters, those of :func:`aenp.approximate` included.
+
+    Raises:
+        InputTypeError: If a value has the wrong type.
+        InputError: If a value is out of range or inconsistent with another.
+    """
+    base = key.removesuffix(APPROX_SUFFIX)
+    rules = {**RULES, **RULE_EXCEPTIONS.get(base, {})}
+    for name, value in hparams.items():
+        rule = rules[name]
+        if not rule.has_type(value):
+            raise InputTypeError(
+                f"model {key!r}: hyper-parameter {name} must be {rule.expected}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        if not rule.in_range(value):
+            raise InputError(
+                f"model {key!r}: hyper-parameter {name} must be {rule.expected}, got {value!r}"
+            )
+    # Constraints between hyper-parameters see the builders' defaults too.
+    builders = [BUILDERS[base], *([approximate] if _approximates(key) else [])]
+    values = {
+        name: parameter.default
+        for function in builders
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    values.update(hparams)
+    if "num_heads" in values and values["embed_dim"] % values["num_heads"]:
+        raise InputError(
+            f"model {key!r}: hyper-parameter num_heads must divide embed_dim="
+            f"{values['embed_dim']}, got {values['num_heads']}"
+        )
+    if values.get("channel_inputs", 0) >= dim_x:
+        raise InputError(
+            f"model {key!r}: hyper-parameter channel_inputs must be < dim_x={dim_x} (at least "
+            f"one input lies on the grid), got {values['channel_inputs']}"
+        )
+    domain = values.get("domain")
+    if domain is not None and len(domain) != dim_x:
+        raise InputError(
+            f"model {key!r}: hyper-parameter domain must have one (low, high) pair per input "
+            f"dimension (dim_x={dim_x}), got {len(domain)}: {domain}"
+        )
+
+
 def model_keys() -> list[str]:
     """Every registry key, approximate variants included."""
     return [*BUILDERS, *(key + APPROX_SUFFIX for key in EQUIVARIANT)]
@@ -231,12 +428,23 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
 
     Returns:
         The model, called as ``model(xc, yc, xt)`` and returning a ``Normal`` over ``yt``.
+
+    Raises:
+        InputError: If the key or a hyper-parameter is unknown, or a value is out of range
+            (see :data:`RULES`), or the model would have more than :data:`MAX_PARAMETERS`
+            parameters; the message names the key, the hyper-parameter, what it accepts and
+            the value given.
+        InputTypeError: If a value has the wrong type.
     """
-    base = key.removesuffix(APPROX_SUFFIX)
-    if key not in model_keys():
+    if not isinstance(key, str) or key not in model_keys():
         raise InputError(f"unknown model key {key!r}; available: {', '.join(model_keys())}")
+    base = key.removesuffix(APPROX_SUFFIX)
     for name, value in (("dim_x", dim_x), ("dim_y", dim_y)):
-        if not isinstance(value, int) or value < 1:
+        if not _is_integer(value):
+            raise InputTypeError(
+                f"{name} must be a positive integer, got {value!r} ({type(value).__name__})"
+            )
+        if value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     builder = BUILDERS[base]
     is_approx = _approximates(key)
@@ -248,11 +456,31 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
         raise InputError(
             f"unknown hyper-parameter(s) {sorted(unknown)} for model {key!r}; valid: {valid}"
         )
-    model = builder(dim_x, dim_y, **hparams)
-    model.config = {"key": base, "dim_x": dim_x, "dim_y": dim_y, "hparams": _plain(hparams)}
-    if is_approx:
-        approximate(model, **approx_args)
-    return model
+    check_hparams(key, dim_x, {**hparams, **approx_args})
+
+    def assemble() -> NeuralProcess:
+        model = builder(dim_x, dim_y, **hparams)
+        model.config = {"key": base, "dim_x": dim_x, "dim_y": dim_y, "hparams": _plain(hparams)}
+        if is_approx:
+            approximate(model, **approx_args)
+        return model
+
+    # Counted on the meta device (nothing allocated), so an absurd width is an error rather
+    # than an exhausted memory.
+    too_large = f"model {key!r} with hyper-parameters {hparams | approx_args} is too large"
+    try:
+        with torch.device("meta"):
+            size = sum(p.numel() for p in assemble().parameters())
+    except RuntimeError as error:
+        if "overflow" not in str(error):  # only a tensor of over 2**63 bytes is expected here
+            raise
+        raise InputError(f"{too_large} ({error}): reduce its widths") from error
+    if size > MAX_PARAMETERS:
+        raise InputError(
+            f"{too_large}: {size:.2e} parameters, more than the {MAX_PARAMETERS:.0e} aenp "
+            "builds; reduce its widths"
+        )
+    return assemble()
 
 
 def model_name(model: NeuralProcess) -> str:

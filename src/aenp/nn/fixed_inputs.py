@@ -77,15 +77,13 @@ class FixedInputs(nn.Module):
             if len(pairs) != dim_x or any(len(pair) != 2 for pair in pairs):
                 raise InputError(f"domain must be {dim_x} (low, high) pair(s), got {domain}")
             self.active_dims = [d for d, pair in enumerate(pairs) if pair != (None, None)]
-            bounds = torch.as_tensor(
-                [pairs[d] for d in self.active_dims], dtype=torch.get_default_dtype()
-            )
-            if not self.active_dims or not bool((bounds[:, 0] < bounds[:, 1]).all()):
+            active = [pairs[d] for d in self.active_dims]
+            if not active or not all(None not in pair and pair[0] < pair[1] for pair in active):
                 raise InputError(
                     f"domain must be {dim_x} (low, high) pair(s) with low < high (or "
                     f"(None, None) for an ignored dimension, not all), got {domain}"
                 )
-            self.register_buffer("domain", bounds)
+            self.register_buffer("domain", torch.tensor(active, dtype=torch.get_default_dtype()))
         self.basis = MLP(len(self.active_dims), num_fixed_inputs, hidden)
         _spread_hinges(self.basis)
         self.projection = nn.Linear(num_fixed_inputs, width, bias=False)
@@ -169,8 +167,8 @@ def approximate(
         The same model, now with fixed inputs (initially contributing exactly zero).
 
     Raises:
-        ValueError: If the model has no injection point (it is not equivariant) or
-            already has fixed inputs.
+        ValueError: If the model has no injection point (it is not equivariant), already
+            has fixed inputs, or ``domain`` has not one pair per input dimension.
     """
     sites = injection_sites(model)
     if len(sites) != 1:
@@ -181,6 +179,12 @@ def approximate(
     (site,) = sites
     if site.fixed_inputs is not None:
         raise InputError(f"{type(model).__name__} is already approximately equivariant")
+    dim_x = getattr(model, "dim_x", site.dim_x)
+    if domain is not None and len(domain) != dim_x:
+        raise InputError(
+            f"domain must have one (low, high) pair per input dimension (dim_x={dim_x}), "
+            f"got {len(domain)}: {domain}"
+        )
     site_domain = domain
     if domain is not None and len(domain) > site.dim_x:
         # Inputs a backbone does not grid (data channels) cannot carry fixed inputs.

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
+import math
+import numbers
+import os
+import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from aenp.data.experiments import Experiment, get_experiment
+from aenp.errors import InputError, InputTypeError, MissingFileError
+from aenp.files import atomic_write, write_json
 from aenp.models.io import save
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import build_model
@@ -32,8 +40,13 @@ LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"
 LAST_CHECKPOINT = "last"
-PRESENTATION_KEYS = ("resume", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
-"""Config entries that do not change what a run trains (a finished run ignores them)."""
+PRESENTATION_KEYS = (
+    "run_dir",
+    "resume",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
+"""Config entries that do not change what a run trains: a run started again may change them."""
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,145 @@ def build_from_config(cfg: DictConfig) -> NeuralProcess:
     return build_model(cfg.model.key, cfg.experiment.dim_x, cfg.experiment.dim_y, **hparams)
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+POSITIVE_INTEGER = ("a positive integer", _is_integer, lambda value: value >= 1)
+SETTINGS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], bool]]] = {
+    "seed": ("an integer in [0, 2**32 - 1]", _is_integer, lambda value: 0 <= value < 2**32),
+    "data.batch_size": POSITIVE_INTEGER,
+    "data.num_train_tasks": POSITIVE_INTEGER,
+    "data.num_val_tasks": POSITIVE_INTEGER,
+    "data.num_test_tasks": POSITIVE_INTEGER,
+    "optimizer.lr": (
+        "a finite number > 0",
+        _is_number,
+        lambda value: math.isfinite(value) and value > 0,
+    ),
+    "optimizer.weight_decay": (
+        "a finite number >= 0",
+        _is_number,
+        lambda value: math.isfinite(value) and value >= 0,
+    ),
+    "optimizer.cosine_schedule": (
+        "true or false",
+        lambda value: isinstance(value, bool),
+        lambda value: True,
+    ),
+    "trainer.max_epochs": (
+        "a positive integer, or -1 to train until trainer.max_time",
+        _is_integer,
+        lambda value: value >= 1 or value == -1,
+    ),
+}
+"""Training settings checked before a run starts: (what is expected, type check, range check).
+
+Hydra does not type command-line values (``data.batch_size=abc`` is a string), and Lightning
+would silently change an out-of-range seed or train no epoch at all.
+"""
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Checks the training settings of :data:`SETTINGS`.
+
+    Raises:
+        InputTypeError: If a setting has the wrong type; the message names its key.
+        InputError: If a setting is out of range.
+    """
+    for key, (expected, has_type, in_range) in SETTINGS.items():
+        value = OmegaConf.select(cfg, key)
+        if not has_type(value):
+            raise InputTypeError(
+                f"{key} must be {expected}, got {value!r} ({type(value).__name__})"
+            )
+        if not in_range(value):
+            raise InputError(f"{key} must be {expected}, got {value!r}")
+
+
+def local_checkpoint(resume: Any) -> Path:
+    """The absolute path of the ``resume=`` checkpoint, which must be a local file.
+
+    Raises:
+        InputError: If ``resume`` is a URL (``https://``, ``s3://``, ``file://``, any fsspec
+            protocol): Lightning would download and unpickle it, which can run code.
+        MissingFileError: If the file does not exist.
+    """
+    text = str(resume)
+    if "://" in text or "::" in text:
+        raise InputError(
+            f"resume must be a local checkpoint file, got the URL {text!r}: aenp does not load "
+            "remote checkpoints; download the file and pass its local path"
+        )
+    path = Path(text).expanduser().absolute()
+    if not path.is_file():
+        raise MissingFileError(f"resume checkpoint {text} does not exist or is not a file")
+    # Absolute, so that Lightning never reads a file name as one of its keywords ("last", ...).
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A training checkpoint, read weights-only: tensors and plain values, never code.
+
+    Tensors load onto ``map_location`` (by default the CPU, as Lightning's reader does, so a
+    checkpoint written on a GPU reads anywhere).
+
+    Raises:
+        MissingFileError: If ``path`` is not a file.
+        InputError: If the file is truncated or corrupt, holds objects that are not tensors or
+            plain values, or is not a Lightning checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        with open(path, "rb") as f:
+            checkpoint = torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = str(error).partition("WeightsUnpickler error: ")[2].split(". ")[0]
+        raise InputError(
+            f"checkpoint {path} holds objects that are not tensors or plain values ({detail}); "
+            "aenp reads checkpoints weights-only and never runs code from a file"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as error:
+        raise InputError(
+            f"checkpoint {path} cannot be read ({str(error) or type(error).__name__}); it was "
+            "probably cut short by a killed process or a full disk: delete it (the run then "
+            "starts over), or resume from another checkpoint with resume=PATH (a run keeps "
+            f"{BEST_CHECKPOINT}.ckpt beside {LAST_CHECKPOINT}.ckpt)"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"{path} is not a training checkpoint (it has no 'state_dict')")
+    return checkpoint
+
+
+class LocalCheckpointIO(TorchCheckpointIO):
+    """Checkpoints as local files, written atomically and read weights-only.
+
+    Lightning's own writer stages a checkpoint in the system's temporary folder and moves it
+    over, which copies (and can leave a truncated file) when that folder is on another disk;
+    its reader downloads URLs and unpickles them.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        """Writes ``checkpoint`` so that ``path`` holds either the old or the whole new one."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as partial:
+            torch.save(checkpoint, partial)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """:func:`load_checkpoint`, weights-only whatever Lightning asks for."""
+        return load_checkpoint(path, map_location)
+
+
 def _precision(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -71,18 +223,32 @@ def train(cfg: DictConfig) -> Path:
     (the best weights, saved with :func:`aenp.save`) and ``training.json`` (the training time
     and the config it finished with). A run killed part-way resumes from ``last.ckpt`` when
     started again with the same ``run_dir``, logging to a new ``logs/version_<k>``; a finished
-    run started again with the same config is left as it is.
+    run started again with the same config is left as it is. A run directory holds the model
+    of one config: starting it again with another (:data:`PRESENTATION_KEYS` aside) is refused
+    before anything is written.
+
+    Raises:
+        InputError: If a setting is out of range, ``resume`` is a URL or not a readable
+            checkpoint, or ``run_dir`` holds a run of another config (the message lists the
+            differing keys, old → new).
+        InputTypeError: If a setting has the wrong type.
+        MissingFileError: If the ``resume`` checkpoint does not exist.
     """
+    check_settings(cfg)
+    resume = None if cfg.resume is None else local_checkpoint(cfg.resume)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = training_record(run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    finished = record.get("config")
-    if (
-        finished is not None
-        and _trained_alike(finished, resolved)
-        and (run_dir / MODEL_DIR).is_dir()
-    ):
+    recorded = recorded_config(run_dir)
+    if recorded is not None:
+        changes = config_changes(recorded, resolved)
+        if changes:
+            raise InputError(
+                f"{run_dir} holds a run of another config ({'; '.join(changes)}); a run "
+                "directory holds the model of one config: train into another directory, or "
+                "delete this one to start over"
+            )
+    record = training_record(run_dir)
+    if "config" in record and (run_dir / MODEL_DIR).is_dir():
         log.info("%s is already trained with this config", run_dir)
         return run_dir
     start = time.perf_counter()
@@ -122,11 +288,13 @@ def train(cfg: DictConfig) -> Path:
         default_root_dir=run_dir,
         callbacks=[checkpoints, latest],
         logger=CSVLogger(run_dir, name=LOG_DIR),
+        plugins=[LocalCheckpointIO()],
         reload_dataloaders_every_n_epochs=1,
     )
     if trainer.is_global_zero:
-        OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
-    resume = cfg.resume
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / RUN_CONFIG) as partial:
+            OmegaConf.save(cfg, partial, resolve=True)
     last = run_dir / CHECKPOINT_DIR / f"{LAST_CHECKPOINT}.ckpt"
     if resume is None and last.is_file():
         resume = last
@@ -134,33 +302,61 @@ def train(cfg: DictConfig) -> Path:
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if trainer.is_global_zero:
         best = Path(checkpoints.best_model_path or last)
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        if not best.is_file():
+            raise InputError(
+                f"training stopped before its first checkpoint, so {run_dir} holds no model: "
+                "give it time for at least one epoch (trainer.max_time, trainer.max_steps)"
+            )
+        module.load_state_dict(load_checkpoint(best)["state_dict"])
         metadata = {"experiment": experiment.name}
         normalisation = getattr(experiment, "normalisation", None)
         if normalisation is not None:
             metadata["normalisation"] = normalisation.to_dict()
         save(model.float().cpu(), run_dir / MODEL_DIR, metadata=metadata)
         seconds = record.get("seconds", 0.0) + time.perf_counter() - start
-        record = {"seconds": seconds, "config": resolved}
-        (run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
+        write_json(run_dir / TRAINING_RECORD, {"seconds": seconds, "config": resolved})
     return run_dir
 
 
-def _trained_alike(first: dict, second: dict) -> bool:
-    """Whether two resolved configs train the same model (presentation entries aside)."""
+_ABSENT = object()
+"""Stands for a config entry that one of two configs does not have."""
 
-    def substance(config: dict) -> dict:
-        config = copy.deepcopy(config)
-        for key in PRESENTATION_KEYS:
-            *parents, leaf = key.split(".")
-            node = config
-            for parent in parents:
-                node = node.get(parent, {})
-            node.pop(leaf, None)
-        return config
 
-    return substance(first) == substance(second)
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}`` (lists are values)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for every entry in which two resolved configs differ.
+
+    Entries of :data:`PRESENTATION_KEYS` are left out: they do not change what a run trains.
+    """
+    old, new = _flatten(old), _flatten(new)
+
+    def shown(value: Any) -> str:
+        return "(absent)" if value is _ABSENT else repr(value)
+
+    return [
+        f"{key}: {shown(old.get(key, _ABSENT))} → {shown(new.get(key, _ABSENT))}"
+        for key in sorted(old.keys() | new.keys())
+        if key not in PRESENTATION_KEYS and old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    ]
+
+
+def recorded_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a run directory was trained (or started) with; None if new."""
+    record = training_record(run_dir)
+    if "config" in record:
+        return record["config"]
+    path = Path(run_dir) / RUN_CONFIG
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
 
 
 def training_record(run_dir: Path) -> dict:

@@ -1,0 +1,96 @@
+"""Evaluating a run: strict JSON records, written atomically."""
+
+import json
+import math
+
+import cftime
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from omegaconf import OmegaConf
+
+import aenp
+from aenp.evaluate.run import METRICS_FILE, PER_TASK_FILE, evaluate_run, load_per_task_loglik
+from aenp.files import json_safe, write_json
+from aenp.train.run import MODEL_DIR, RUN_CONFIG
+
+
+def strict_json(text):
+    """Parses JSON as strict readers do: NaN and Infinity are not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_become_null_at_any_depth(tmp_path):
+    content = {"a": math.nan, "b": [1.5, math.inf, (-math.inf, 2)], "c": {"d": np.float64("nan")}}
+    assert json_safe(content) == {"a": None, "b": [1.5, None, [None, 2]], "c": {"d": None}}
+    path = write_json(tmp_path / "out.json", content)
+    assert strict_json(path.read_text()) == json_safe(content)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    path = write_json(tmp_path / "out.json", {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert strict_json(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A climate run (gridded tasks: no context log-likelihood, so NaN) with an untrained model."""
+    lat, lon, years = np.arange(30.25, 40, 0.5), np.arange(-109.75, -90, 0.5), np.arange(2000, 2008)
+    year, la, lo = np.meshgrid(years, lat, lon, indexing="ij")
+    field = xr.DataArray(
+        280 + np.sin(la) + np.cos(lo) + 0.1 * year,
+        dims=("time", "lat", "lon"),
+        coords={
+            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in years],
+            "lat": lat,
+            "lon": lon,
+        },
+        name="t2m",
+    )
+    field.to_netcdf(tmp_path / "field.nc")
+    options = {
+        "data": str(tmp_path / "field.nc"),
+        "train_region": "30,40,-110,-100",
+        "ood_region": "30,40,-100,-90",
+        "train_years": [2000, 2003],
+        "val_years": [2004, 2005],
+        "test_years": [2006, 2007],
+        "patch": 8,
+    }
+    cfg = {
+        "experiment": {"name": "climate", "options": options},
+        "data": {"num_test_tasks": 3, "batch_size": 2},
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(OmegaConf.create(cfg), run / RUN_CONFIG)
+    torch.manual_seed(0)
+    aenp.save(aenp.build_model("convcnp", 2, 1, channels=4, num_layers=1), run / MODEL_DIR)
+    return run
+
+
+def test_metrics_json_is_strict_json_with_null_for_missing_values(run_dir):
+    results = evaluate_run(run_dir)
+    written = strict_json((run_dir / METRICS_FILE).read_text())
+    assert math.isnan(results["splits"]["test"]["context_loglik"]["mean"])
+    assert written["splits"]["test"]["context_loglik"] == {
+        "mean": None,
+        "stderr": None,
+        "num_tasks": 0,
+    }
+    assert written == json_safe(results)
+    per_task = load_per_task_loglik(run_dir)
+    assert set(per_task) == {"test", "ood"} and per_task["test"].shape == (3,)
+    assert per_task["test"].mean() == pytest.approx(results["splits"]["test"]["loglik"]["mean"])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [METRICS_FILE, PER_TASK_FILE, RUN_CONFIG, MODEL_DIR]
+    )

@@ -1,0 +1,123 @@
+import csv
+import errno
+import io
+import pathlib
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from aenp.errors import InputError, MissingFileError
+from aenp.train.run import load_checkpoint, train
+from tests.train.test_training import tiny_config
+
+
+class RunsCode:
+    """Unpickled, it creates ``marker``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def started_run(tmp_path, checkpoint: bytes):
+    """The config of a run that started and left ``checkpoint`` as its ``last.ckpt``."""
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "convcnp_approx"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(checkpoint)
+    return cfg
+
+
+def checkpoint_bytes(content) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/runs/last.ckpt",
+        "http://example.com/last.ckpt",
+        "s3://bucket/last.ckpt",
+        "file:///tmp/last.ckpt",
+        "simplecache::https://example.com/last.ckpt",
+    ],
+)
+def test_resume_from_a_url_is_refused_before_anything_is_written(tmp_path, url):
+    with pytest.raises(InputError, match="resume must be a local checkpoint file, got the URL"):
+        train(tiny_config(tmp_path, extra=[f"resume='{url}'"]))
+    assert not (tmp_path / "convcnp_approx").exists()
+
+
+def test_resume_from_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(MissingFileError, match=r"resume checkpoint .*nowhere\.ckpt does not exist"):
+        train(tiny_config(tmp_path, extra=[f"resume={tmp_path / 'nowhere.ckpt'}"]))
+
+
+def test_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(checkpoint_bytes({"state_dict": {}, "epoch": 0, "hook": RunsCode(marker)}))
+    with pytest.raises(InputError, match=r"evil\.ckpt holds objects that are not tensors"):
+        train(tiny_config(tmp_path, extra=[f"resume={evil}"]))
+    assert not marker.exists()
+    # The file really runs code when unpickled without the weights-only guard.
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.0])
+def test_truncated_last_checkpoint_is_named_with_what_to_do(tmp_path, cut):
+    whole = checkpoint_bytes({"state_dict": {"w": torch.zeros(1000)}, "epoch": 0})
+    cfg = started_run(tmp_path, whole[: int(cut * len(whole))])
+    with pytest.raises(InputError) as error:
+        train(cfg)
+    message = str(error.value)
+    assert re.search(r"checkpoints/last\.ckpt cannot be read \(\w", message)  # with the reason
+    assert "delete it" in message and "best.ckpt" in message
+
+
+def test_load_checkpoint_refuses_a_file_that_is_not_a_training_checkpoint(tmp_path):
+    path = tmp_path / "weights.ckpt"
+    path.write_bytes(checkpoint_bytes({"w": torch.zeros(3)}))
+    with pytest.raises(InputError, match=r"weights\.ckpt is not a training checkpoint"):
+        load_checkpoint(path)
+
+
+def test_failed_checkpoint_save_keeps_the_previous_one_and_the_run_resumes_from_it(
+    tmp_path, monkeypatch
+):
+    real_save = torch.save
+
+    def fails_at_the_second_last_checkpoint(checkpoint, path, *args, **kwargs):
+        if "last.ckpt" in str(path) and checkpoint["epoch"] == 1:
+            # Half of the file reaches the disk, then the disk is full.
+            pathlib.Path(path).write_bytes(checkpoint_bytes(checkpoint)[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(checkpoint, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fails_at_the_second_last_checkpoint)
+    cfg = tiny_config(tmp_path, epochs=2, extra=["data.num_train_tasks=32"])  # 4 steps an epoch
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg)
+    run_dir = tmp_path / "convcnp_approx"
+    checkpoints = run_dir / "checkpoints"
+    previous = load_checkpoint(checkpoints / "last.ckpt")
+    assert previous["epoch"] == 0 and previous["global_step"] == 4
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not (run_dir / "training.json").exists()
+
+    monkeypatch.setattr(torch, "save", real_save)
+    train(cfg)
+    last = load_checkpoint(checkpoints / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (1, 8)
+    # The second start trained epoch 1 only: it resumed rather than started over.
+    with open(run_dir / "logs" / "version_1" / "metrics.csv") as f:
+        assert {row["epoch"] for row in csv.DictReader(f)} == {"1"}
+    assert (run_dir / "training.json").is_file()
