@@ -57,6 +57,19 @@ def test_data_export_writes_the_split_with_ground_truth(tmp_path, suffix):
         assert torch.equal(truth.loglik, want_truth.loglik)
 
 
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("tasks.csv", "must end in one of .npz, .nc"), ("missing/tasks.npz", "does not exist")],
+)
+def test_data_export_checks_out_before_making_tasks(tmp_path, monkeypatch, capsys, out, message):
+    def never(*args):
+        raise AssertionError("tasks were made before --out was checked")
+
+    monkeypatch.setattr("aenp.data.gp.gp1d_split", never)
+    assert main(["data", "export", "gp1d", "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("count", ["0", "-1"])
 @pytest.mark.parametrize(
     "command", [["evaluate", "run"], ["data", "export", "gp1d", "--out", "tasks.npz"]]

@@ -275,8 +275,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"Wrote {args.out}")
     elif args.command == "data" and args.data_command == "export":
-        from aenp.data.gp import GP1D_NUM_TASKS, export_tasks, gp1d_generator, gp1d_split
+        from aenp.data.gp import (
+            GP1D_NUM_TASKS,
+            check_export_path,
+            export_tasks,
+            gp1d_generator,
+            gp1d_split,
+        )
 
+        check_export_path(args.out)  # before the minutes the tasks and ground truth take
         num_tasks = GP1D_NUM_TASKS if args.num_tasks is None else args.num_tasks
         items = gp1d_split(args.split, num_tasks)
         export_tasks(args.out, items, gp1d_generator(args.split))

@@ -21,6 +21,24 @@ PARTIAL_MARK = ".partial"
 """Part of every temporary name: ``.<name>.<random>.partial<suffix>`` beside the target."""
 
 
+def check_destination(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path``, if a file may be written there (see :func:`atomic_write`).
+
+    Raises:
+        InputError: If ``path`` is an existing folder.
+        MissingFileError: If the folder that should hold ``path`` does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{path} is an existing folder; aenp does not delete folders: remove it or "
+            "choose another path"
+        )
+    if not path.parent.is_dir():
+        raise MissingFileError(f"folder {path.parent} (of {path}) does not exist")
+    return path
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` that is moved onto ``path`` when the block succeeds.
@@ -36,14 +54,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
             since that would delete whatever else the user keeps in them.
         MissingFileError: If the folder that should hold ``path`` does not exist.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(
-            f"{path} is an existing folder; aenp does not delete folders: remove it or "
-            "choose another path"
-        )
-    if not path.parent.is_dir():
-        raise MissingFileError(f"folder {path.parent} (of {path}) does not exist")
+    path = check_destination(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_MARK}{path.suffix}")
     try:
         yield tmp

@@ -121,3 +121,12 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_run_resumes_from_
     with open(run_dir / "logs" / "version_1" / "metrics.csv") as f:
         assert {row["epoch"] for row in csv.DictReader(f)} == {"1"}
     assert (run_dir / "training.json").is_file()
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_named(tmp_path):
+    last = train(tiny_config(tmp_path / "first")) / "checkpoints" / "last.ckpt"
+    other = tiny_config(tmp_path / "second", model="tnp", extra=[f"resume={last}"])
+    with pytest.raises(
+        InputError, match=r"resume holds another model than the config builds: missing model\."
+    ):
+        train(other)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from aenp.data.batch import Batch
 from aenp.errors import InputError, InputTypeError, MissingFileError
-from aenp.files import atomic_write
+from aenp.files import atomic_write, check_destination
 
 SHORT_LENGTHSCALE = 0.1
 """Lengthscale on the rough side of a switching kernel's changepoint."""
@@ -494,10 +494,7 @@ def export_tasks(
         InputError: For another suffix, no task, or ``path`` an existing folder.
         MissingFileError: If the folder that should hold ``path`` does not exist.
     """
-    path = Path(path)
-    writer = _WRITERS.get(path.suffix)
-    if writer is None:
-        raise InputError(f"path must end in one of {', '.join(_WRITERS)}; got {str(path)!r}")
+    path = check_export_path(path)
     arrays = _task_arrays(items)
     attributes = {
         "noise_std": generator.noise_std,
@@ -509,7 +506,22 @@ def export_tasks(
         "kernels": json.dumps([repr(kernel) for kernel in generator.kernels]),
     }
     with atomic_write(path) as temporary:
-        writer(temporary, arrays, attributes)
+        _WRITERS[path.suffix](temporary, arrays, attributes)
+
+
+def check_export_path(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path``, if :func:`export_tasks` can write there.
+
+    Call it before making the tasks, which may take minutes.
+
+    Raises:
+        InputError: For a suffix other than ``.npz`` or ``.nc``, or an existing folder.
+        MissingFileError: If the folder that should hold ``path`` does not exist.
+    """
+    path = Path(path)
+    if path.suffix not in _WRITERS:
+        raise InputError(f"path must end in one of {', '.join(_WRITERS)}; got {str(path)!r}")
+    return check_destination(path)
 
 
 def load_exported_tasks(path: str | os.PathLike) -> list[tuple[GPTasks, GroundTruth]]:

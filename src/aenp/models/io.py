@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
+from torch import Tensor
 
 from aenp.errors import AenpError, InputError, MissingFileError
 from aenp.files import atomic_write
@@ -136,18 +137,10 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
         weights = load_weights(data)
     except SafetensorError as error:
         raise InputError(f"{path} is not a readable safetensors file: {error}") from error
-    expected = model.state_dict()
-    problems = [f"missing {k}" for k in expected.keys() - weights.keys()]
-    problems += [f"unexpected {k}" for k in weights.keys() - expected.keys()]
-    problems += [
-        f"{k} has shape {tuple(weights[k].shape)}, expected {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
+    problems = weight_mismatches(model.state_dict(), weights)
     if problems:
         raise InputError(
-            f"{path} does not match the {config['name']!r} model of {CONFIG_FILE}: "
-            + _listed(problems)
+            f"{path} does not match the {config['name']!r} model of {CONFIG_FILE}: {problems}"
         )
     non_finite = [
         k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())
@@ -179,6 +172,18 @@ def _available_device(map_location: str | torch.device) -> torch.device:
             "load with map_location='cpu'"
         ) from error
     return device
+
+
+def weight_mismatches(expected: dict[str, Tensor], given: dict[str, Tensor]) -> str:
+    """The missing, unexpected and mis-shaped tensors of ``given``, listed; ``""`` if none."""
+    problems = [f"missing {k}" for k in expected.keys() - given.keys()]
+    problems += [f"unexpected {k}" for k in given.keys() - expected.keys()]
+    problems += [
+        f"{k} has shape {tuple(given[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    return _listed(problems) if problems else ""
 
 
 def _listed(names: list[str], limit: int = 10) -> str:

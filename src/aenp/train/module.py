@@ -6,6 +6,8 @@ import lightning as L
 import torch
 
 from aenp.data.batch import Batch, GridBatch, target_loglik
+from aenp.errors import InputError
+from aenp.models.io import weight_mismatches
 from aenp.models.neural_process import NeuralProcess
 
 
@@ -47,6 +49,15 @@ class NeuralProcessModule(L.LightningModule):
         """Logs the validation log-likelihood (higher is better)."""
         loglik = mean_loglik(self.model, batch)
         self.log("val/loglik", loglik, prog_bar=True, sync_dist=True, batch_size=len(batch))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuses a checkpoint of another model, before Lightning loads any of it."""
+        problems = weight_mismatches(self.state_dict(), checkpoint["state_dict"])
+        if problems:
+            raise InputError(
+                f"the checkpoint to resume holds another model than the config builds: "
+                f"{problems}; resume only from a checkpoint of the same model"
+            )
 
     def configure_optimizers(self):
         """AdamW, optionally with a per-step cosine schedule."""
