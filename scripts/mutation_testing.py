@@ -30,6 +30,10 @@ from mutmut.mutation.trampoline import set_mutant_under_test
 from mutmut.stats import status_by_exit_code
 
 MUTANTS = Path("mutants")
+CAUGHT = ("killed", "timeout", "segfault")
+"""Statuses of a mutant the tests catch (a planted bug that hangs or crashes them is caught)."""
+MISSED = ("survived", "no tests", "suspicious")
+"""Statuses of a mutant the tests miss (no covering test counts as a miss)."""
 
 
 def mutant_results() -> dict[str, str | None]:
@@ -62,31 +66,32 @@ def report(names: list[str], seed: int | None) -> str:
     results = mutant_results()
     statuses = {name: results.get(name) or "not run" for name in names}
     counts = Counter(statuses.values())
-    tested = [s for s in statuses.values() if s in ("killed", "survived", "timeout")]
-    killed = sum(s in ("killed", "timeout") for s in tested)
-    rate = killed / len(tested) if tested else math.nan
-    half_width = 1.96 * math.sqrt(rate * (1 - rate) / len(tested)) if tested else math.nan
+    caught = sum(counts[status] for status in CAUGHT)
+    judged = caught + sum(counts[status] for status in MISSED)
+    rate = caught / judged if judged else math.nan
+    half_width = 1.96 * math.sqrt(rate * (1 - rate) / judged) if judged else math.nan
     lines = [
         f"Mutants: {len(names)}" + (f" (random sample, seed {seed})" if seed is not None else ""),
         f"Statuses: {dict(sorted(counts.items()))}",
-        f"Kill rate (killed or timed out, of those run): {killed}/{len(tested)} = "
+        f"Kill rate (killed, timed out or crashed, of those judged): {caught}/{judged} = "
         f"{100 * rate:.1f}% ± {100 * half_width:.1f}% (95%)",
         "",
-        "| module | mutants | killed | survived | other |",
+        "| module | mutants | caught | missed | other |",
         "|---|---|---|---|---|",
     ]
     by_module: dict[str, Counter] = defaultdict(Counter)
     for name, status in statuses.items():
         by_module[module_of(name)][status] += 1
     for module, count in sorted(by_module.items()):
-        other = sum(count.values()) - count["killed"] - count["timeout"] - count["survived"]
+        caught_here = sum(count[status] for status in CAUGHT)
+        missed_here = sum(count[status] for status in MISSED)
+        other = sum(count.values()) - caught_here - missed_here
         lines.append(
-            f"| {module} | {sum(count.values())} | {count['killed'] + count['timeout']} | "
-            f"{count['survived']} | {other} |"
+            f"| {module} | {sum(count.values())} | {caught_here} | {missed_here} | {other} |"
         )
-    survivors = [name for name, status in statuses.items() if status == "survived"]
-    lines += ["", "Survivors (`mutmut show NAME` in this folder prints each diff):", ""]
-    lines += [f"* `{name}`" for name in survivors]
+    missed = [f"{name} ({status})" for name, status in statuses.items() if status in MISSED]
+    lines += ["", "Missed (`mutmut show NAME` in this folder prints each diff):", ""]
+    lines += [f"* `{name}`" for name in missed]
     return "\n".join(lines) + "\n"
 
 
@@ -96,14 +101,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--max-children", type=int, default=2, help="mutants run at once")
     parser.add_argument("--report", type=Path, default=None, help="also write the summary here")
+    parser.add_argument(
+        "--report-only", action="store_true", help="summarise the results of an earlier run"
+    )
     args = parser.parse_args()
-    names = generate()
-    print(f"{len(names)} mutants generated", flush=True)
+    names = sorted(mutant_results()) if args.report_only else generate()
+    print(f"{len(names)} mutants", flush=True)
     seed = None
     if args.sample is not None and args.sample < len(names):
         names, seed = sorted(random.Random(args.seed).sample(names, args.sample)), args.seed
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
-    subprocess.run([*command, *names], check=True)
+    if not args.report_only:
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+        subprocess.run([*command, *names], check=True)
     summary = report(names, seed)
     print(summary)
     if args.report is not None:
