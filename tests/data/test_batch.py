@@ -102,3 +102,32 @@ def test_grid_tensors_of_another_type_are_named(change, match):
     fields = (batch.y, batch.context_mask, batch.target_mask, batch.axes)
     with pytest.raises(TypeError, match=match):
         GridBatch(*change(fields))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda b: (*b[:3], b[3][:1]),
+            r"y has shape \(3, 4, 5, 1\), i\.e\. 2 spatial dimension\(s\), "
+            r"but 1 coordinate axes were given",
+        ),
+        (
+            lambda b: (*b[:3], (b[3][0][:3], b[3][1])),
+            r"axis 0 has shape \(3,\), expected \(4,\) to match y",
+        ),
+        (
+            lambda b: (*b[:3], (b[3][0], b[3][1][:, None])),
+            r"axis 1 has shape \(5, 1\), expected \(5,\) to match y",
+        ),
+        (
+            lambda b: (*b[:3], (b[3][0], b[3][1].flip(0))),
+            "axis 1 must be increasing and evenly spaced",
+        ),
+    ],
+)
+def test_grid_axes_of_the_wrong_shape_are_named(change, match):
+    batch = random_grid_batch(shape=(4, 5))
+    fields = (batch.y, batch.context_mask, batch.target_mask, batch.axes)
+    with pytest.raises(ValueError, match=match):
+        GridBatch(*change(fields))

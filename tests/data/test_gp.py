@@ -186,6 +186,24 @@ def test_samples_follow_their_kernel():
     assert abs(np.mean(statistics) - 1) < 0.1
 
 
+def test_batch_size_is_checked():
+    mixture = GPMixture(switching_kernels(), num_target=8)
+    assert len(mixture.sample(1, torch.Generator().manual_seed(0))) == 1
+    with pytest.raises(InputError, match="batch_size must be at least 1, got 0"):
+        mixture.sample(0, torch.Generator().manual_seed(0))
+
+
+def test_sample_draws_on_the_generator_device_whatever_the_default_device():
+    # The meta device stands in for a default device other than the generator's (e.g. a GPU).
+    mixture = GPMixture(switching_kernels(), num_target=8)
+    expected = mixture.sample(3, torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        got = mixture.sample(3, torch.Generator().manual_seed(0))
+    assert got.kernel_index.device.type == "cpu" and got.batch.yt.device.type == "cpu"
+    assert torch.equal(got.kernel_index, expected.kernel_index)
+    assert torch.equal(got.batch.yt, expected.batch.yt)
+
+
 def test_same_seed_gives_same_tasks():
     mixture = GPMixture(switching_kernels())
     a = mixture.sample(4, torch.Generator().manual_seed(7))
@@ -314,8 +332,10 @@ def test_split_arguments_are_checked():
         gp1d_split("training")
     with pytest.raises(ValueError, match="train, val, test, ood"):
         gp1d_generator("validation")
-    with pytest.raises(ValueError, match="multiple of batch_size"):
-        gp1d_split("val", num_tasks=20, batch_size=16)
+    for num_tasks, batch_size in ((20, 16), (0, 16), (-16, 16), (16, 0)):
+        expected = f"got num_tasks = {num_tasks}, batch_size = {batch_size}"
+        with pytest.raises(InputError, match=f"multiple of batch_size; {expected}"):
+            gp1d_split("val", num_tasks=num_tasks, batch_size=batch_size)
     assert gp1d_generator("train").shift == 0 and gp1d_generator("ood").shift == 8
 
 
@@ -393,6 +413,18 @@ def test_export_refuses_a_folder_and_a_missing_folder(tmp_path, val_items):
         export_tasks(tmp_path / "absent" / "tasks.nc", val_items, gp1d_generator("val"))
 
 
+def test_export_refuses_items_that_do_not_agree(tmp_path, val_items):
+    (tasks, truth), other = val_items
+    wider = GPTasks(tasks.batch.to(torch.float64), tasks.kernel_index)
+    with pytest.raises(
+        InputError,
+        match=r"items must agree on the dtype and per-task shape of xc to be exported together; "
+        r"got \[.*torch\.float32.*torch\.float64.*\]",
+    ):
+        export_tasks(tmp_path / "tasks.npz", [other, (wider, truth)], gp1d_generator("val"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_errors(tmp_path, val_items):
     with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
         load_exported_tasks(tmp_path / "absent.npz")
@@ -403,9 +435,11 @@ def test_load_errors(tmp_path, val_items):
 
     export_tasks(tmp_path / "full.npz", val_items, gp1d_generator("val"))
     with np.load(tmp_path / "full.npz") as data:
-        arrays = {name: data[name] for name in data.files if name != "yt"}
+        arrays = {name: data[name] for name in data.files if name not in ("yt", "kernel_index")}
     np.savez(tmp_path / "partial.npz", **arrays)
-    with pytest.raises(ValueError, match=r"partial\.npz.*yt"):
+    with pytest.raises(
+        InputError, match=r"partial\.npz' lacks the required array\(s\) yt, kernel_index$"
+    ):
         load_exported_tasks(tmp_path / "partial.npz")
 
     export_tasks(tmp_path / "full.nc", val_items, gp1d_generator("val"))

@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from matplotlib.font_manager import FontProperties
 
 import aenp
 from aenp.data.batch import Batch
 from aenp.data.experiments import Climate, EvaluationBatch, get_experiment
+from aenp.evaluate import plots
 from aenp.evaluate.plots import (
+    CURVE_MARKER_SIZE,
+    FIGURE_MARGIN,
+    LINE_FIGURE_DPI,
     NUM_PLOT_POINTS,
+    PANEL_TITLE_FONTSIZE,
     PLOT_MARGIN,
     departure_map,
     experiment_figures,
@@ -49,6 +55,13 @@ def image(ax):
     """The values an axes shows as an image, in the orientation they were given."""
     (drawn,) = ax.images
     return np.ma.filled(drawn.get_array().astype(float), np.nan)
+
+
+def panel_titles_are_small(axes):
+    """Whether every titled panel's title has the map figures' panel title size."""
+    size = FontProperties(size=PANEL_TITLE_FONTSIZE).get_size_in_points()
+    titled = [ax for ax in axes if ax.get_title()]
+    return bool(titled) and all(ax.title.get_fontsize() == size for ax in titled)
 
 
 def band(collection, n):
@@ -107,6 +120,7 @@ def test_maps_show_truth_context_means_errors_and_departure():
     np.testing.assert_allclose(departure, (mean - strict).abs().T, rtol=1e-12)
     assert departure.min() > 0
     assert not grid[2, 2].images and not grid[2, 2].axison  # a strict model has no departure
+    assert panel_titles_are_small(grid.flat)
 
 
 def test_departure_figure_shows_the_departure_map_of_each_approximate_model():
@@ -115,6 +129,8 @@ def test_departure_figure_shows_the_departure_map_of_each_approximate_model():
     fig = plot_departure_2d({"convcnp": strict, "convcnp_approx": model}, items())
     (ax, _colorbar) = fig.axes
     np.testing.assert_allclose(image(ax), departure_map(model, items()).T.numpy(), rtol=1e-12)
+    assert ax.get_title() == "ConvCNP (T̃)"
+    assert fig.get_suptitle() == "Mean |μ − μ_strict| over test tasks"
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +214,47 @@ def test_1d_fixed_inputs_and_departure_curves(gp1d):
     assert line.get_ydata()[far].max() == 0 < line.get_ydata().max()
 
 
+class OneDimensionalExperiment:
+    """The least a 1-D experiment offers the figures: gp1d tasks, a training range of its own."""
+
+    dim_x = 1
+    evaluation_splits = ("test",)
+    train_range = (-1.0, 1.0)
+
+    def __init__(self, gp1d):
+        self.experiment, self.tasks = gp1d
+
+    def split(self, name, num_tasks, batch_size):
+        return self.tasks[name]
+
+    def generator(self, split):
+        return self.experiment.generator(split)
+
+
+@torch.no_grad()
+def test_1d_figures_reach_the_margin_beyond_both_ends_of_the_training_range(
+    gp1d, tmp_path, monkeypatch
+):
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    experiment = OneDimensionalExperiment(gp1d)
+    paths = experiment_figures(experiment, {"convcnp_approx": approx_1d()}, {}, tmp_path)
+    names = ["predictions.png", "fixed_inputs.png", "departure.png", "training_curves.png"]
+    assert paths == [tmp_path / name for name in names]
+    low, high = experiment.train_range
+    for name in ("fixed_inputs.png", "departure.png"):
+        (ax,) = figures[name].axes
+        assert ax.lines
+        for line in ax.lines:
+            x = line.get_xdata()
+            assert (x[0], x[-1]) == (low - FIGURE_MARGIN, high + FIGURE_MARGIN), name
+
+
 def test_training_curves_are_the_logged_validation_logliks(tmp_path):
     logs = tmp_path / "run" / LOG_DIR
     for version, text in (
@@ -206,8 +263,11 @@ def test_training_curves_are_the_logged_validation_logliks(tmp_path):
     ):
         (logs / f"version_{version}").mkdir(parents=True)
         (logs / f"version_{version}" / "metrics.csv").write_text(text)
-    (ax,) = plot_training_curves({"convcnp": tmp_path / "run"}).axes
+    fig = plot_training_curves({"convcnp": tmp_path / "run"})
+    assert fig.dpi == LINE_FIGURE_DPI
+    (ax,) = fig.axes
     (line,) = ax.lines
+    assert line.get_marker() == "o" and line.get_markersize() == CURVE_MARKER_SIZE
     np.testing.assert_array_equal(line.get_xydata(), [[10, -1.25], [20, -0.75]])
     assert line.get_label() == "ConvCNP (T)"
 
@@ -247,6 +307,7 @@ def test_region_maps_show_predictions_across_the_antimeridian(pacific):
     model = randomise(approx([[-1.0, 1.0], [-1.0, 1.0]]))
     fig = plot_region_maps({"convcnp_approx": model}, pacific)
     grid = np.array(fig.axes[:8]).reshape(2, 4)
+    assert panel_titles_are_small(grid.flat)
     truth = pacific.figure_field()
     lon = truth["lon"].values
     np.testing.assert_allclose(lon, np.arange(172.25, 220, 0.5), rtol=1e-12)  # no jump

@@ -81,6 +81,7 @@ def run_dir(tmp_path):
 def test_metrics_json_is_strict_json_with_null_for_missing_values(run_dir):
     results = evaluate_run(run_dir)
     written = strict_json((run_dir / METRICS_FILE).read_text())
+    assert (written["model"], written["experiment"]) == ("convcnp", "climate")
     assert math.isnan(results["splits"]["test"]["context_loglik"]["mean"])
     assert written["splits"]["test"]["context_loglik"] == {
         "mean": None,

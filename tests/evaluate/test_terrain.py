@@ -8,6 +8,7 @@ import xarray as xr
 
 import aenp
 from aenp.data.experiments import Climate
+from aenp.errors import InputError
 from aenp.evaluate.terrain import departure_by_terrain, spearman
 from aenp.nn.fixed_inputs import FixedInputs
 
@@ -91,5 +92,7 @@ def test_departure_is_zero_until_the_fixed_inputs_act(experiment):
 
 def test_a_strict_model_is_refused(experiment):
     strict = aenp.build_model("convcnp", 4, 1, channels=4, num_layers=1, channel_inputs=1)
-    with pytest.raises(ValueError, match="no fixed inputs"):
+    with pytest.raises(
+        InputError, match=r"^the model has no fixed inputs: it cannot depart from equivariance$"
+    ):
         departure_by_terrain(strict, experiment)

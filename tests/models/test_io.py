@@ -127,7 +127,11 @@ def test_non_finite_weights_are_refused_by_name(tmp_path):
     weights[first].view(-1)[0] = torch.nan
     weights[second].view(-1)[-1] = -torch.inf
     replace_weights(tmp_path, weights)
-    with pytest.raises(ValueError, match=rf"NaN or infinite values in {first}; {second}\b"):
+    with pytest.raises(
+        ValueError,
+        match=rf"NaN or infinite values in {first}; {second}, so the model cannot predict: its "
+        "training diverged or the file was altered; retrain or restore it",
+    ):
         aenp.load(tmp_path)
 
 

@@ -10,6 +10,8 @@ from aenp.models.registry import (
     APPROXIMATE_ONLY,
     BUILDERS,
     RULES,
+    integer,
+    number,
 )
 
 
@@ -79,6 +81,21 @@ def test_every_hyperparameter_is_checked_before_building(key):
     for name in hyperparameters(key):
         with pytest.raises(TypeError, match=rf"model '{key}': hyper-parameter {name} must be "):
             aenp.build_model(key, dim_x_of(key), 1, **{name: object()})
+
+
+def test_rules_state_the_range_they_accept():
+    odd = integer(1, odd=True)
+    assert odd.expected == "an odd integer >= 1"
+    assert odd.in_range(3) and not odd.in_range(4)
+    bounded = integer(0, 100)
+    assert bounded.expected == "an integer in [0, 100]"
+    assert bounded.in_range(100) and not bounded.in_range(101)
+    positive = number(0, include_low=False)
+    assert positive.expected == "a finite number > 0"
+    assert positive.in_range(1e-9) and not positive.in_range(0)
+    non_negative = number(0)
+    assert non_negative.expected == "a finite number >= 0"
+    assert non_negative.in_range(0) and not non_negative.in_range(math.inf)
 
 
 @pytest.mark.parametrize(

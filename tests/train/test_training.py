@@ -9,9 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 import aenp
+from aenp.data.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.errors import InputError, InputTypeError
-from aenp.testing import random_batch
+from aenp.testing import random_batch, random_grid_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
 from aenp.train.run import (
@@ -138,6 +139,28 @@ def test_validation_step_logs_the_validation_loglik(monkeypatch):
     monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.update({name: value}))
     module.validation_step(batch, 0)
     torch.testing.assert_close(logged["val/loglik"], mean_loglik(model, batch))
+
+
+def test_validation_logs_the_mean_over_every_task_to_the_progress_bar(recwarn):
+    model = aenp.build_model("convcnp", 2, 1, channels=4, num_layers=1, points_per_unit=4)
+    # Batches of unequal size: the epoch's value weights each batch by its number of tasks.
+    validation = [random_grid_batch(batch_size=3, seed=0), random_grid_batch(batch_size=1, seed=1)]
+    data = TaskDataModule(sample=None, validation=validation, num_train_tasks=1, batch_size=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    [logged] = trainer.validate(NeuralProcessModule(model), datamodule=data, verbose=False)
+    with torch.no_grad():
+        per_task = torch.cat([target_loglik(batch, model(batch)) for batch in validation])
+    assert logged["val/loglik"] == pytest.approx(float(per_task.mean()), rel=1e-5)
+    assert "val/loglik" in trainer.progress_bar_metrics
+    # Grid tasks are not batch-first in every field; Lightning must not guess their number.
+    guesses = [str(w.message) for w in recwarn if "infer the `batch_size`" in str(w.message)]
+    assert not guesses
 
 
 def test_training_step_returns_the_negative_mean_loglik_of_the_batch(monkeypatch):

@@ -309,7 +309,7 @@ class GPMixture:
         cov = x.new_empty(batch_size, x.shape[1], x.shape[1])
         for k, kernel in enumerate(self.kernels):
             tasks = (kernel_index == k).nonzero()[:, 0]
-            cov[tasks] = kernel(x[tasks], x[tasks]).to_dense()
+            cov[tasks] = kernel(x[tasks]).to_dense()
         cov.diagonal(dim1=-2, dim2=-1).add_(self.noise_std**2)
         eps = torch.randn(
             batch_size, x.shape[1], 1, generator=generator, dtype=_EXACT_DTYPE, device=device

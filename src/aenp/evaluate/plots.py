@@ -29,6 +29,12 @@ from aenp.train.run import training_log
 AS_TRAINED_COLOUR = "tab:blue"
 STRICT_COLOUR = "tab:red"
 TRUTH_COLOUR = "black"
+LINE_FIGURE_DPI = 110
+"""Resolution, in dots per inch, of the figures of curves and bands."""
+CURVE_MARKER_SIZE = 3
+"""Size of the markers at the logged steps of a training curve."""
+PANEL_TITLE_FONTSIZE = "small"
+"""Font size of the titles over the panels of a map figure, which are narrow."""
 NUM_PLOT_POINTS = 400
 PLOT_MARGIN = 1.0
 """Extent shown beyond the targets' range, so the edge of the training range is visible."""
@@ -66,7 +72,9 @@ def plot_predictions_1d(
     for split, items in tasks.items():
         by_size = sorted(items, key=lambda item: item.batch.xc.shape[1])
         columns += [(split, by_size[0].batch[0]), (split, by_size[-1].batch[0])]
-    fig = Figure(figsize=(4 * len(columns), 2.6 * len(models)), dpi=110, layout="constrained")
+    fig = Figure(
+        figsize=(4 * len(columns), 2.6 * len(models)), dpi=LINE_FIGURE_DPI, layout="constrained"
+    )
     axes = fig.subplots(len(models), len(columns), squeeze=False, sharex="col")
     for col, (split, task) in enumerate(columns):
         low = task.xt.min().item() - PLOT_MARGIN
@@ -131,7 +139,9 @@ def plot_predictions_1d(
 def plot_fixed_inputs_1d(models: Mapping[str, NeuralProcess], low: float, high: float) -> Figure:
     """The learned fixed inputs ``t_b(x)`` of each approximate model over ``[low, high]``."""
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
-    fig = Figure(figsize=(6, 2.6 * max(1, len(approximate))), dpi=110, layout="constrained")
+    fig = Figure(
+        figsize=(6, 2.6 * max(1, len(approximate))), dpi=LINE_FIGURE_DPI, layout="constrained"
+    )
     axes = fig.subplots(max(1, len(approximate)), 1, squeeze=False)[:, 0]
     x = torch.linspace(low, high, NUM_PLOT_POINTS)[:, None]
     for ax, (key, model) in zip(axes, approximate.items(), strict=False):
@@ -146,7 +156,7 @@ def plot_fixed_inputs_1d(models: Mapping[str, NeuralProcess], low: float, high: 
 
 def plot_training_curves(run_dirs: Mapping[str, Path]) -> Figure:
     """Validation log-likelihood per epoch of each run (from its CSV log)."""
-    fig = Figure(figsize=(6, 4), dpi=110, layout="constrained")
+    fig = Figure(figsize=(6, 4), dpi=LINE_FIGURE_DPI, layout="constrained")
     ax = fig.subplots()
     for key, run_dir in run_dirs.items():
         rows = [r for r in training_log(run_dir) if r.get("val/loglik")]
@@ -154,7 +164,7 @@ def plot_training_curves(run_dirs: Mapping[str, Path]) -> Figure:
             continue
         steps = np.array([float(r["step"]) for r in rows])
         values = np.array([float(r["val/loglik"]) for r in rows])
-        ax.plot(steps, values, marker="o", markersize=3, label=display_name(key))
+        ax.plot(steps, values, marker="o", markersize=CURVE_MARKER_SIZE, label=display_name(key))
     ax.set_xlabel("training step")
     ax.set_ylabel("validation log-likelihood")
     if ax.lines:
@@ -175,7 +185,7 @@ def plot_departure_1d(
     targets over ``[low, high]`` for every task of ``items``, and averaged over tasks.
     """
     approximate = {k: m for k, m in models.items() if is_approximate(m)}
-    fig = Figure(figsize=(6, 3), dpi=110, layout="constrained")
+    fig = Figure(figsize=(6, 3), dpi=LINE_FIGURE_DPI, layout="constrained")
     ax = fig.subplots()
     x = torch.linspace(low, high, NUM_PLOT_POINTS)
     for key, model in approximate.items():
@@ -199,7 +209,7 @@ def plot_departure_1d(
 def _image(ax, values: torch.Tensor, extent, title: str, **kwargs) -> AxesImage:
     """A 2-D field ``[x, y]`` drawn with x to the right and y upwards."""
     image = ax.imshow(values.T.numpy(), origin="lower", extent=extent, **kwargs)
-    ax.set_title(title, fontsize="small")
+    ax.set_title(title, fontsize=PANEL_TITLE_FONTSIZE)
     ax.set_xticks([])
     ax.set_yticks([])
     return image
@@ -319,7 +329,7 @@ def plot_region_maps(
         image = ax.imshow(field, origin="lower", extent=extent, aspect="auto", **kwargs)
         if edge:
             ax.axvline(experiment.train_edge, color="white", linestyle="--", linewidth=0.8)
-        ax.set_title(title, fontsize="small")
+        ax.set_title(title, fontsize=PANEL_TITLE_FONTSIZE)
         fig.colorbar(image, ax=ax, shrink=0.8)
 
     show(grid[0, 0], values, f"truth ({truth['time'].dt.year.item()})", vmin=vmin, vmax=vmax)

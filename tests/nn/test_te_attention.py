@@ -1,0 +1,48 @@
+"""Translation-equivariant attention against a dense computation over every pair of points."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aenp.errors import InputError
+from aenp.nn.te_attention import TEMultiHeadAttention
+
+
+def te_attention_over_pairs(attention, zq, zk, xq, xk):
+    """The layer's output with the pairwise differences ``x_i − x_j`` materialised."""
+    embed_dim = zq.shape[-1]
+    head_dim = embed_dim // attention.num_heads
+    kernel = attention.kernel
+    w_q = attention.to_q.weight
+    w_k, w_v = attention.to_kv.weight[:embed_dim], attention.to_kv.weight[embed_dim:]
+    rows = [slice(h * head_dim, (h + 1) * head_dim) for h in range(attention.num_heads)]
+    # Dot products of every head, channels last: [batch, nq, nk, heads].
+    dots = torch.stack(
+        [(zq @ w_q[r].T) @ (zk @ w_k[r].T).transpose(-1, -2) for r in rows], dim=-1
+    ) / math.sqrt(head_dim)
+    differences = xq[:, :, None, :] - xk[:, None, :, :]
+    hidden = F.linear(dots, kernel.dots_in.weight, kernel.dots_in.bias)
+    hidden = hidden + differences @ kernel.x_in.weight.T
+    for layer in kernel.layers:
+        hidden = F.linear(F.relu(hidden), layer.weight, layer.bias)
+    heads = [torch.softmax(hidden[..., h], dim=-1) @ (zk @ w_v[r].T) for h, r in enumerate(rows)]
+    return F.linear(torch.cat(heads, dim=-1), attention.to_out.weight, attention.to_out.bias)
+
+
+def test_matches_a_dense_computation_over_pairs():
+    torch.manual_seed(0)
+    attention = TEMultiHeadAttention(embed_dim=8, num_heads=2, dim_x=2, kernel_hidden=(6, 5))
+    attention = attention.double()
+    batch, nq, nk = 3, 4, 5
+    zq, zk = torch.randn(batch, nq, 8).double(), torch.randn(batch, nk, 8).double()
+    xq, xk = torch.randn(batch, nq, 2).double(), torch.randn(batch, nk, 2).double()
+    torch.testing.assert_close(
+        attention(zq, zk, xq, xk), te_attention_over_pairs(attention, zq, zk, xq, xk)
+    )
+
+
+def test_num_heads_that_do_not_divide_embed_dim_are_refused():
+    with pytest.raises(InputError, match=r"num_heads \(3\) must divide embed_dim \(8\)"):
+        TEMultiHeadAttention(embed_dim=8, num_heads=3, dim_x=1, kernel_hidden=(4,))
