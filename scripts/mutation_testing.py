@@ -9,6 +9,7 @@ rate with its 95% interval. Run from the repository root, outside CI::
 
     pip install -e ".[dev,mutation]"
     python scripts/mutation_testing.py --sample 400 --seed 0 --report mutation-report.md
+    python scripts/mutation_testing.py --names missed.txt   # again, after adding tests
 
 Work happens in ``mutants/`` (ignored by git); ``mutmut show NAME`` there prints a mutant's
 diff, and a second run reuses mutmut's cached results for unchanged code.
@@ -102,13 +103,20 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2, help="mutants run at once")
     parser.add_argument("--report", type=Path, default=None, help="also write the summary here")
     parser.add_argument(
+        "--names", type=Path, default=None, help="test the mutants named in this file, one a line"
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="summarise the results of an earlier run"
     )
     args = parser.parse_args()
     names = sorted(mutant_results()) if args.report_only else generate()
     print(f"{len(names)} mutants", flush=True)
     seed = None
-    if args.sample is not None and args.sample < len(names):
+    if args.names is not None:
+        wanted = set(args.names.read_text().split())
+        names = [name for name in names if name in wanted]
+        print(f"{len(names)} of the {len(wanted)} named mutants exist in this code", flush=True)
+    elif args.sample is not None and args.sample < len(names):
         names, seed = sorted(random.Random(args.seed).sample(names, args.sample)), args.seed
     if not args.report_only:
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
