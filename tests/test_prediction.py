@@ -1,5 +1,6 @@
 """Prediction from xarray grids and pandas station tables, in physical units."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -159,6 +160,46 @@ def test_a_2d_model_predicts_each_time_step_of_the_context():
         np.testing.assert_allclose(out["mean"].values[t], single["mean"].values, rtol=1e-10)
 
 
+def test_a_2d_model_names_the_time_steps_as_the_targets_do():
+    # ERA5 calls time "valid_time"; predicting on the context's own grid keeps that name.
+    model, context = model2d(), field(times=2)
+    era5 = context.rename(time="valid_time")
+    out = predict(model, era5, era5, NORM, progress=False)
+    assert out["mean"].dims == ("valid_time", "latitude", "longitude")
+    np.testing.assert_array_equal(out["valid_time"].values, context["time"].values)
+    expected = predict(model, context, targets(), NORM, progress=False)
+    xr.testing.assert_allclose(out.rename(valid_time="time"), expected, rtol=1e-10)
+
+
+def test_a_dataset_context_is_read_as_its_one_variable():
+    model = model2d()
+    from_array = predict(model, field(), targets(), NORM, progress=False)
+    from_dataset = predict(model, field().to_dataset(), targets(), NORM, progress=False)
+    xr.testing.assert_identical(from_dataset, from_array)
+    two = field().to_dataset().assign(d2m=field(seed=1))
+    with pytest.raises(
+        InputError, match=re.escape("a Dataset must hold one data variable, got ['t2m', 'd2m']")
+    ):
+        predict(model, two, targets(), NORM, progress=False)
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_a_float32_model_predicts_as_its_float64_self(key):
+    model = model2d(key)
+    expected = predict(model, field(), targets(), NORM, progress=False)
+    out = predict(model.float(), field(), targets(), NORM, progress=False)
+    xr.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_the_progress_bar_is_shown_only_when_asked(key, capsys):
+    model = model2d(key)
+    predict(model, field(), targets(), NORM, progress=False)
+    assert "predict" not in capsys.readouterr().err
+    predict(model, field(), targets(), NORM)
+    assert "predict" in capsys.readouterr().err
+
+
 def test_a_3d_model_needs_and_uses_target_times():
     model = aenp.build_model("convcnp", 3, 1, channels=4, num_layers=1).double().eval()
     context = field(times=2)
@@ -214,6 +255,14 @@ def test_bad_input_is_named():
         predict(model, np.zeros(3), targets(), NORM)
     with pytest.raises(ValueError, match="needs the normalisation"):
         predict(model, field(), targets())
+
+
+def test_convolutional_models_refuse_an_unevenly_spaced_target_grid():
+    uneven = xr.Dataset(coords={"latitude": [30.0, 32.0, 35.0, 37.0, 40.0], "longitude": LON})
+    with pytest.raises(
+        InputError, match="convolutional models need an evenly spaced target grid; lat is not"
+    ):
+        predict(model2d(), field(), uneven, NORM, progress=False)
 
 
 def test_command_line_writes_netcdf_and_csv(tmp_path):
@@ -314,27 +363,51 @@ def test_a_4d_model_sees_the_interpolated_elevation_as_its_fourth_input():
     assert not np.allclose(out["mean"], moved["mean"], rtol=1e-6)
 
 
+def test_non_finite_elevation_is_named():
+    model = model4d("tepttnp_approx")
+    stations = stations_at(40.0, -100.0).drop(columns="t2m").assign(elevation=np.inf)
+    message = "coordinates must be finite (NaN or infinite latitude, longitude, time or elevation)"
+    with pytest.raises(InputError, match=re.escape(message)):
+        predict(model, field(), stations, NORM4, progress=False, elevation=elevation_field())
+
+
+def terrain_by_hand(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """The terrain map read directly, interpolated bilinearly between its 1/12° points."""
+    import h5py
+    import pvlib
+
+    with h5py.File(Path(pvlib.__file__).parent / "data" / "Altitude.h5", "r") as file:
+        codes = file["Altitude"][:]
+    metres = np.where(codes == 255, 0.0, codes * 28.0 - 450.0)  # 255 is ocean
+    # Fractional row (from 90°N southwards) and column (from 180°W eastwards) of each point.
+    row, col = (90.0 - lat) * 12 - 0.5, (lon + 180.0) * 12 - 0.5
+    r, c = np.floor(row).astype(int), np.floor(col).astype(int)
+    a, b = row - r, col - c
+    return (
+        (1 - a) * (1 - b) * metres[r, c]
+        + (1 - a) * b * metres[r, c + 1]
+        + a * (1 - b) * metres[r + 1, c]
+        + a * b * metres[r + 1, c + 1]
+    )
+
+
 def test_terrain_elevation_serves_grids_and_stations():
     pytest.importorskip("pvlib", reason='the terrain map needs "aenp[climate]"')
     model, context = model4d("tepttnp_approx"), field(times=1)
     grid = targets().assign_coords(time=context["time"].values)
     out = predict(model, context, grid, NORM4, progress=False, elevation="terrain")
     assert bool(np.isfinite(out["mean"]).all())
-    stations = pd.DataFrame({"time": context["time"].values[:1], "lat": [39.74], "lon": [-104.99]})
-    point = predict(model, context, stations, NORM4, progress=False, elevation="terrain")
-    from pvlib.location import lookup_altitude
-
-    denver = lookup_altitude(39.74, -104.99)
-    given = predict(
-        model,
-        context,
-        stations.assign(elevation=denver),
-        NORM4,
-        progress=False,
-        elevation="terrain",
+    # Denver and Boulder, in the Rockies' foothills, where the terrain changes cell to cell.
+    stations = pd.DataFrame(
+        {"time": context["time"].values[[0, 0]], "lat": [39.74, 40.015], "lon": [-104.99, -105.27]}
     )
-    # Bilinear interpolation between the map's 1/12° cells stays near the cell's own value.
-    assert point["mean"].item() == pytest.approx(given["mean"].item(), abs=0.5)
+    terrain = predict(model, context, stations, NORM4, progress=False, elevation="terrain")
+    metres = terrain_by_hand(stations["lat"].to_numpy(), stations["lon"].to_numpy())
+    assert 1500.0 < min(metres) < max(metres) < 2200.0
+    # The context's elevation still comes from the map; the stations' column wins over it.
+    given = stations.assign(elevation=metres)
+    given = predict(model, context, given, NORM4, progress=False, elevation="terrain")
+    np.testing.assert_allclose(terrain["mean"], given["mean"], rtol=1e-10)
     with pytest.raises(ValueError, match="elevation must be a DataArray, 'terrain' or None"):
         predict(model, context, grid, NORM4, progress=False, elevation="srtm")
 
@@ -463,6 +536,35 @@ def test_bad_csv_context_names_the_file_and_column(run, capsys, text, message):
     assert not (run.parent / "p.nc").exists()
 
 
+def test_csv_context_dates_become_the_time_steps(run):
+    obs = pd.DataFrame(
+        {
+            "time": ["2001-07-01", "2001-07-01", "2002-07-01"],
+            "lat": [40.0, 44.0, 40.0],
+            "lon": [-100.0, -95.0, -100.0],
+            "t2m": [281.5, 279.0, 283.0],
+        }
+    )
+    obs.to_csv(run.parent / "obs.csv", index=False)
+    predict_files(run, run.parent / "obs.csv", run.parent / "targets.nc", run.parent / "p.nc")
+    out = xr.open_dataset(run.parent / "p.nc").load()
+    dates = np.array(["2001-07-01", "2002-07-01"], dtype="datetime64[ns]")
+    np.testing.assert_array_equal(out["time"].values, dates)
+    expected = predict(run, obs.assign(time=pd.to_datetime(obs["time"])), targets(), progress=False)
+    xr.testing.assert_allclose(out, expected, rtol=1e-10)
+
+
+def test_variable_names_the_context_field_of_a_file(run):
+    dew = field(seed=1) - 5.0
+    field().to_dataset().assign(d2m=dew).to_netcdf(run.parent / "both.nc")
+    out = run.parent / "p.nc"
+    with pytest.raises(InputError, match="pass variable= to name one"):
+        predict_files(run, run.parent / "both.nc", run.parent / "targets.nc", out)
+    predict_files(run, run.parent / "both.nc", run.parent / "targets.nc", out, variable="d2m")
+    expected = predict(run, dew, targets(), progress=False)
+    xr.testing.assert_allclose(xr.open_dataset(out).load(), expected, rtol=1e-10)
+
+
 def test_non_numeric_dataframe_values_are_named():
     model = model2d("tepttnp_approx")
     stations = pd.DataFrame({"lat": [40.0], "lon": [-100.0], "t2m": ["281 K"]})
@@ -565,6 +667,21 @@ def test_predicting_far_outside_the_training_region_or_years_warns():
         ExtrapolationWarning, match=r"up to 10° beyond the training latitudes 20 to 60"
     ):
         predict(model, inside, rows.assign(lat=[70.0, 40.0]), NORM, progress=False)
+
+
+def test_points_inside_a_small_training_region_are_not_extrapolation():
+    # A region of 10° square, with a margin of half a degree (a tenth of its 5° unit).
+    region = {"south": 35.0, "north": 45.0, "west": -105.0, "east": -95.0}
+    small = Normalisation(**{**NORM.to_dict(), "coord_scale": 5.0, **region})
+    model, context = model2d("tepttnp_approx"), stations_at(40.0, -100.0)
+    corners = pd.DataFrame({"lat": [35.0, 45.0], "lon": [-105.0, -95.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(model, context, corners, small, progress=False)
+    with pytest.warns(
+        ExtrapolationWarning, match=r"up to 0.75° beyond the training longitudes -105 to -95"
+    ):
+        predict(model, context, corners.assign(lon=[-94.25, -100.0]), small, progress=False)
 
 
 @pytest.mark.parametrize("east", [200.0, -160.0])

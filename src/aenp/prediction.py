@@ -236,7 +236,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
             step = axis[1] - axis[0] if len(axis) > 1 else 1.0
             k = np.rint((x - axis[0]) / step).astype(int)
             inside &= (k >= 0) & (k < n)
-            index.append(np.clip(k, 0, n - 1))
+            index.append(k)  # only the cells of points inside are used
         if not inside.any():
             raise InputError(f"no context point of task {i} lies on the target grid")
         num_left_out += int((~inside).sum())
@@ -251,18 +251,19 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
         )
     observed = counts > 0
     y = np.where(observed, y / np.maximum(counts, 1), 0.0)
-    dtype = next(model.parameters()).dtype
+    # Everything goes in as float64: the model casts values to its own dtype and places
+    # float64 positions on its lattice exactly.
     target = np.zeros(shape, dtype=bool)
     target[tuple(slice(0, n) for n in real)] = True
-    axes_t = tuple(torch.as_tensor(a, dtype=dtype) for a in axes)
+    axes_t = tuple(torch.as_tensor(a) for a in axes)
     extra = None
     if model.dim_x == 4:
         # Elevation of every (lat, lon) cell, sorted like the axes; padding copies the edge.
-        metres = points["elevation"].to_numpy().reshape(real)[0][np.ix_(*orders[1:])]
+        metres = points["elevation"].to_numpy(dtype=float).reshape(real)[0][np.ix_(*orders[1:])]
         metres = np.pad(
             metres, [(0, len(a) - n) for a, n in zip(axes[1:], real[1:], strict=True)], mode="edge"
         )
-        z = torch.as_tensor(normalisation.normalise_input("elevation", metres), dtype=dtype)
+        z = torch.as_tensor(normalisation.normalise_input("elevation", metres))
         extra = z[None, ..., None].expand(shape[0], *z.shape, 1)
     per_pass = max(1, chunk_size // int(np.prod(shape)))
     # Crops the padding and restores the targets' own order along every axis.
@@ -272,7 +273,7 @@ def _predict_gridded(model, tasks, grid, points, normalisation, chunk_size, prog
         for start in tqdm(range(0, len(tasks), per_pass), disable=not progress, desc="predict"):
             stop = min(start + per_pass, len(tasks))
             batch = GridBatch(
-                torch.as_tensor(y[start:stop, ..., None], dtype=dtype),
+                torch.as_tensor(y[start:stop, ..., None]),
                 torch.as_tensor(observed[start:stop]),
                 torch.as_tensor(target).expand(stop - start, *shape),
                 axes_t,
