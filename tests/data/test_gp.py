@@ -172,6 +172,34 @@ def test_context_size_and_kernel_are_drawn_over_their_whole_range():
         assert s.batch.xt.min() >= -4 and s.batch.xt.max() <= 4
 
 
+def test_inputs_are_uniform_over_their_shifted_intervals():
+    mixture = GPMixture(
+        switching_kernels(shift=8.0),
+        num_context=(50, 50),
+        num_target=50,
+        context_range=(0.5, 1.5),
+        target_range=(-1.0, 3.0),
+        shift=8.0,
+    )
+    batch = mixture.sample(20, torch.Generator().manual_seed(0), torch.float64).batch
+    for x, (low, high) in ((batch.xc, (8.5, 9.5)), (batch.xt, (7.0, 11.0))):
+        test = stats.kstest(x.flatten().numpy(), stats.uniform(low, high - low).cdf)
+        assert test.pvalue > 0.01, (low, high)
+
+
+def test_float64_tasks_have_the_float32_inputs_at_full_precision():
+    mixture = GPMixture(switching_kernels(), num_target=8)
+    narrow, wide = (
+        mixture.sample(4, torch.Generator().manual_seed(0), dtype).batch
+        for dtype in (torch.float32, torch.float64)
+    )
+    for name in ("xc", "xt"):
+        x32, x64 = getattr(narrow, name), getattr(wide, name)
+        # The same draws, rounded once to the batch dtype: not float32 values widened.
+        assert torch.equal(x32, x64.float())
+        assert not torch.equal(x64, x64.float().double())
+
+
 def test_samples_follow_their_kernel():
     # Under the task's own kernel, y^T C^{-1} y / n is a chi-squared over n: mean 1.
     tasks = GPMixture(switching_kernels()).sample(
@@ -214,18 +242,29 @@ def test_same_seed_gives_same_tasks():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "message"),
     [
-        ({"kernels": []}, "kernels is empty"),
-        ({"noise_std": 0.0}, "noise_std"),
-        ({"num_context": (5, 2)}, "num_context"),
-        ({"num_target": 0}, "num_target"),
-        ({"target_range": (1.0, -1.0)}, "target_range"),
+        ({"kernels": []}, "kernels is empty: a GP mixture needs at least one kernel"),
+        ({"noise_std": 0.0}, "noise_std must be positive, got 0.0"),
+        (
+            {"num_context": (5, 2)},
+            "num_context must be an inclusive range (min, max) with 0 <= min <= max, got (5, 2)",
+        ),
+        ({"num_target": 0}, "num_target must be at least 1, got 0"),
+        (
+            {"context_range": (2.0, 2.0)},
+            "context_range must be an interval (low, high) with low < high, got (2.0, 2.0)",
+        ),
+        (
+            {"target_range": (1.0, -1.0)},
+            "target_range must be an interval (low, high) with low < high, got (1.0, -1.0)",
+        ),
     ],
 )
-def test_mixture_rejects_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_mixture_rejects_bad_arguments_naming_them(kwargs, message):
+    with pytest.raises(InputError) as error:
         GPMixture(**{"kernels": switching_kernels(), **kwargs})
+    assert str(error.value) == message
 
 
 # Ground truth.

@@ -90,7 +90,7 @@ def test_load_checkpoint_refuses_a_file_that_is_not_a_training_checkpoint(tmp_pa
         load_checkpoint(path)
 
 
-def test_failed_checkpoint_save_keeps_the_previous_one_and_the_run_resumes_from_it(
+def test_failed_checkpoint_save_keeps_the_previous_one_and_the_moved_run_resumes_from_it(
     tmp_path, monkeypatch
 ):
     real_save = torch.save
@@ -113,10 +113,15 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_run_resumes_from_
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert not (run_dir / "training.json").exists()
 
+    # The run moves to a disk with space; its checkpoints still name the old folder.
     monkeypatch.setattr(torch, "save", real_save)
+    run_dir = run_dir.rename(tmp_path / "moved")
+    checkpoints = run_dir / "checkpoints"
+    cfg.run_dir = str(run_dir)
     train(cfg)
     last = load_checkpoint(checkpoints / "last.ckpt")
     assert (last["epoch"], last["global_step"]) == (1, 8)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     # The second start trained epoch 1 only: it resumed rather than started over.
     with open(run_dir / "logs" / "version_1" / "metrics.csv") as f:
         assert {row["epoch"] for row in csv.DictReader(f)} == {"1"}
@@ -130,3 +135,13 @@ def test_resume_from_a_checkpoint_of_another_model_is_named(tmp_path):
         InputError, match=r"resume holds another model than the config builds: missing model\."
     ):
         train(other)
+
+
+@pytest.mark.parametrize("garbage", [b"another run's checkpoint", bytes(range(256)) * 4])
+def test_a_garbled_checkpoint_is_named(tmp_path, garbage):
+    path = tmp_path / "garbled.ckpt"
+    path.write_bytes(garbage)
+    with pytest.raises(
+        InputError, match=r"garbled\.ckpt (cannot be read|holds objects that are not)"
+    ):
+        load_checkpoint(path)

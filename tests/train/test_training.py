@@ -1,4 +1,6 @@
+import logging
 import math
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ from aenp.testing import random_batch, random_grid_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
 from aenp.train.run import (
+    _precision,
     build_from_config,
     compose_config,
     experiment_from_config,
@@ -212,10 +215,12 @@ def run_files(run_dir):
     }
 
 
-def test_finished_run_started_again_is_left_as_it_is(finished_run):
+def test_finished_run_started_again_is_left_as_it_is(finished_run, caplog):
     files = run_files(finished_run)
     assert training_record(finished_run)["seconds"] > 0
-    train(tiny_config(None, run_dir=finished_run))
+    with caplog.at_level(logging.INFO, logger="aenp.train.run"):
+        train(tiny_config(None, run_dir=finished_run))
+    assert f"{finished_run} is already trained with this config" in caplog.messages
     assert run_files(finished_run) == files
     assert len(list((finished_run / "logs").glob("version_*"))) == 1
 
@@ -232,8 +237,13 @@ def test_finished_run_refuses_another_config_naming_what_differs(finished_run):
     changed = tiny_config(None, run_dir=finished_run, extra=["seed=7", "optimizer.lr=0.1"])
     with pytest.raises(InputError) as error:
         train(changed)
+    assert str(error.value).startswith(f"{finished_run} holds a run of another config (")
     assert "optimizer.lr: 0.01 → 0.1" in str(error.value)
     assert "seed: 0 → 7" in str(error.value)
+    assert str(error.value).endswith(
+        "); a run directory holds the model of one config: train into another directory, or "
+        "delete this one to start over"
+    )
     assert "trainer" not in str(error.value)
     assert run_files(finished_run) == files
 
@@ -277,6 +287,35 @@ def test_aenp_train_refuses_another_config_with_a_message_and_rewrites_no_record
     after = run_files(run_dir)
     assert {path: after.get(path) for path in files} == files
     assert not (run_dir / ".hydra").exists()  # Hydra's copy of the config would be rewritten
+
+
+def test_slurm_run_keeps_its_files_in_run_dir_and_ignores_checkpoints_in_the_working_dir(
+    tmp_path, finished_run, monkeypatch
+):
+    # On SLURM, Lightning writes a preempted run's checkpoint to its root folder and resumes
+    # from the one it finds there: another run's, if that folder were the shared working one.
+    slurm = ("NTASKS=1", "JOB_NAME=train", "JOB_ID=1", "PROCID=0", "LOCALID=0", "NODEID=0")
+    for setting in slurm:
+        name, value = setting.split("=")
+        monkeypatch.setenv(f"SLURM_{name}", value)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    shutil.copy(finished_run / "checkpoints" / "last.ckpt", cwd / "hpc_ckpt_1.ckpt")
+    monkeypatch.chdir(cwd)
+    one_step = ["data.num_train_tasks=8", "data.num_val_tasks=8"]
+    run_dir = train(tiny_config(tmp_path, extra=one_step))
+    assert run_dir == tmp_path / "convcnp_approx"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (0, 1)
+    assert [p.name for p in cwd.iterdir()] == ["hpc_ckpt_1.ckpt"]
+
+
+def test_auto_precision_is_bf16_mixed_on_a_gpu_and_full_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _precision("auto") == "bf16-mixed"
+    assert _precision("16-mixed") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _precision("auto") == "32-true"
 
 
 def test_default_run_dir_holds_one_seed():

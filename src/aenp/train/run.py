@@ -174,7 +174,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"checkpoint {path} holds objects that are not tensors or plain values ({detail}); "
             "aenp reads checkpoints weights-only and never runs code from a file"
         ) from None
-    except (RuntimeError, OSError, EOFError) as error:
+    except (RuntimeError, OSError, EOFError, IndexError, KeyError, ValueError) as error:
+        # What torch's reader raises for a truncated or garbled file.
         raise InputError(
             f"checkpoint {path} cannot be read ({str(error) or type(error).__name__}); it was "
             "probably cut short by a killed process or a full disk: delete it (the run then "
