@@ -633,6 +633,18 @@ def test_context_off_the_target_grid_is_left_out_with_a_warning():
     xr.testing.assert_allclose(out, on_grid, rtol=1e-10)
 
 
+def test_context_points_left_out_are_counted_over_every_time_step():
+    model, context = model2d(), field()
+    stations = context.to_dataframe().reset_index().dropna()[["latitude", "longitude", "t2m"]]
+    far = pd.DataFrame({"latitude": [LAT[0] + 5.0], "longitude": [LON[0]], "t2m": [300.0]})
+    steps = [
+        pd.concat([stations, far]).assign(time=cftime.Datetime360Day(year, 7, 1))
+        for year in (2000, 2001)
+    ]
+    with pytest.warns(UserWarning, match=f"2 of {2 * len(stations) + 2} context points lie more"):
+        predict(model, pd.concat(steps), targets(), NORM, progress=False)
+
+
 def stations_at(lat, lon, year=2000):
     return pd.DataFrame(
         {"time": [cftime.Datetime360Day(year, 7, 1)], "lat": [lat], "lon": [lon], "t2m": [281.0]}
