@@ -145,3 +145,14 @@ def test_a_garbled_checkpoint_is_named(tmp_path, garbage):
         InputError, match=r"garbled\.ckpt (cannot be read|holds objects that are not)"
     ):
         load_checkpoint(path)
+
+
+def test_training_stopped_before_its_first_checkpoint_is_named(tmp_path):
+    cfg = tiny_config(tmp_path, extra=["+trainer.max_time=00:00:00:00"])
+    with pytest.raises(
+        InputError,
+        match=r"training stopped before its first checkpoint, so .* holds no model: give it "
+        r"time for at least one epoch \(trainer\.max_time, trainer\.max_steps\)",
+    ):
+        train(cfg)
+    assert not (tmp_path / "convcnp_approx" / "model").exists()
