@@ -86,3 +86,13 @@ def test_approximate_names_a_domain_of_the_wrong_dimension(domain):
     ):
         approximate(model, domain=domain)
     assert model.backbone.fixed_inputs is None
+
+
+def test_first_layer_hinges_are_spread_over_the_domain():
+    """Each first-layer ReLU of ``t`` bends at its own random point of the scaled domain."""
+    torch.manual_seed(0)
+    first = next(m for m in FixedInputs(1, 8).basis.modules() if isinstance(m, torch.nn.Linear))
+    hinges = -first.bias / first.weight[:, 0]  # where w x + b = 0
+    assert bool(((hinges >= -1) & (hinges <= 1)).all())
+    assert hinges.unique().numel() == first.out_features
+    assert hinges.max() - hinges.min() > 1.0
