@@ -265,17 +265,9 @@ def test_convolutional_models_refuse_an_unevenly_spaced_target_grid():
         predict(model2d(), field(), uneven, NORM, progress=False)
 
 
-def test_command_line_writes_netcdf_and_csv(tmp_path):
+def test_command_line_writes_netcdf_and_csv(tmp_path, run):
     from aenp.cli import main
 
-    aenp.save(
-        model2d("tepttnp_approx"),
-        tmp_path / "run" / "model",
-        metadata={"normalisation": NORM.to_dict()},
-    )
-    field().to_dataset().to_netcdf(tmp_path / "context.nc")
-    targets().to_netcdf(tmp_path / "targets.nc")
-    pd.DataFrame({"lat": [LAT[2]], "lon": [LON[4]]}).to_csv(tmp_path / "rows.csv", index=False)
     args = ["predict", str(tmp_path / "run"), "--context", str(tmp_path / "context.nc")]
     assert (
         main([*args, "--targets", str(tmp_path / "targets.nc"), "--out", str(tmp_path / "p.nc")])

@@ -1,6 +1,5 @@
 """The climate experiment's tasks, on a small synthetic field and on the default data."""
 
-import cftime
 import numpy as np
 import pytest
 import torch
@@ -8,6 +7,7 @@ import xarray as xr
 
 from aenp.data.climate import REGIONS, Normalisation
 from aenp.data.experiments import Climate, get_experiment
+from tests.climate_fields import annual_field, annual_times
 
 YEARS = np.arange(1990, 2010)
 LAT = np.arange(30.25, 50, 0.5)  # 40 rows
@@ -30,7 +30,7 @@ def field(tmp_path_factory):
     year, la, lo = np.meshgrid(YEARS, LAT, LON, indexing="ij")
     values = temperature(la, lo, year)
     values[:, :3, :3] = np.nan
-    times = [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS]
+    times = annual_times(YEARS)
     da = xr.DataArray(
         values[:, ::-1],
         dims=("time", "latitude", "longitude"),
@@ -230,7 +230,7 @@ def pacific(tmp_path_factory):
             "ASurf": (("lat", "lon"), pacific_altitude(la2, lo2), {"units": "m"}),
         },
         coords={
-            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS],
+            "time": annual_times(YEARS),
             "lat": PACIFIC_LAT,
             "lon": PACIFIC_LON,
         },
@@ -277,16 +277,7 @@ def test_regions_across_the_antimeridian_give_continuous_tasks(pacific):
 def test_ood_patches_opposite_the_training_region_stay_continuous(tmp_path):
     lat, lon = np.arange(-9.0, 10.0, 2.0), np.arange(0.0, 360.0, 2.0)  # a global field
     year, la, lo = np.meshgrid(YEARS, lat, lon, indexing="ij")
-    da = xr.DataArray(
-        temperature(la, lo, year),
-        dims=("time", "lat", "lon"),
-        coords={
-            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in YEARS],
-            "lat": lat,
-            "lon": lon,
-        },
-        name="t2m",
-    )
+    da = annual_field(temperature(la, lo, year), YEARS, lat, lon)
     da.to_netcdf(tmp_path / "global.nc")
     # Trained around 0°; the OOD region straddles 180°, where model longitudes turn over.
     experiment = make(

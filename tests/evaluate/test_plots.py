@@ -1,10 +1,8 @@
 """Figures: what is drawn equals what the models predict, read back from the Figure objects."""
 
-import cftime
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 from matplotlib.font_manager import FontProperties
 
 import aenp
@@ -31,6 +29,7 @@ from aenp.evaluate.plots import (
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
 from aenp.testing import random_grid_batch
 from aenp.train.run import LOG_DIR
+from tests.climate_fields import annual_field
 
 SMALL = {"channels": 4, "num_layers": 2}
 
@@ -279,16 +278,7 @@ def pacific(tmp_path_factory):
     years = np.arange(2000, 2010)
     year, la, lo = np.meshgrid(years, lat, lon, indexing="ij")
     values = 280 + 10 * np.cos(np.radians(3 * la)) + 3 * np.sin(np.radians(4 * lo)) + 0.1 * year
-    data = xr.DataArray(
-        values,
-        dims=("time", "lat", "lon"),
-        coords={
-            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in years],
-            "lat": lat,
-            "lon": lon,
-        },
-        name="t2m",
-    )
+    data = annual_field(values, years, lat, lon)
     path = tmp_path_factory.mktemp("pacific") / "field.nc"
     data.to_netcdf(path)
     return Climate(

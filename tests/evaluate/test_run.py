@@ -3,17 +3,16 @@
 import json
 import math
 
-import cftime
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 from omegaconf import OmegaConf
 
 import aenp
 from aenp.evaluate.run import METRICS_FILE, PER_TASK_FILE, evaluate_run, load_per_task_loglik
 from aenp.files import json_safe, write_json
 from aenp.train.run import MODEL_DIR, RUN_CONFIG
+from tests.climate_fields import annual_field
 
 
 def strict_json(text):
@@ -46,16 +45,7 @@ def run_dir(tmp_path):
     """A climate run (gridded tasks: no context log-likelihood, so NaN) with an untrained model."""
     lat, lon, years = np.arange(30.25, 40, 0.5), np.arange(-109.75, -90, 0.5), np.arange(2000, 2008)
     year, la, lo = np.meshgrid(years, lat, lon, indexing="ij")
-    field = xr.DataArray(
-        280 + np.sin(la) + np.cos(lo) + 0.1 * year,
-        dims=("time", "lat", "lon"),
-        coords={
-            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in years],
-            "lat": lat,
-            "lon": lon,
-        },
-        name="t2m",
-    )
+    field = annual_field(280 + np.sin(la) + np.cos(lo) + 0.1 * year, years, lat, lon)
     field.to_netcdf(tmp_path / "field.nc")
     options = {
         "data": str(tmp_path / "field.nc"),

@@ -1,6 +1,5 @@
 """Departure from equivariance against the terrain, on a small synthetic 4-D experiment."""
 
-import cftime
 import numpy as np
 import pytest
 import torch
@@ -11,6 +10,7 @@ from aenp.data.experiments import Climate
 from aenp.errors import InputError
 from aenp.evaluate.terrain import departure_by_terrain, spearman
 from aenp.nn.fixed_inputs import FixedInputs
+from tests.climate_fields import annual_times
 
 LAT, LON = np.arange(30.25, 46, 0.5), np.arange(-119.75, -88, 0.5)  # 32 x 64 cells
 
@@ -25,7 +25,7 @@ def experiment(tmp_path_factory):
     data = xr.Dataset(
         {"t2m": (("time", "lat", "lon"), values), "orog": (("lat", "lon"), 100 + ridge)},
         coords={
-            "time": [cftime.Datetime360Day(int(y), 7, 1) for y in years],
+            "time": annual_times(years),
             "lat": LAT,
             "lon": LON,
         },
