@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from aenp.data.batch import GridBatch
 from aenp.data.climate import (
+    FULL_TURN,
     TERRAIN_RESOLUTION,
     Normalisation,
     coordinate_names,
@@ -335,7 +336,7 @@ def _distance_outside(dim: str, values: np.ndarray, low: float, high: float) -> 
     """
     if dim != "lon":
         return float(np.max(np.maximum(low - values, values - high), initial=0.0))
-    half = ((high - low) % 360.0) / 2
+    half = ((high - low) % FULL_TURN) / 2
     offset = np.abs(wrap_longitude(values - (low + half)))
     return float(np.max(offset - half, initial=0.0))
 
