@@ -3,7 +3,9 @@
 The EquivCNP is exactly equivariant to the symmetry group of its lattice: lattice translations
 and the 8 rotations and reflections of D4 about any lattice point or cell centre. Far lattice
 shifts leave a float32 model given float64 positions unchanged, and grids too large to build
-are refused before anything is allocated.
+are refused before anything is allocated. The set convolutions are banded with a short
+truncation radius, so that their windows are narrower than these small grids and start and end
+anywhere in them: exactness does not depend on the radius.
 """
 
 import pytest
@@ -11,9 +13,10 @@ import torch
 
 import aenp
 from aenp.data.batch import Batch
+from aenp.nn import setconv
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4
-from aenp.nn.setconv import SetConv, lattice_grid
+from aenp.nn.setconv import SetConv, SetConvEncoder, lattice_grid
 from aenp.testing import (
     assert_equivariant,
     dihedral_points,
@@ -30,6 +33,12 @@ SMALL = {
 APPROX = {"num_fixed_inputs": 2, "domain": [[-3.0, 3.0], [-3.0, 3.0]]}
 F64 = torch.float64
 SEEDS = range(4)
+SHORT_RADIUS = 1.0
+
+
+@pytest.fixture(autouse=True)
+def short_radius(monkeypatch):
+    monkeypatch.setattr(setconv, "TRUNCATION_RADIUS", SHORT_RADIUS)
 
 
 def build(key, dtype=F64, dim_x=2, **hparams):
@@ -83,8 +92,20 @@ def test_tasks_need_every_kind_of_padding():
     for seed in SEEDS:
         batch = point_tasks(seed)
         grid = lattice_grid(torch.cat([batch.xc, batch.xt], dim=1), PPU, 0.1, multiple=4)
-        offsets.add(grid.offset)
+        offsets.add(tuple(grid.offset.tolist()))
     assert offsets == {(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5)}
+
+
+@pytest.mark.parametrize("key", ["convcnp", "equivcnp"])
+def test_set_convolution_windows_are_narrower_than_the_grids(key):
+    """Guards the tests below: they exercise banded windows, not whole axes, mostly."""
+    encoder = next(m for m in build(key).modules() if isinstance(m, SetConvEncoder))
+    narrower = []
+    for seed in SEEDS:
+        batch = point_tasks(seed)
+        grid = lattice_grid(torch.cat([batch.xc, batch.xt], dim=1), PPU, 0.1, multiple=4)
+        narrower += [w < size for w, size in zip(encoder.window(grid), grid.shape, strict=True)]
+    assert encoder.banded and sum(narrower) > len(narrower) / 2
 
 
 @pytest.mark.parametrize("g", D4)

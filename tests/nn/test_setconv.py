@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import numpy as np
@@ -7,9 +8,15 @@ import torch
 from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.setconv import (
     DEFAULT_MAX_GRID_POINTS,
+    DENSITY_EPS,
+    TRUNCATION,
+    TRUNCATION_RADIUS,
+    WINDOW_MULTIPLE,
+    SetConv,
     SetConvDecoder,
     SetConvEncoder,
     lattice_grid,
+    window_width,
 )
 
 F64 = torch.float64
@@ -35,7 +42,7 @@ def test_odd_padding_is_split_evenly_between_the_sides():
     x = torch.tensor([[[-1.33], [2.8]]], dtype=F64)
     grid = lattice_grid(x, points_per_unit=10, margin=0.0, multiple=8)
     axis = axis_points(grid)
-    assert grid.shape == (48,) and grid.offset == (0.5,)
+    assert grid.shape == (48,) and grid.offset.tolist() == [0.5]
     torch.testing.assert_close(axis[0] + axis[-1], torch.tensor(1.4, dtype=F64))
     torch.testing.assert_close(axis[0], torch.tensor(-1.65, dtype=F64))
 
@@ -46,8 +53,8 @@ def test_grid_moves_with_lattice_shifts_however_far(multiple):
     a = lattice_grid(x, 16, 0.1, multiple)
     for cells in (9, -1, 2**20 + 3):
         b = lattice_grid(x + cells / 16, 16, 0.1, multiple)
-        assert (b.shape, b.offset) == (a.shape, a.offset)
-        assert b.anchor == tuple(anchor + cells for anchor in a.anchor)
+        assert b.shape == a.shape and torch.equal(b.offset, a.offset)
+        assert torch.equal(b.anchor, a.anchor + cells)
         torch.testing.assert_close(b.cells(x + cells / 16), a.cells(x), rtol=0, atol=1e-9)
 
 
@@ -173,3 +180,166 @@ def test_cnn_arguments_are_checked():
         UNet(1, 4, 2, 4)
     with pytest.raises(ValueError, match="1 to 3 spatial dimensions"):
         ConvNet(4, 4, 2, 3)
+
+
+def padded(x, valid, junk):
+    """``x`` with the points past ``valid[b]`` of task ``b`` replaced by ``junk``, and the mask."""
+    mask = torch.arange(x.shape[1]) < torch.tensor(valid)[:, None]
+    return torch.where(mask[..., None], x, junk), mask
+
+
+@pytest.mark.parametrize("junk", [1e30, -1e4, 5.0])
+def test_grid_ignores_masked_out_points(junk):
+    """Counted, the junk would be refused (1e30), warned about (float32 -1e4) or widen the grid."""
+    x, mask = padded(3 * torch.rand(2, 6, 2) - 1, [4, 2], junk)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grid = lattice_grid(x, 16, 0.1, multiple=4, mask=mask)
+    expected = lattice_grid(x[mask][None], 16, 0.1, multiple=4)
+    assert grid.shape == expected.shape and torch.equal(grid.offset, expected.offset)
+    assert torch.equal(grid.anchor, expected.anchor)
+
+
+def test_grid_mask_is_checked():
+    x = torch.rand(2, 3, 1)
+    with pytest.raises(ValueError, match=r"mask must mark at least one point of x"):
+        lattice_grid(x, 16, 0.1, mask=torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"shape \[batch, n\] = \[2, 3\] of x, got \[2, 1\]"):
+        lattice_grid(x, 16, 0.1, mask=torch.ones(2, 1, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"mask must be a bool tensor, got dtype torch.float32"):
+        lattice_grid(x, 16, 0.1, mask=torch.ones(2, 3))
+
+
+def random_set_convolution(module, dim_x, isotropic, seed=0):
+    """A float64 set convolution with random lengthscales of about 1.6 cells at 16 per unit."""
+    torch.manual_seed(seed)
+    conv = module(dim_x, init_lengthscale=0.1, isotropic=isotropic).double()
+    with torch.no_grad():
+        conv.log_lengthscale.add_(0.2 * torch.randn_like(conv.log_lengthscale))
+    return conv
+
+
+def narrow_grid(x, mask=None):
+    """A grid wider than the set convolutions' windows along every axis (3-D: coarser)."""
+    return lattice_grid(x, 16 if x.shape[-1] < 3 else 8, 0.5, multiple=2, mask=mask)
+
+
+def assert_windows_are_narrower(conv, grid):
+    """Guards the tests that compare banded and dense: the windows do not cover the grid."""
+    assert conv.banded and all(w < n for w, n in zip(conv.window(grid), grid.shape, strict=True))
+
+
+@pytest.mark.parametrize("dim_x", [1, 2])
+@pytest.mark.parametrize("banded", [False, True])
+def test_encoder_ignores_masked_out_context_points(dim_x, banded):
+    """A padded task encodes as the task without its padding, whatever the padding holds."""
+    valid = [5, 2]
+    encoder = random_set_convolution(SetConvEncoder, dim_x, isotropic=False)
+    encoder.banded = banded
+    xc, mask = padded(4 * torch.rand(2, 7, dim_x, dtype=F64) - 2, valid, 1e6)
+    yc, _ = padded(torch.randn(2, 7, 2, dtype=F64), valid, -1e6)
+    grid = narrow_grid(xc, mask)
+    h = encoder(xc, yc, grid, mask)
+    for b, n in enumerate(valid):
+        alone = encoder(xc[b : b + 1, :n], yc[b : b + 1, :n], grid)
+        torch.testing.assert_close(h[b : b + 1], alone, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dim_x", [1, 2, 3])
+@pytest.mark.parametrize("isotropic", [False, True])
+def test_banded_weights_are_the_dense_weights_within_the_radius_and_zero_beyond(dim_x, isotropic):
+    conv = random_set_convolution(SetConv, dim_x, isotropic)
+    x = 4 * torch.rand(2, 5, dim_x, dtype=F64) - 2
+    grid = narrow_grid(x)
+    assert_windows_are_narrower(conv, grid)
+    banded = conv.weights(grid.cells(x), grid)
+    conv.banded = False
+    dense = conv.weights(grid.cells(x), grid)
+    lengthscale = conv.log_lengthscale.exp().expand(dim_x)
+    for d, axis in enumerate(grid.absolute(x.device).axes):
+        within = (x[..., d, None] - axis).abs() <= TRUNCATION_RADIUS * lengthscale[d]
+        assert within.any(-1).all() and not within.all(-1).any()
+        torch.testing.assert_close(banded[d], torch.where(within, dense[d], 0.0), rtol=0, atol=0)
+
+
+def test_truncation_drops_weights_below_the_stated_tolerance():
+    assert math.exp(-(TRUNCATION_RADIUS**2) / 2) == pytest.approx(TRUNCATION, rel=1e-9)
+    assert TRUNCATION <= DENSITY_EPS * 1e-8
+
+
+def test_window_width_is_a_rounded_multiple_covering_the_radius():
+    """Widths change rarely as the lengthscale moves, and cover the axis when not smaller."""
+    widths = [window_width(lengthscale, 1000) for lengthscale in (2.0, 2.1, 2.2)]
+    assert widths == [40, 40, 40]
+    for lengthscale in (0.3, 1.0, 2.7, 10.0):
+        width = window_width(lengthscale, 1000)
+        assert width % WINDOW_MULTIPLE == 0 and width >= 2 * TRUNCATION_RADIUS * lengthscale + 2
+    assert [window_width(lengthscale, 30) for lengthscale in (2.0, math.inf, math.nan)] == [30] * 3
+
+
+@pytest.mark.parametrize("dim_x", [1, 2, 3])
+@pytest.mark.parametrize("isotropic", [False, True])
+def test_banded_encoder_matches_dense_within_the_truncation_bound(dim_x, isotropic):
+    """Masked contexts too; gradients (lengthscale, values) agree to the same relative level."""
+    encoder = random_set_convolution(SetConvEncoder, dim_x, isotropic)
+    nc = 6
+    xc, mask = padded(4 * torch.rand(2, nc, dim_x, dtype=F64) - 2, [6, 4], 1e6)
+    yc = torch.randn(2, nc, 2, dtype=F64, requires_grad=True)
+    grid = narrow_grid(xc, mask)
+    assert_windows_are_narrower(encoder, grid)
+    cotangent = torch.randn(2, *grid.shape, 3, dtype=F64)
+    results = []
+    for banded in (True, False):
+        encoder.banded = banded
+        h = encoder(xc, yc, grid, mask)
+        results.append(
+            (h, *torch.autograd.grad((h * cotangent).sum(), [encoder.log_lengthscale, yc]))
+        )
+    (banded, *banded_grads), (dense, *dense_grads) = results
+    error = (banded - dense).abs()
+    assert error[..., 0].max() <= nc * TRUNCATION
+    assert error[..., 1:].max() <= 2 * nc * yc.abs().max() * TRUNCATION / DENSITY_EPS
+    for banded_grad, dense_grad in zip(banded_grads, dense_grads, strict=True):
+        scale = dense_grad.abs().max()
+        torch.testing.assert_close(banded_grad, dense_grad, rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("dim_x", [1, 2, 3])
+@pytest.mark.parametrize("isotropic", [False, True])
+def test_banded_decoder_matches_dense_within_the_truncation_bound(dim_x, isotropic):
+    """Gradients (lengthscale, grid features) agree to the same level."""
+    decoder = random_set_convolution(SetConvDecoder, dim_x, isotropic)
+    xt = 4 * torch.rand(2, 6, dim_x, dtype=F64) - 2
+    grid = narrow_grid(xt)
+    assert_windows_are_narrower(decoder, grid)
+    h = torch.randn(2, *grid.shape, 3, dtype=F64, requires_grad=True)
+    cotangent = torch.randn(2, 6, 3, dtype=F64)
+    results = []
+    for banded in (True, False):
+        decoder.banded = banded
+        out = decoder(grid, h, xt)
+        results.append(
+            (out, *torch.autograd.grad((out * cotangent).sum(), [decoder.log_lengthscale, h]))
+        )
+    (banded, *banded_grads), (dense, *dense_grads) = results
+    bound = math.prod(grid.shape) * TRUNCATION * h.abs().max()
+    assert (banded - dense).abs().max() <= bound
+    for banded_grad, dense_grad in zip(banded_grads, dense_grads, strict=True):
+        torch.testing.assert_close(banded_grad, dense_grad, rtol=0, atol=1e-12)
+
+
+def test_banded_encoder_turns_mirrors_and_shifts_with_the_data_exactly():
+    """Windows start anywhere in the grid, yet the included points depend on distance only."""
+    encoder = random_set_convolution(SetConvEncoder, 2, isotropic=True)
+    xc, yc = 4 * torch.rand(2, 6, 2, dtype=F64) - 2, torch.randn(2, 6, 1, dtype=F64)
+    grid = narrow_grid(xc)
+    assert_windows_are_narrower(encoder, grid)
+    h = encoder(xc, yc, grid)
+    turned = torch.stack([-xc[..., 1], xc[..., 0]], dim=-1)
+    for moved, expected in [
+        (turned, h.transpose(1, 2).flip(1)),
+        (-xc, h.flip(1, 2)),
+        (xc + torch.tensor([5.0, -3.0], dtype=F64) / 16, h),
+    ]:
+        out = encoder(moved, yc, narrow_grid(moved))
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)

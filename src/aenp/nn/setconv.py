@@ -11,6 +11,28 @@ shifts however far the data move, and an EquivCNP to the whole symmetry group of
 Distances between points and the grid are measured from a lattice point near the grid, in
 float64, before any work in the model's precision: a float32 model given float64 inputs loses
 nothing to their distance from the origin.
+
+Banded set convolutions (the default) drop every Gaussian weight between a point and a grid
+point farther apart than ``TRUNCATION_RADIUS`` ≈ 8.58 lengthscales along some axis, so each
+dropped weight is below ``TRUNCATION = DENSITY_EPS**2 = 1e-16`` (of the peak weight, 1). Along
+each axis a point's weights are computed only in a window of consecutive grid points that
+holds every grid point within the radius, and scattered into the dense weights the sums use
+(a batched matrix product: gathering windows of grid features measured slower). The window is
+``2 R l + 3`` points (``R`` the radius, ``l`` the lengthscale in cells), rounded up to a
+multiple of ``WINDOW_MULTIPLE`` = 4 so that it changes rarely as ``l`` is learned (40 points
+at the initial ``l`` of 2 cells), or the whole axis where that is no smaller. Against the
+dense sums, the truncation changes at most:
+
+* the encoder's density channel by ``nc * TRUNCATION``;
+* its normalised channels by ``2 * nc * max|yc| * TRUNCATION / DENSITY_EPS = 2e-8 * nc *
+  max|yc|`` (far from the data the density is as small as ``DENSITY_EPS``, which amplifies
+  what is dropped; hence ``TRUNCATION`` is tied to it);
+* a decoder output by ``(grid points) * TRUNCATION * max|h|``;
+
+and gradients by as little, relatively. Whether a weight is dropped depends on the distance
+only, never on where a window starts, so equivariance to lattice shifts and to the rotations
+and reflections of the lattice is as exact as with dense weights. The window width is read
+from the lengthscale's value: one host synchronisation per banded forward pass.
 """
 
 from __future__ import annotations
@@ -20,11 +42,11 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.data.grid import Grid
-from aenp.errors import InputError
+from aenp.errors import InputError, InputTypeError
 
 GRID_LETTERS = "uvw"
 DENSITY_EPS = 1e-8
@@ -37,6 +59,12 @@ RESOLVED_FRACTION = 2**-10
 cell: the rounding then moves set-convolution weights by about float32's tolerance (1e-3)."""
 MAX_CELLS = 2**52
 """Inputs this many cells from the origin are beyond float64's resolution of one cell."""
+TRUNCATION = DENSITY_EPS**2
+"""Banded set convolutions drop Gaussian weights below this (see the module docstring)."""
+TRUNCATION_RADIUS = math.sqrt(-2 * math.log(TRUNCATION))
+"""Distance in lengthscales beyond which weights are dropped: about 8.58."""
+WINDOW_MULTIPLE = 4
+"""Window widths are multiples of this many grid points, so they change rarely."""
 
 
 @dataclass(frozen=True)
@@ -47,21 +75,22 @@ class LatticeGrid:
     ``j < shape[d]``: on the lattice (``offset`` 0) or midway between lattice points (1/2).
 
     Attributes:
-        anchor: A lattice index per axis (an integer near the grid's first point).
-        offset: 0 or 0.5 per axis.
+        anchor: A lattice index per axis (an integer near the grid's first point), ``[dx]``
+            float64 on the data's device: a tensor, so that a compiled model takes it as an
+            input rather than a constant to recompile for.
+        offset: 0 or 0.5 per axis, ``[dx]`` float64 on the data's device (a tensor likewise).
         shape: Number of points per axis.
         points_per_unit: Lattice density.
     """
 
-    anchor: tuple[int, ...]
-    offset: tuple[float, ...]
+    anchor: Float[Tensor, " dx"]
+    offset: Float[Tensor, " dx"]
     shape: tuple[int, ...]
     points_per_unit: float
 
     def cells(self, x: Float[Tensor, "batch n dx"]) -> Float[Tensor, "batch n dx"]:
         """Positions in cells from the anchor, in float64 (exact for lattice shifts of ``x``)."""
-        anchor = torch.tensor(self.anchor, dtype=torch.float64, device=x.device)
-        return x.double() * self.points_per_unit - anchor
+        return x.double() * self.points_per_unit - self.anchor
 
     def axes_in_cells(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         """Grid coordinates in cells from the anchor, ``[size_d]`` per axis."""
@@ -81,12 +110,14 @@ class LatticeGrid:
         )
 
 
+@torch.compiler.disable
 def lattice_grid(
     x: Float[Tensor, "batch n dx"],
     points_per_unit: float,
     margin: float,
     multiple: int = 1,
     max_points: int = DEFAULT_MAX_GRID_POINTS,
+    mask: Bool[Tensor, "batch n"] | None = None,
 ) -> LatticeGrid:
     """The lattice grid covering ``x`` plus ``margin``, centred, sized a multiple of ``multiple``.
 
@@ -94,25 +125,55 @@ def lattice_grid(
     equally on both sides to a multiple of ``multiple`` points; an odd padding puts the
     points midway between lattice points, which keeps the grid centred on the box.
 
+    The extent is read on the host (one synchronisation); a compiled model runs this function
+    eagerly and sees only the grid's shape as a constant.
+
     Args:
         x: Every input of the batch (context and target).
         points_per_unit: Lattice density; the spacing is ``1 / points_per_unit``.
         margin: Extra extent on each side of the data.
         multiple: Each axis has a multiple of this many points (for strided CNNs).
         max_points: Largest number of grid points allowed.
+        mask: Which points of ``x`` count (padding does not); the others are ignored and may
+            hold any value. ``None``: every point counts.
 
     Raises:
         InputError: If the inputs lie too far from the origin to be placed on the lattice,
-            or the grid would have more than ``max_points`` points.
+            the grid would have more than ``max_points`` points, or ``mask`` has the wrong
+            shape or selects no point.
+        InputTypeError: If ``mask`` is not boolean.
     """
     cells = x.detach().double() * points_per_unit
-    reach = cells.abs().amax().item()
+    magnitude, lowest, highest = cells.abs(), cells, cells
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise InputTypeError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+        if mask.shape != x.shape[:-1]:
+            raise InputError(
+                f"mask must have the shape [batch, n] = {list(x.shape[:-1])} of x, "
+                f"got {list(mask.shape)}"
+            )
+        counted = mask[..., None]
+        magnitude = torch.where(counted, magnitude, 0.0)
+        lowest = torch.where(counted, cells, math.inf)
+        highest = torch.where(counted, cells, -math.inf)
+    # One transfer to the host for the reach and the extent.
+    reach, *bounds = torch.cat(
+        [
+            magnitude.amax()[None],
+            torch.floor(lowest.amin(dim=(0, 1)) - margin * points_per_unit),
+            torch.ceil(highest.amax(dim=(0, 1)) + margin * points_per_unit),
+        ]
+    ).tolist()
+    low, high = bounds[: x.shape[-1]], bounds[x.shape[-1] :]
     if not reach < MAX_CELLS:
         raise InputError(
             f"inputs (xc and xt) reach |x| = {reach / points_per_unit:.3g}, beyond "
             f"{MAX_CELLS / points_per_unit:.3g}, where float64 cannot resolve the grid spacing "
             f"1/{points_per_unit:g}; re-centre or rescale the inputs"
         )
+    if not math.isfinite(low[0]):
+        raise InputError("mask must mark at least one point of x as counting, got none")
     resolution = torch.finfo(x.dtype).eps * reach
     if resolution > RESOLVED_FRACTION:
         warnings.warn(
@@ -122,8 +183,6 @@ def lattice_grid(
             "equivariance. Re-centre the inputs near the origin, or use float64.",
             stacklevel=2,
         )
-    low = torch.floor(cells.amin(dim=(0, 1)) - margin * points_per_unit).tolist()
-    high = torch.ceil(cells.amax(dim=(0, 1)) + margin * points_per_unit).tolist()
     sizes = [int(hi - lo) + 1 for lo, hi in zip(low, high, strict=True)]
     shape = tuple(math.ceil(size / multiple) * multiple for size in sizes)
     if math.prod(shape) > max_points:
@@ -145,7 +204,8 @@ def lattice_grid(
         pad = padded - size
         anchor.append(int(lo) - (pad + 1) // 2)
         offset.append(pad % 2 / 2)
-    return LatticeGrid(tuple(anchor), tuple(offset), shape, points_per_unit)
+    anchor, offset = torch.tensor([anchor, offset], dtype=torch.float64, device=x.device)
+    return LatticeGrid(anchor, offset, shape, points_per_unit)
 
 
 class SetConv(nn.Module):
@@ -156,41 +216,113 @@ class SetConv(nn.Module):
         init_lengthscale: Initial lengthscale, typically twice the grid spacing.
         isotropic: One lengthscale shared by every dimension (rotation-invariant weights)
             instead of one per dimension.
+        banded: Weights computed only in a window around each point and zero beyond
+            ``TRUNCATION_RADIUS`` lengthscales (see the module docstring), instead of over the
+            whole grid. A plain attribute: it may be switched after construction.
     """
 
-    def __init__(self, dim_x: int, init_lengthscale: float, isotropic: bool = False):
+    def __init__(
+        self, dim_x: int, init_lengthscale: float, isotropic: bool = False, banded: bool = True
+    ):
         super().__init__()
         if not 1 <= dim_x <= len(GRID_LETTERS):
             raise InputError(f"set convolutions support 1 to 3 input dimensions, got {dim_x}")
         self.dim_x = dim_x
+        self.banded = banded
         num_lengthscales = 1 if isotropic else dim_x
         self.log_lengthscale = nn.Parameter(
             torch.full((num_lengthscales,), math.log(init_lengthscale))
         )
 
-    def weights(self, x: Float[Tensor, "batch n dx"], grid: LatticeGrid) -> list[Tensor]:
-        """Per-dimension Gaussian weights ``[batch, n, size_d]`` between points and grid axes."""
-        lengthscale = self.log_lengthscale.exp().expand(self.dim_x) * grid.points_per_unit
-        cells = grid.cells(x).to(lengthscale.dtype)
-        axes = grid.axes_in_cells(lengthscale.dtype, x.device)
-        return [
-            torch.exp(-0.5 * ((cells[..., d, None] - axis) / lengthscale[d]) ** 2)
-            for d, axis in enumerate(axes)
-        ]
+    def lengthscale(self, grid: LatticeGrid) -> Float[Tensor, " dx"]:
+        """Lengthscale per dimension, in cells of ``grid``."""
+        return self.log_lengthscale.exp().expand(self.dim_x) * grid.points_per_unit
+
+    @torch.compiler.disable
+    def window(self, grid: LatticeGrid) -> tuple[int, ...]:
+        """Grid points per axis in the window of a point (all of them when not banded).
+
+        Reads the lengthscale's value: the one host synchronisation of a banded forward pass
+        (and a graph break under ``torch.compile``).
+        """
+        if not self.banded:
+            return grid.shape
+        lengthscales = self.lengthscale(grid).detach().tolist()
+        return tuple(map(window_width, lengthscales, grid.shape))
+
+    def weights(self, cells: Float[Tensor, "batch n dx"], grid: LatticeGrid) -> list[Tensor]:
+        """Per-dimension Gaussian weights ``[batch, n, size_d]`` between points and grid axes.
+
+        Banded, they are computed only in each point's window (along axes it does not cover)
+        and are zero beyond the truncation radius.
+
+        Args:
+            cells: Positions in cells from the grid's anchor (see :meth:`LatticeGrid.cells`).
+            grid: The grid.
+        """
+        lengthscale = self.lengthscale(grid)
+        cells = cells.to(lengthscale.dtype)
+        weights = []
+        for d, (size, width) in enumerate(zip(grid.shape, self.window(grid), strict=True)):
+            position = cells[..., d, None]
+            points = torch.arange(width, device=cells.device)
+            if width < size:
+                # The window starts at the first grid point within the radius (kept on the grid).
+                first = position - grid.offset[d] - TRUNCATION_RADIUS * lengthscale[d].detach()
+                points = points + torch.floor(first).clamp(0, size - width).long()
+            z = (position - (points.to(cells.dtype) + grid.offset[d])) / lengthscale[d]
+            weight = torch.exp(-0.5 * z**2)
+            if self.banded:
+                weight = torch.where(z.abs() <= TRUNCATION_RADIUS, weight, 0.0)
+            if width < size:
+                weight = weight.new_zeros(*weight.shape[:-1], size).scatter(-1, points, weight)
+            weights.append(weight)
+        return weights
+
+
+def window_width(lengthscale: float, size: int) -> int:
+    """Grid points in a window along an axis of ``size`` points (``lengthscale`` in cells).
+
+    Any ``2 R lengthscale + 1`` consecutive points hold every grid point within the radius
+    ``R = TRUNCATION_RADIUS`` lengthscales of a point; one more absorbs rounding. Rounded up
+    to a multiple of ``WINDOW_MULTIPLE`` so that the width changes rarely as the lengthscale
+    is learned; the whole axis where that is no smaller.
+    """
+    reach = 2 * TRUNCATION_RADIUS * lengthscale
+    if not reach < size:  # also a non-finite lengthscale
+        return size
+    return min(size, WINDOW_MULTIPLE * math.ceil((math.floor(reach) + 3) / WINDOW_MULTIPLE))
 
 
 class SetConvEncoder(SetConv):
     """Points to grid: a density channel and the density-normalised outputs."""
 
     def forward(
-        self, xc: Float[Tensor, "batch nc dx"], yc: Float[Tensor, "batch nc dy"], grid: LatticeGrid
+        self,
+        xc: Float[Tensor, "batch nc dx"],
+        yc: Float[Tensor, "batch nc dy"],
+        grid: LatticeGrid,
+        mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch *grid dy+1"]:
-        """Encodes the context set on ``grid`` (channels last, in the module's dtype)."""
+        """Encodes the context set on ``grid`` (channels last, in the module's dtype).
+
+        Args:
+            xc: Context inputs.
+            yc: Context outputs.
+            grid: The grid to encode on.
+            mask: Which context points count; the others contribute nothing, as if absent,
+                and may hold any finite value. ``None``: every point counts.
+        """
+        cells = grid.cells(xc)
+        yc = yc.to(self.log_lengthscale.dtype)
+        values = torch.cat([torch.ones_like(yc[..., :1]), yc], dim=-1)
+        if mask is not None:
+            # Zero weight for padding; its position is moved to the anchor to keep it finite.
+            cells = torch.where(mask[..., None], cells, 0.0)
+            values = torch.where(mask[..., None], values, 0.0)
         letters = GRID_LETTERS[: self.dim_x]
         spec = ",".join(f"bn{g}" for g in letters) + f",bnc->b{letters}c"
-        weights = self.weights(xc, grid)
-        yc = yc.to(weights[0].dtype)
-        h = torch.einsum(spec, *weights, torch.cat([torch.ones_like(yc[..., :1]), yc], dim=-1))
+        h = torch.einsum(spec, *self.weights(cells, grid), values)
         density, values = h[..., :1], h[..., 1:]
         return torch.cat([density, values / (density + DENSITY_EPS)], dim=-1)
 
@@ -207,4 +339,4 @@ class SetConvDecoder(SetConv):
         """Reads the grid features ``h`` (channels last) at the targets ``xt``."""
         letters = GRID_LETTERS[: self.dim_x]
         spec = ",".join(f"bt{g}" for g in letters) + f",b{letters}c->btc"
-        return torch.einsum(spec, *self.weights(xt, grid), h)
+        return torch.einsum(spec, *self.weights(grid.cells(xt), grid), h)
