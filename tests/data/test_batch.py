@@ -61,6 +61,80 @@ def test_bad_batches_are_named(change, error, match):
         Batch(*change(tensors()))
 
 
+@pytest.mark.parametrize(
+    ("mask", "error", "match"),
+    [
+        (
+            torch.ones(2, 3),
+            TypeError,
+            "context_mask must be a boolean torch.Tensor, got torch.float32",
+        ),
+        ([[True] * 3] * 2, TypeError, "context_mask must be a boolean torch.Tensor, got list"),
+        (
+            torch.ones(2, 4, dtype=torch.bool),
+            ValueError,
+            r"context_mask must have shape \[batch, nc\] = \[2, 3\] to match xc, got \[2, 4\]",
+        ),
+        (
+            torch.ones(2, 3, 1, dtype=torch.bool),
+            ValueError,
+            r"\[batch, nc\] = \[2, 3\].*got \[2, 3, 1\]",
+        ),
+        (
+            torch.ones(2, 3, dtype=torch.bool, device="meta"),
+            TypeError,
+            "context_mask is on meta but xc is on cpu",
+        ),
+    ],
+)
+def test_bad_context_masks_are_named(mask, error, match):
+    with pytest.raises(error, match=match):
+        Batch(*tensors(), context_mask=mask)
+
+
+def test_context_mask_follows_the_batch():
+    """Moving, casting, selecting and shifting keep the mask boolean and with its tasks."""
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    batch = Batch(*tensors(), context_mask=mask)
+    assert torch.equal(batch.to(torch.float64).context_mask, mask)
+    assert torch.equal(batch[1].context_mask, mask[1:2])
+    assert torch.equal(batch[torch.tensor([1, 0])].context_mask, mask[[1, 0]])
+    assert torch.equal(batch.shift(1.5).context_mask, mask)
+
+
+def test_pad_context_pads_at_the_first_target_and_keeps_the_mask():
+    xc, yc, xt, yt = tensors(nc=3, dx=2, dy=2)
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    padded = Batch(xc, yc, xt, yt, context_mask=mask).pad_context(5)
+    assert torch.equal(padded.xc[:, :3], xc) and torch.equal(padded.yc[:, :3], yc)
+    assert torch.equal(padded.xc[:, 3:], xt[:, :1].expand(-1, 2, -1))
+    assert torch.equal(padded.yc[:, 3:], torch.zeros(2, 2, 2))
+    assert torch.equal(padded.context_mask, torch.cat([mask, torch.zeros(2, 2, dtype=bool)], 1))
+    assert torch.equal(padded.xt, xt) and torch.equal(padded.yt, yt)
+    # Without a mask every existing point is real; from nc = 0 every point is padding.
+    assert bool(Batch(xc, yc, xt).pad_context(4).context_mask[:, :3].all())
+    assert not bool(Batch(*tensors(nc=0)).pad_context(2).context_mask.any())
+
+
+def test_pad_context_refuses_to_remove_points():
+    batch = Batch(*tensors(nc=3))
+    with pytest.raises(ValueError, match=r"num_context \(2\) must be at least .* nc = 3"):
+        batch.pad_context(2)
+    with pytest.raises(TypeError, match=r"num_context must be an integer, got 4\.0"):
+        batch.pad_context(4.0)
+
+
+def test_concat_pads_tasks_to_a_common_context_size():
+    small, large = Batch(*tensors(b=1, nc=0)), Batch(*tensors(b=2, nc=3))
+    batch = Batch.concat([small, large])
+    assert batch.xc.shape == (3, 3, 1)
+    assert batch.context_mask.sum(1).tolist() == [0, 3, 3]
+    assert torch.equal(batch.yt, torch.cat([small.yt, large.yt]))
+    assert Batch.concat([small, large], num_context=6).xc.shape == (3, 6, 1)
+    with pytest.raises(ValueError, match=r"same number of targets.*\(4, 1, 1, True\), \(5"):
+        Batch.concat([small, Batch(*tensors(nt=5))])
+
+
 def test_nan_outside_the_masks_is_allowed_but_not_inside():
     batch = random_grid_batch(shape=(4, 5))
     unused = ~(batch.context_mask | batch.target_mask)

@@ -1,9 +1,10 @@
 """Every registry model passes the shipped contract (small sizes keep the suite fast)."""
 
+import pytest
 import torch
 
 import aenp
-from aenp.testing import ModelContract, random_grid_batch
+from aenp.testing import ModelContract, random_batch, random_grid_batch
 
 SMALL_TNP = {"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 16}
 SMALL_CONVCNP = {"points_per_unit": 16, "channels": 8, "num_layers": 3}
@@ -94,3 +95,14 @@ def test_gridded_data_of_another_dtype_are_cast_to_the_model():
     assert pred.mean.dtype == torch.float32
     expected = model(batch.to(torch.float32))
     torch.testing.assert_close(pred.mean, expected.mean, rtol=1e-5, atol=1e-5)
+
+
+def test_a_context_mask_beside_a_batch_is_refused():
+    """A batch carries its own mask; a second one given beside it would be ambiguous."""
+    torch.manual_seed(0)
+    model = aenp.build_model("tnp", 1, 1, **SMALL_TNP)
+    batch = random_batch().pad_context(9)
+    with pytest.raises(ValueError, match=r"context_mask is given beside a batch"):
+        model(batch, context_mask=batch.context_mask)
+    with pytest.raises(ValueError, match=r"context_mask must have shape \[batch, nc\]"):
+        model(batch.xc, batch.yc, batch.xt, context_mask=batch.context_mask[:, :7])

@@ -5,7 +5,13 @@ import torch
 
 import aenp
 from aenp.nn.fixed_inputs import FixedInputs
-from aenp.testing import assert_equivariant, equivariance_error, random_batch, translation
+from aenp.testing import (
+    assert_equivariant,
+    equivariance_error,
+    random_batch,
+    randomise_fixed_inputs,
+    translation,
+)
 
 from .test_contract import SMALL_CONVCNP, SMALL_TNP
 
@@ -24,13 +30,6 @@ def build(key, **hparams):
     torch.manual_seed(0)
     base = key.removesuffix("_approx")
     return aenp.build_model(key, 1, 1, **STRICT[base][0], **hparams).double().eval()
-
-
-def randomise_fixed_inputs(model):
-    """Gives the zero-initialised projection random weights, as training would."""
-    for module in model.modules():
-        if isinstance(module, FixedInputs):
-            torch.nn.init.normal_(module.projection.weight)
 
 
 @pytest.mark.parametrize("key", list(STRICT))

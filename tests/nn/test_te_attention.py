@@ -46,3 +46,24 @@ def test_matches_a_dense_computation_over_pairs():
 def test_num_heads_that_do_not_divide_embed_dim_are_refused():
     with pytest.raises(InputError, match=r"num_heads \(3\) must divide embed_dim \(8\)"):
         TEMultiHeadAttention(embed_dim=8, num_heads=3, dim_x=1, kernel_hidden=(4,))
+
+
+def test_masked_keys_are_ignored_and_no_keys_give_the_empty_set_answer():
+    """Each task attends to its unmasked keys only; a task with none gets the empty-set output.
+
+    Gradients stay finite where a task has no key.
+    """
+    torch.manual_seed(0)
+    attention = TEMultiHeadAttention(embed_dim=8, num_heads=2, dim_x=2, kernel_hidden=(6,))
+    attention = attention.double()
+    mask = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    zq, zk = torch.randn(3, 4, 8).double(), torch.randn(3, 5, 8).double().requires_grad_()
+    xq, xk = torch.randn(3, 4, 2).double(), torch.randn(3, 5, 2).double()
+    out = attention(zq, zk, xq, xk, key_mask=mask)
+    for i, keep in enumerate(mask):
+        task = slice(i, i + 1)
+        alone = attention(zq[task], zk[task, keep], xq[task], xk[task, keep])
+        torch.testing.assert_close(out[task], alone)
+    out.sum().backward()
+    assert bool(torch.isfinite(zk.grad).all())
+    assert all(bool(torch.isfinite(p.grad).all()) for p in attention.parameters())

@@ -6,6 +6,7 @@ data lie on one regular grid (images, gridded fields), with masks for context an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -16,25 +17,34 @@ from torch.distributions import Normal
 from aenp.data.grid import Grid
 from aenp.errors import InputError, InputTypeError
 
+_VALUE_FIELDS = ("xc", "yc", "xt", "yt")
+"""The floating-point fields of a :class:`Batch`."""
+
 
 @dataclass(frozen=True)
 class Batch:
     """Context and target sets of a batch of tasks, batch first.
 
     Every task in a batch has the same number of context and target points. An empty
-    context set (``nc = 0``) is valid; an empty target set is not.
+    context set (``nc = 0``) is valid; an empty target set is not. Tasks with fewer context
+    points are padded to a common ``nc`` and marked by ``context_mask`` (see
+    :meth:`pad_context`): models give masked points exactly no influence, so a task whose mask
+    is all false has an empty context set.
 
     Attributes:
         xc: Context inputs, ``[batch, nc, dx]``.
         yc: Context outputs, ``[batch, nc, dy]``.
         xt: Target inputs, ``[batch, nt, dx]``.
         yt: Target outputs, ``[batch, nt, dy]``, or ``None`` when only predicting.
+        context_mask: Which context points are real, ``[batch, nc]`` (bool), or ``None`` when
+            all are. Masked points must still hold finite values.
     """
 
     xc: Float[Tensor, "batch nc dx"]
     yc: Float[Tensor, "batch nc dy"]
     xt: Float[Tensor, "batch nt dx"]
     yt: Float[Tensor, "batch nt dy"] | None = None
+    context_mask: Bool[Tensor, "batch nc"] | None = None
 
     def __post_init__(self) -> None:
         for name in ("xc", "yc", "xt"):
@@ -42,26 +52,22 @@ class Batch:
                 raise InputTypeError(
                     f"{name} is required (an empty context set has shape [batch, 0, d])"
                 )
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for name in _VALUE_FIELDS:
+            value = getattr(self, name)
             if value is None:
                 continue
             if not isinstance(value, Tensor):
-                raise InputTypeError(
-                    f"{field.name} must be a torch.Tensor, got {type(value).__name__}"
-                )
+                raise InputTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
             if value.ndim != 3:
                 raise InputError(
-                    f"{field.name} must have shape [batch, n, d] (3 dimensions), "
+                    f"{name} must have shape [batch, n, d] (3 dimensions), "
                     f"got shape {tuple(value.shape)}"
                 )
             if not value.is_floating_point():
-                raise InputTypeError(
-                    f"{field.name} must be a floating-point tensor, got {value.dtype}"
-                )
+                raise InputTypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
             if value.numel() and not bool(torch.isfinite(value).all()):
                 bad = int((~torch.isfinite(value)).sum())
-                raise InputError(f"{field.name} contains {bad} NaN or infinite value(s)")
+                raise InputError(f"{name} contains {bad} NaN or infinite value(s)")
         for name in ("yc", "xt", "yt"):
             value = getattr(self, name)
             if value is not None and (value.dtype, value.device) != (self.xc.dtype, self.xc.device):
@@ -95,6 +101,27 @@ class Batch:
                 raise InputError(
                     f"yt has output dimension {self.yt.shape[-1]} but yc has {self.yc.shape[-1]}"
                 )
+        self._check_context_mask()
+
+    def _check_context_mask(self) -> None:
+        """Names a context mask of the wrong type, shape or device."""
+        mask = self.context_mask
+        if mask is None:
+            return
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            given = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise InputTypeError(f"context_mask must be a boolean torch.Tensor, got {given}")
+        expected = tuple(self.xc.shape[:2])
+        if tuple(mask.shape) != expected:
+            raise InputError(
+                f"context_mask must have shape [batch, nc] = {list(expected)} to match xc, "
+                f"got {list(mask.shape)}"
+            )
+        if mask.device != self.xc.device:
+            raise InputTypeError(
+                f"context_mask is on {mask.device} but xc is on {self.xc.device}; every tensor "
+                "of a batch must match"
+            )
 
     @property
     def dim_x(self) -> int:
@@ -115,19 +142,81 @@ class Batch:
         return self.xc.shape[0]
 
     def to(self, *args, **kwargs) -> Batch:
-        """Moves or casts every tensor, as :meth:`torch.Tensor.to`."""
-        return Batch(
-            **{
-                f.name: None
-                if getattr(self, f.name) is None
-                else getattr(self, f.name).to(*args, **kwargs)
-                for f in fields(self)
-            }
-        )
+        """Moves or casts every tensor, as :meth:`torch.Tensor.to` (the mask stays boolean)."""
+        values = {
+            name: None if getattr(self, name) is None else getattr(self, name).to(*args, **kwargs)
+            for name in _VALUE_FIELDS
+        }
+        mask = self.context_mask
+        return Batch(**values, context_mask=None if mask is None else mask.to(values["xc"].device))
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> Batch:
         """Translates every input (context and target) by ``offset``."""
         return replace(self, xc=self.xc + offset, xt=self.xt + offset)
+
+    def pad_context(self, num_context: int) -> Batch:
+        """The same tasks with their context sets padded to ``num_context`` points and masked.
+
+        Padding sits at each task's first target input (so it stays finite and near the data)
+        with output zero; an existing mask is kept for the points already there. Padding every
+        batch to one size gives a compiled training step static shapes.
+
+        Raises:
+            InputTypeError: If ``num_context`` is not an integer.
+            InputError: If ``num_context`` is smaller than the current ``nc``.
+        """
+        nc = self.xc.shape[1]
+        if isinstance(num_context, bool) or not isinstance(num_context, int):
+            raise InputTypeError(
+                f"num_context must be an integer, got {num_context!r} "
+                f"({type(num_context).__name__})"
+            )
+        if num_context < nc:
+            raise InputError(
+                f"num_context ({num_context}) must be at least the batch's number of context "
+                f"points nc = {nc}: padding cannot remove points"
+            )
+        batch_size, pad = len(self), num_context - nc
+        mask = self.context_mask
+        if mask is None:
+            mask = self.xc.new_ones(batch_size, nc, dtype=torch.bool)
+        return replace(
+            self,
+            xc=torch.cat([self.xc, self.xt[:, :1].expand(-1, pad, -1)], dim=1),
+            yc=torch.cat([self.yc, self.yc.new_zeros(batch_size, pad, self.dim_y)], dim=1),
+            context_mask=torch.cat([mask, mask.new_zeros(batch_size, pad)], dim=1),
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[Batch], num_context: int | None = None) -> Batch:
+        """Tasks of several batches in one, their context sets padded to a common size.
+
+        Args:
+            batches: Batches with the same number of targets and the same dimensions.
+            num_context: Context size to pad to; defaults to the largest of ``batches``.
+
+        Raises:
+            InputError: If ``batches`` is empty or its batches do not match.
+        """
+        if not batches:
+            raise InputError("concat needs at least one batch, got none")
+        shapes = {(b.xt.shape[1], b.dim_x, b.dim_y, b.yt is not None) for b in batches}
+        if len(shapes) > 1:
+            raise InputError(
+                "concat needs batches with the same number of targets, dimensions and presence "
+                f"of yt; got (nt, dx, dy, has yt) = {sorted(shapes)}"
+            )
+        if num_context is None:
+            num_context = max(b.xc.shape[1] for b in batches)
+        padded = [b.pad_context(num_context) for b in batches]
+        return cls(
+            **{
+                f.name: None
+                if getattr(padded[0], f.name) is None
+                else torch.cat([getattr(b, f.name) for b in padded])
+                for f in fields(cls)
+            }
+        )
 
     @property
     def targets(self) -> Float[Tensor, "batch nt dy"]:

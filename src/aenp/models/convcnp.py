@@ -104,21 +104,29 @@ class ConvCNPBackbone(nn.Module):
         xc: Float[Tensor, "batch nc dx"],
         yc: Float[Tensor, "batch nc dy"],
         xt: Float[Tensor, "batch nt dx"],
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
-        """Target features for the likelihood."""
+        """Target features for the likelihood; masked context points are ignored."""
         gridded = self.dim_x
         x = torch.cat([xc, xt], dim=1)
+        # Which points of x count (padding neither places the grid nor carries data).
+        mask = None
+        if context_mask is not None:
+            mask = torch.cat([context_mask, context_mask.new_ones(xt.shape[:2])], dim=1)
         grid = lattice_grid(
             x[..., :gridded],
             self.points_per_unit,
             self.margin,
             self.cnn.resolution_multiple,
             self.max_grid_points,
+            mask=mask,
         )
-        h = self.encoder(xc[..., :gridded], yc, grid)
+        h = self.encoder(xc[..., :gridded], yc, grid, mask=context_mask)
         if self.channel_encoder is not None:
             # Channel inputs are known at every point, context and target alike.
-            extra = self.channel_encoder(x[..., :gridded], x[..., gridded:].to(yc.dtype), grid)
+            extra = self.channel_encoder(
+                x[..., :gridded], x[..., gridded:].to(yc.dtype), grid, mask=mask
+            )
             h = torch.cat([h, extra], dim=-1)
         on_grid = self._on_grid(h, grid.absolute(h.device))
         return self.head(self.decoder(grid, on_grid, xt[..., :gridded]))

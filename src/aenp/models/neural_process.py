@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -24,7 +24,8 @@ class NeuralProcess(nn.Module):
     the data move).
 
     Args:
-        backbone: Module mapping ``(xc, yc, xt)`` to features ``[batch, nt, 2 * dy]``.
+        backbone: Module mapping ``(xc, yc, xt, context_mask)`` to features
+            ``[batch, nt, 2 * dy]``; masked context points (mask false) have no influence.
         likelihood: Module mapping those features to a distribution over ``yt``.
         dim_x: Input dimension ``dx``.
         dim_y: Output dimension ``dy``.
@@ -51,15 +52,25 @@ class NeuralProcess(nn.Module):
         xc: Float[Tensor, "batch nc dx"] | Batch | GridBatch,
         yc: Float[Tensor, "batch nc dy"] | None = None,
         xt: Float[Tensor, "batch nt dx"] | None = None,
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Normal:
         """Predictive distribution over ``yt``, ``[batch, nt, dy]``.
 
-        Called as ``model(xc, yc, xt)`` or ``model(batch)``. Given a :class:`GridBatch`, the
-        prediction has the grid's shape ``[batch, *grid, dy]``: convolutional models predict
-        every cell; point-set models (transformers) predict the target cells, seen as points,
-        and leave a standard normal elsewhere.
+        Called as ``model(xc, yc, xt)`` (optionally with ``context_mask``, see
+        :class:`Batch`) or ``model(batch)``. Given a :class:`GridBatch`, the prediction has
+        the grid's shape ``[batch, *grid, dy]``: convolutional models predict every cell;
+        point-set models (transformers) predict the target cells, seen as points, and leave a
+        standard normal elsewhere.
         """
-        batch = xc if isinstance(xc, Batch | GridBatch) else Batch(xc, yc, xt)
+        if isinstance(xc, Batch | GridBatch):
+            if context_mask is not None:
+                raise InputError(
+                    "context_mask is given beside a batch; a batch carries its own mask "
+                    "(Batch.context_mask)"
+                )
+            batch = xc
+        else:
+            batch = Batch(xc, yc, xt, context_mask=context_mask)
         self._check(batch)
         dtype = next(self.parameters()).dtype
         if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):
@@ -82,7 +93,7 @@ class NeuralProcess(nn.Module):
         xc, xt = batch.xc, batch.xt
         if not getattr(self.backbone, "exact_positions", False):
             xc, xt = xc.to(dtype), xt.to(dtype)
-        return self.backbone(xc, batch.yc.to(dtype), xt)
+        return self.backbone(xc, batch.yc.to(dtype), xt, context_mask=batch.context_mask)
 
     def _check(self, batch: Batch | GridBatch) -> None:
         """Names any mismatch between the batch and the model's dimensions."""

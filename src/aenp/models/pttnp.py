@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.models.tnp import embed_tokens
@@ -70,12 +70,13 @@ class PTTNPBackbone(nn.Module):
         xc: Float[Tensor, "batch nc dx"],
         yc: Float[Tensor, "batch nc dy"],
         xt: Float[Tensor, "batch nt dx"],
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
-        """Target features for the likelihood."""
+        """Target features for the likelihood; masked context points are ignored."""
         zc, zt = embed_tokens(self.token_encoder, yc, xt, xc)
         u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
         for layer in self.layers:
-            u = layer.gather(u, zc)
+            u = layer.gather(u, zc, key_mask=context_mask)
             u = layer.mix(u)
             zt = layer.read(zt, u)
         return self.head(zt)
@@ -84,10 +85,10 @@ class PTTNPBackbone(nn.Module):
 class TEPTTNPBackbone(nn.Module):
     """Translation-equivariant PT-TNP: pseudo-tokens sit at learned offsets from the context.
 
-    Every input is expressed relative to the mean context input (for an empty context, to
-    each target itself, so the prediction is the same everywhere), pseudo-tokens sit at
-    learned offsets from it, and attention sees positions only through differences: the model
-    is exactly translation equivariant. Fixed inputs (see :func:`aenp.approximate`) are added
+    Every input is expressed relative to the mean (unmasked) context input (for an empty
+    context, to each target itself, so the prediction is the same everywhere), pseudo-tokens
+    sit at learned offsets from it, and attention sees positions only through differences: the
+    model is exactly translation equivariant. Fixed inputs (see :func:`aenp.approximate`) are added
     to the pseudo-tokens at their absolute locations; with an empty context those locations
     are undefined and the model predicts as its strict self.
 
@@ -137,18 +138,29 @@ class TEPTTNPBackbone(nn.Module):
         xc: Float[Tensor, "batch nc dx"],
         yc: Float[Tensor, "batch nc dy"],
         xt: Float[Tensor, "batch nt dx"],
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
-        """Target features for the likelihood."""
-        batch_size, has_context = xc.shape[0], xc.shape[1] > 0
-        centre = xc.mean(dim=1, keepdim=True) if has_context else xt
-        xc, xt = xc - centre[:, :1], xt - centre
-        zc, zt = embed_tokens(self.token_encoder, yc, xt)
+        """Target features for the likelihood; masked context points are ignored."""
+        batch_size = xc.shape[0]
         xu = self.pseudo_offsets.expand(batch_size, -1, -1)
         u = self.pseudo_tokens.expand(batch_size, -1, -1)
-        if self.fixed_inputs is not None and has_context:
-            u = u + self.fixed_inputs(centre + xu)
+        if context_mask is None:
+            has_context = xc.shape[1] > 0
+            centre = xc.mean(dim=1, keepdim=True) if has_context else xt
+            if self.fixed_inputs is not None and has_context:
+                u = u + self.fixed_inputs(centre + xu)
+        else:
+            # Per task, as above: the masked mean, or the targets themselves with no context.
+            has_context = context_mask.any(dim=1)[:, None, None]
+            count = context_mask.sum(dim=1)[:, None, None].clamp(min=1)
+            mean = torch.where(context_mask[..., None], xc, 0.0).sum(dim=1, keepdim=True) / count
+            centre = torch.where(has_context, mean, xt)
+            if self.fixed_inputs is not None:
+                u = u + torch.where(has_context, self.fixed_inputs(mean + xu), 0.0)
+        xc, xt = xc - centre[:, :1], xt - centre
+        zc, zt = embed_tokens(self.token_encoder, yc, xt)
         for layer in self.layers:
-            u = layer.gather(u, zc, xq=xu, xk=xc)
+            u = layer.gather(u, zc, xq=xu, xk=xc, key_mask=context_mask)
             u = layer.mix(u, xq=xu, xk=xu)
             zt = layer.read(zt, u, xq=xt, xk=xu)
         return self.head(zt)

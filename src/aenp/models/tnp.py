@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.nn.attention import AttentionBlock, MultiHeadAttention
@@ -79,12 +79,13 @@ class TNPBackbone(nn.Module):
         xc: Float[Tensor, "batch nc dx"],
         yc: Float[Tensor, "batch nc dy"],
         xt: Float[Tensor, "batch nt dx"],
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
-        """Target features for the likelihood."""
+        """Target features for the likelihood; masked context points are ignored."""
         zc, zt = embed_tokens(self.token_encoder, yc, xt, xc)
         for layer in self.layers:
-            zc = layer.context(zc)
-            zt = layer.target(zt, zc)
+            zc = layer.context(zc, key_mask=context_mask)
+            zt = layer.target(zt, zc, key_mask=context_mask)
         return self.head(zt)
 
 
@@ -133,13 +134,14 @@ class TETNPBackbone(nn.Module):
         xc: Float[Tensor, "batch nc dx"],
         yc: Float[Tensor, "batch nc dy"],
         xt: Float[Tensor, "batch nt dx"],
+        context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
-        """Target features for the likelihood."""
+        """Target features for the likelihood; masked context points are ignored."""
         zc, zt = embed_tokens(self.token_encoder, yc, xt)
         if self.fixed_inputs is not None:
             t = self.fixed_inputs(torch.cat([xc, xt], dim=1))
             zc, zt = zc + t[:, : xc.shape[1]], zt + t[:, xc.shape[1] :]
         for layer in self.layers:
-            zc = layer.context(zc, xq=xc, xk=xc)
-            zt = layer.target(zt, zc, xq=xt, xk=xc)
+            zc = layer.context(zc, xq=xc, xk=xc, key_mask=context_mask)
+            zt = layer.target(zt, zc, xq=xt, xk=xc, key_mask=context_mask)
         return self.head(zt)

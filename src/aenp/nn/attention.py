@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from einops import rearrange
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.errors import InputError
@@ -12,6 +12,9 @@ from aenp.errors import InputError
 
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention; attending to an empty set gives zeros.
+
+    Keys may be masked: masked keys have exactly no influence, and a query whose keys are all
+    masked gets what attending to an empty set gives.
 
     Args:
         embed_dim: Token width.
@@ -28,12 +31,21 @@ class MultiHeadAttention(nn.Module):
         self.to_out = nn.Linear(embed_dim, embed_dim)
 
     def forward(
-        self, zq: Float[Tensor, "batch nq embed"], zk: Float[Tensor, "batch nk embed"]
+        self,
+        zq: Float[Tensor, "batch nq embed"],
+        zk: Float[Tensor, "batch nk embed"],
+        key_mask: Bool[Tensor, "batch nk"] | None = None,
     ) -> Float[Tensor, "batch nq embed"]:
-        """Queries ``zq`` attend to keys and values computed from ``zk``."""
+        """Queries ``zq`` attend to keys and values computed from ``zk`` (where ``key_mask``)."""
         q = rearrange(self.to_q(zq), "b n (h d) -> b h n d", h=self.num_heads)
         k, v = rearrange(self.to_kv(zk), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if key_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            # A task with every key masked attends to all of them (no NaN), then is zeroed.
+            any_key = key_mask.any(dim=-1)[:, None, None, None]
+            attend = key_mask[:, None, None, :] | ~any_key
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend) * any_key
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -68,10 +80,14 @@ class AttentionBlock(nn.Module):
         self,
         zq: Float[Tensor, "batch nq embed"],
         zk: Float[Tensor, "batch nk embed"] | None = None,
+        key_mask: Bool[Tensor, "batch nk"] | None = None,
         **extra: Tensor,
     ) -> Float[Tensor, "batch nq embed"]:
-        """Updates the query tokens ``zq`` from ``zk`` (cross) or from themselves (self)."""
+        """Updates the query tokens ``zq`` from ``zk`` (cross) or from themselves (self).
+
+        Keys where ``key_mask`` is false (in self-attention: those query tokens) are ignored.
+        """
         q = self.norm_q(zq)
         k = q if self.norm_k is None else self.norm_k(zk)
-        z = zq + self.attention(q, k, **extra)
+        z = zq + self.attention(q, k, key_mask=key_mask, **extra)
         return z + self.ff(self.norm_ff(z))

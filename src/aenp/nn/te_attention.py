@@ -12,7 +12,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.errors import InputError
@@ -66,6 +66,9 @@ def _channel_linear(layer: nn.Linear, h: Tensor) -> Tensor:
 class TEMultiHeadAttention(nn.Module):
     """Multi-head attention whose logits depend on token similarity and ``x_i − x_j``.
 
+    Attending to an empty set gives zeros. Keys may be masked: masked keys have exactly no
+    influence, and a query whose keys are all masked gets what attending to an empty set gives.
+
     Args:
         embed_dim: Token width.
         num_heads: Number of heads; must divide ``embed_dim``.
@@ -90,10 +93,18 @@ class TEMultiHeadAttention(nn.Module):
         zk: Float[Tensor, "batch nk embed"],
         xq: Float[Tensor, "batch nq dx"],
         xk: Float[Tensor, "batch nk dx"],
+        key_mask: Bool[Tensor, "batch nk"] | None = None,
     ) -> Float[Tensor, "batch nq embed"]:
-        """Queries ``zq`` at ``xq`` attend to tokens ``zk`` at ``xk``."""
+        """Queries ``zq`` at ``xq`` attend to tokens ``zk`` at ``xk`` (where ``key_mask``)."""
         q = rearrange(self.to_q(zq), "b n (h d) -> b h n d", h=self.num_heads)
         k, v = rearrange(self.to_kv(zk), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
         logits = self.kernel(q @ k.transpose(-1, -2) * self.scale, xq, xk)
-        out = torch.softmax(logits, dim=-1) @ v
+        if key_mask is None:
+            out = torch.softmax(logits, dim=-1) @ v
+        else:
+            # The lowest finite logit gives weight exactly 0 beside any valid key, and no NaN
+            # (a uniform average, then zeroed) where a task has none.
+            key_mask = key_mask[:, None, None, :]
+            logits = logits.masked_fill(~key_mask, torch.finfo(logits.dtype).min)
+            out = (torch.softmax(logits, dim=-1) @ v) * key_mask.any(dim=-1, keepdim=True)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
