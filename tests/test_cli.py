@@ -34,6 +34,30 @@ def test_unknown_arguments_are_refused():
         main(["reproduce", "gp1d", "--fast"])
 
 
+@pytest.mark.parametrize("option", ["--seeds", "--parallel"])
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_seeds_and_parallel_must_be_positive(tmp_path, capsys, option, count):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "gp1d", "--out", str(tmp_path / "out"), option, count])
+    assert exit_info.value.code == 2
+    assert f"{option}: expected a positive integer, got {count}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeds_and_parallel_reach_reproduce_and_parallel_reaches_ablate(monkeypatch, tmp_path):
+    calls = {}
+    monkeypatch.setattr("aenp.reproduce.reproduce", lambda *a, **k: calls.update(reproduce=k))
+    monkeypatch.setattr("aenp.reproduce.ablate", lambda *a, **k: calls.update(ablate=k))
+    out = ["--out", str(tmp_path)]
+    assert main(["reproduce", "gp1d", *out, "--seeds", "3", "--parallel", "2", "seed=4"]) == 0
+    assert calls["reproduce"] == {"seeds": 3, "parallel": 2}
+    argv = ["ablate", "gp1d", "--model", "convcnp_approx", "--p-drop", "0", "0.5", *out]
+    assert main([*argv, "--parallel", "2"]) == 0
+    assert calls["ablate"] == {"parallel": 2}
+    assert main(["reproduce", "gp1d", *out]) == 0
+    assert calls["reproduce"] == {"seeds": 1, "parallel": 1}
+
+
 def test_overrides_may_follow_options_of_several_values():
     argv = ["ablate", "gp1d", "--model", "convcnp_approx", "--p-drop", "0", "0.5"]
     args = parse_args([*argv, "trainer.max_epochs=1", "+seed=3"])
@@ -192,7 +216,7 @@ def reproduce_tiny_climate(tmp_path, years, *extra):
     assert main(argv) == 0
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {"test", "ood", "test_strict", "ood_strict"} <= set(summary["results"][0]["splits"])
-    return tmp_path / "out" / "convcnp_approx"
+    return tmp_path / "out" / "convcnp_approx" / "seed0"
 
 
 def test_reproduce_climate_on_a_file_with_a_box_region(tmp_path):

@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         "--models", default=None, help="a comma-separated subset of the plan's models"
     )
     reproduce.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train every model with N seeds, s to s+N-1 (s: the seed= override, default 0), "
+        "each in OUT/<model>/seed<k>; tables add the mean ± standard error across seeds "
+        "(default 1)",
+    )
+    _add_parallel_option(reproduce)
+    reproduce.add_argument(
         "overrides", nargs="*", help="Hydra overrides for every model, e.g. trainer.max_epochs=1"
     )
     _add_climate_options(reproduce)
@@ -84,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     ablate.add_argument(
         "--out", type=Path, default=None, help="default: results/<experiment>-ablation-<parameter>"
     )
+    _add_parallel_option(ablate)
     ablate.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     _add_climate_options(ablate)
 
@@ -136,6 +147,18 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the registry keys")
     return parser
+
+
+def _add_parallel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--parallel",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train up to N runs at once, each in its own process with 1/N of the CPU threads "
+        "(sharing the GPU, if any) and its output in <run dir>/train.log (default 1: one "
+        "after another, in this process)",
+    )
 
 
 def _add_climate_options(parser: argparse.ArgumentParser) -> None:
@@ -242,7 +265,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         experiment, overrides = _climate_overrides(args)
         out = args.out or Path("results") / f"{experiment}-{args.scale}"
         models = args.models.split(",") if args.models else None
-        reproduce(experiment, args.scale, out, models, [*overrides, *args.overrides])
+        reproduce(
+            experiment,
+            args.scale,
+            out,
+            models,
+            [*overrides, *args.overrides],
+            seeds=args.seeds,
+            parallel=args.parallel,
+        )
         print(f"Results: {out / 'results.md'}")
     elif args.command == "ablate":
         from aenp.reproduce import ablate
@@ -259,6 +290,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             values,
             out,
             [*overrides, *args.overrides],
+            parallel=args.parallel,
         )
         print(f"Ablation: {out / 'ablation.md'}")
     elif args.command == "predict":

@@ -23,3 +23,7 @@ class InputTypeError(AenpError, TypeError):
 
 class MissingFileError(AenpError, FileNotFoundError):
     """A file or folder that should exist does not."""
+
+
+class RunError(AenpError, RuntimeError):
+    """A training run that aenp started in a process of its own failed."""

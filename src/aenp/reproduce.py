@@ -5,18 +5,30 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from aenp import __version__
-from aenp.errors import InputError
+from aenp.errors import InputError, RunError
 from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.run import evaluate_run, load_per_task_loglik
-from aenp.evaluate.tables import ablation_table, comparisons_table, display_name, results_table
+from aenp.evaluate.tables import (
+    ablation_table,
+    across_seeds,
+    comparisons_table,
+    display_name,
+    results_table,
+)
 from aenp.evaluate.terrain import departure_by_terrain, terrain_table
 from aenp.files import atomic_write, write_json
 from aenp.models.io import load
@@ -24,14 +36,28 @@ from aenp.models.registry import strict_counterpart
 from aenp.train.run import (
     CONFIG_DIR,
     MODEL_DIR,
+    RUN_CONFIG,
+    check_settings,
     compose_config,
+    config_changes,
     experiment_from_config,
+    recorded_config,
     train,
     training_record,
 )
 
 SCALES = ("quick", "paper")
 PLAN_DIR = CONFIG_DIR / "reproduce"
+TRAIN_LOG = "train.log"
+"""Where a run trained in a process of its own writes its output, in its run directory."""
+TRAIN_COMMAND = (sys.executable, "-m", "aenp.train")
+"""``aenp train`` in a process of its own."""
+QUIET = ("trainer.enable_progress_bar=false",)
+"""What a run in a process of its own adds: a progress bar would write a line per step."""
+POLL_SECONDS = 0.2
+"""How often :func:`run_processes` looks for finished processes."""
+SEED_OVERRIDE = re.compile(r"(\+\+)?seed=")
+"""A Hydra override of the seed, which :func:`plan_runs` replaces by each run's own."""
 
 log = logging.getLogger(__name__)
 
@@ -97,69 +123,273 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+@dataclass(frozen=True)
+class Run:
+    """One training run: ``aenp train`` with ``args`` (which set ``run_dir``)."""
+
+    name: str
+    run_dir: Path
+    args: tuple[str, ...]
+
+    @property
+    def command(self) -> str:
+        """The ``aenp train`` command line of the run."""
+        return "aenp train " + " ".join(self.args)
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def plan_runs(
+    experiment: str,
+    plan: dict[str, Any],
+    keys: Sequence[str],
+    out: Path,
+    overrides: Sequence[str],
+    num_seeds: int,
+) -> dict[tuple[str, int], Run]:
+    """The runs of a plan: every model with ``num_seeds`` seeds, each in ``out/<key>/seed<k>``.
+
+    The seeds are ``s, s + 1, …`` where ``s`` is the config's seed (0, or a ``seed=``
+    override). Returns ``{(key, seed): run}``, model by model.
+    """
+    first = compose_config(train_overrides(experiment, keys[0], plan, out, list(overrides)))
+    check_settings(first)
+    overrides = [o for o in overrides if not SEED_OVERRIDE.match(o)]
+    runs = {}
+    for key in keys:
+        for seed in range(first.seed, first.seed + num_seeds):
+            run_dir = out / key / f"seed{seed}"
+            args = train_overrides(experiment, key, plan, run_dir, [*overrides, f"seed={seed}"])
+            runs[key, seed] = Run(f"{key} seed {seed}", run_dir, tuple(args))
+    return runs
+
+
+def move_single_run(model_dir: Path) -> None:
+    """Moves a run that ``model_dir`` itself holds to ``model_dir/seed<its seed>``.
+
+    Before seeds had run directories of their own, ``reproduce`` trained each model in
+    ``out/<key>``; moving such a run where ``reproduce`` now looks for it keeps it from being
+    trained again. The move is two renames through ``.<key>.moving`` beside it, and one
+    interrupted between them is finished by the next call.
+    """
+    moving = model_dir.with_name(f".{model_dir.name}.moving")
+    if (model_dir / RUN_CONFIG).is_file():
+        model_dir.rename(moving)
+    if moving.is_dir():
+        target = model_dir / f"seed{recorded_config(moving)['seed']}"
+        model_dir.mkdir(exist_ok=True)
+        moving.rename(target)
+        log.info("Moved the run in %s to %s (a directory per seed)", model_dir, target)
+
+
+def _is_trained(cfg) -> bool:
+    """Whether ``cfg.run_dir`` holds a finished run of this config (which ``train`` skips)."""
+    run_dir = Path(cfg.run_dir)
+    record = training_record(run_dir)
+    return (
+        "config" in record
+        and (run_dir / MODEL_DIR).is_dir()
+        and not config_changes(record["config"], OmegaConf.to_container(cfg, resolve=True))
+    )
+
+
+def train_runs(runs: Sequence[Run], parallel: int = 1) -> None:
+    """Trains every run that is not trained yet, up to ``parallel`` at a time.
+
+    With ``parallel`` 1 the runs train one after another in this process. Otherwise each
+    trains in a process of its own (``python -m aenp.train``, without a progress bar) with
+    this process's torch threads divided by ``parallel``, writing its output to
+    ``<run_dir>/train.log``. A run's results depend on its config and, in the last bits of
+    floating point, on its number of CPU threads (on a GPU also on the kernels' own
+    nondeterminism): on a CPU they are bit for bit the serial ones when the thread counts
+    match, e.g. one thread per run.
+
+    Raises:
+        InputError: If ``parallel`` is not a positive integer, or a run's settings are
+            invalid (every run is checked before any starts).
+        RunError: If runs in processes of their own fail; raised once the running ones have
+            finished, naming each failed run and its log. Finished runs are kept.
+    """
+    _check_count("parallel", parallel)
+    configs = [compose_config(run.args) for run in runs]
+    for cfg in configs:
+        check_settings(cfg)
+    waiting = []
+    for i, (run, cfg) in enumerate(zip(runs, configs, strict=True), 1):
+        label = f"[{i}/{len(runs)}] {run.name}"
+        if _is_trained(cfg):
+            log.info("%s: already trained in %s", label, run.run_dir)
+        else:
+            waiting.append((label, run, cfg))
+    if parallel > 1:
+        threads = max(1, torch.get_num_threads() // parallel)
+        jobs = [
+            Job(label, [*TRAIN_COMMAND, *run.args, *QUIET], run.run_dir / TRAIN_LOG)
+            for label, run, _ in waiting
+        ]
+        run_processes(jobs, parallel, threads)
+        return
+    for label, run, cfg in waiting:
+        log.info("%s: %s", label, run.command)
+        start = time.perf_counter()
+        try:
+            train(cfg)
+        except Exception:
+            log.error("%s failed (run directory %s)", label, run.run_dir)
+            raise
+        log.info("%s: finished in %.1f s", label, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command run by :func:`run_processes`, named ``label``, writing to ``log``."""
+
+    label: str
+    argv: list[str]
+    log: Path
+
+
+def run_processes(jobs: Sequence[Job], parallel: int, threads: int) -> None:
+    """Runs the jobs' commands, ``parallel`` at a time, each with ``threads`` torch threads.
+
+    Each job's output (stdout and stderr) is appended to its log. Once a job fails, no further
+    job starts and the running ones finish. Interrupted (Ctrl-C), the running ones are stopped.
+
+    Raises:
+        RunError: If jobs failed, naming each with its exit status, last line and log.
+    """
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    waiting = list(jobs)
+    running: dict[subprocess.Popen, tuple[Job, float]] = {}
+    failed = []
+    try:
+        while running or (waiting and not failed):
+            while waiting and not failed and len(running) < parallel:
+                job = waiting.pop(0)
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                with job.log.open("a") as output:
+                    process = subprocess.Popen(
+                        job.argv, stdout=output, stderr=subprocess.STDOUT, env=environment
+                    )
+                running[process] = (job, time.perf_counter())
+                log.info(
+                    "%s: started (torch threads: %d), output in %s", job.label, threads, job.log
+                )
+            time.sleep(POLL_SECONDS)
+            for process in [p for p in running if p.poll() is not None]:
+                job, start = running.pop(process)
+                seconds = time.perf_counter() - start
+                if process.returncode == 0:
+                    log.info("%s: finished in %.1f s", job.label, seconds)
+                    continue
+                lines = job.log.read_text(errors="replace").strip().splitlines()
+                failed.append(
+                    f"{job.label} (exit status {process.returncode}: "
+                    f"{lines[-1] if lines else 'no output'}; log: {job.log})"
+                )
+                log.error("%s: failed after %.1f s; log: %s", job.label, seconds, job.log)
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    if failed:
+        not_started = f"; {len(waiting)} not started" if waiting else ""
+        raise RunError(
+            f"{len(failed)} of {len(jobs)} runs failed{not_started}: {'; '.join(failed)}. "
+            "Finished runs are kept: the same command again trains only what is missing"
+        )
+
+
 def reproduce(
     experiment: str,
     scale: str,
     out: Path,
     models: list[str] | None = None,
     overrides: list[str] | None = None,
+    seeds: int = 1,
+    parallel: int = 1,
 ) -> Path:
     """Trains and evaluates every model of the experiment's plan; writes results to ``out``.
 
     ``models`` restricts the plan to some of its models; ``overrides`` (Hydra syntax, e.g.
-    ``trainer.max_epochs=1``) apply to every model after the plan's own. Writes
-    ``results.json``, ``results.md`` and figures to ``out``, and one run directory per model
-    (``out/<key>``) that ``aenp evaluate`` can read again. Models already trained there resume
-    (or are skipped if finished); one trained there with other settings is refused (see
-    :func:`aenp.train.run.train`), so other settings (a seed) need another ``out``.
+    ``trainer.max_epochs=1``) apply to every model after the plan's own. Every model is trained
+    with ``seeds`` seeds (from the config's seed, 0 unless overridden with ``seed=``), each in
+    its own run directory ``out/<key>/seed<k>`` that ``aenp evaluate`` can read again, up to
+    ``parallel`` runs at a time (see :func:`train_runs`). Writes ``results.json`` (every run's
+    results, and with several seeds the across-seed figures), ``results.md`` and figures (of
+    the first seed's models) to ``out``.
+
+    Runs already trained there are only evaluated, and unfinished ones resume; one trained
+    there with other settings is refused (see :func:`aenp.train.run.train`). A run in
+    ``out/<key>`` itself, where ``reproduce`` trained each model before seeds had directories
+    of their own, is first moved to ``out/<key>/seed<k>`` (:func:`move_single_run`).
     """
+    _check_count("seeds", seeds)
+    _check_count("parallel", parallel)
     plan = load_plan(experiment, scale)
     keys = models or plan["models"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results, run_dirs, commands = [], {}, {}
-    for i, key in enumerate(keys, 1):
-        run_dir = out / key
-        train_args = train_overrides(experiment, key, plan, run_dir, overrides or [])
-        commands[key] = "aenp train " + " ".join(train_args)
-        log.info("[%d/%d] %s", i, len(keys), commands[key])
-        cfg = compose_config(train_args)
-        train(cfg)
-        log.info("[%d/%d] evaluating %s", i, len(keys), key)
-        result = evaluate_run(run_dir)
-        result["train_seconds"] = training_record(run_dir)["seconds"]
+    for key in keys:
+        move_single_run(out / key)
+    runs = plan_runs(experiment, plan, keys, out, overrides or [], seeds)
+    train_runs(list(runs.values()), parallel)
+    results = []
+    for i, ((_, seed), run) in enumerate(runs.items(), 1):
+        log.info("[%d/%d] evaluating %s", i, len(runs), run.name)
+        result = {"seed": seed, "run_dir": str(run.run_dir), **evaluate_run(run.run_dir)}
+        result["train_seconds"] = training_record(run.run_dir)["seconds"]
         results.append(result)
-        run_dirs[key] = run_dir
-    exp = experiment_from_config(cfg)
+    seed_list = sorted({seed for _, seed in runs})
+    exp = experiment_from_config(compose_config(next(iter(runs.values())).args))
     id_split = exp.evaluation_splits[0]
     ood_split = exp.ood_splits[0] if exp.ood_splits else None
     summary = {
         "experiment": experiment,
         "scale": scale,
+        "seeds": seed_list,
+        "parallel": parallel,
         "wall_seconds": time.perf_counter() - start,
         "hardware": hardware(),
-        "commands": commands,
+        "commands": {f"{key}/seed{seed}": run.command for (key, seed), run in runs.items()},
         "results": results,
     }
+    if seeds > 1:
+        summary["across_seeds"] = {
+            key: across_seeds([r for r in results if r["model"] == key]) for key in keys
+        }
     normalisation = getattr(exp, "normalisation", None)
     if normalisation is not None:
         units = getattr(exp, "field", None)
         units = "" if units is None else units.attrs.get("units", "")
         summary["value_unit"] = {"size": normalisation.value_std, "units": units}
-    trained = {key: load(run_dirs[key] / MODEL_DIR) for key in keys}
+    first_runs = {key: runs[key, seed_list[0]].run_dir for key in keys}
+    trained = {key: load(run_dir / MODEL_DIR) for key, run_dir in first_runs.items()}
     terrain = _terrain_rows(exp, trained)
     if terrain:
         summary["departure_by_terrain"] = terrain
     write_json(out / "results.json", summary)
-    figures = experiment_figures(exp, trained, run_dirs, out)
-    per_task = {key: load_per_task_loglik(run_dirs[key]) for key in keys}
+    figures = experiment_figures(exp, trained, first_runs, out)
+    per_task = {
+        key: _stack([load_per_task_loglik(runs[key, seed].run_dir) for seed in seed_list])
+        for key in keys
+    }
     tables = [
         results_table(results, id_split, ood_split),
         comparisons_table(per_task, id_split, ood_split),
     ]
     _write_text(out / "results.md", _markdown(summary, tables, figures, out))
     return out
+
+
+def _stack(per_seed: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-task arrays of several seeds as ``{split: [num_seeds, num_tasks]}``."""
+    return {split: np.stack([arrays[split] for arrays in per_seed]) for split in per_seed[0]}
 
 
 def _terrain_rows(experiment, models: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -200,36 +430,61 @@ def _value_unit_note(summary: dict[str, Any]) -> str:
     return f" RMSE and Δequiv are in standardised units: one unit is {size} of the data."
 
 
+def _seed_notes(seeds: list[int]) -> tuple[str, str]:
+    """What ``results.md`` says about several seeds: below the results and comparisons tables."""
+    if len(seeds) == 1:
+        return "", " when the difference clears two standard errors"
+    first, many = seeds[0], f"*{len(seeds)} seeds*"
+    return (
+        f" With several seeds, the figures over tasks are those of seed {first}, and each column "
+        f"marked {many} gives the mean ± standard error of the per-seed means (seeds "
+        f"{first}–{seeds[-1]}); every seed is tested on the same tasks, so that spread is "
+        f"training's alone. Figures show the seed-{first} models.",
+        f" when the difference clears two standard errors both over the tasks of seed {first} "
+        f"and, in the column marked {many}, over the per-seed paired differences (runs of one "
+        "seed train on the same tasks)",
+    )
+
+
 def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], out: Path) -> str:
     hw = summary["hardware"]
     gpu = f", {hw['gpu']}" if "gpu" in hw else ""
+    results_note, verdict_note = _seed_notes(summary["seeds"])
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for result in summary["results"]:
+        runs.setdefault(result["model"], []).append(result)
+    per_seed = " per seed" if len(summary["seeds"]) > 1 else ""
+    at_once = f", {summary['parallel']} runs at a time" if summary["parallel"] > 1 else ""
     lines = [
         f"# {summary['experiment']} — scale `{summary['scale']}`",
         "",
         "Mean test log-likelihood per target point (nats) ± standard error over tasks. "
         "Rows marked *fixed inputs zeroed* evaluate an approximate model inside "
         "`strictly_equivariant(...)`. Δequiv is the mean |μ − μ_strict| over test targets."
-        + _value_unit_note(summary),
+        + _value_unit_note(summary)
+        + results_note,
         "",
         tables[0],
         "",
         "Approximate models against their counterparts, as paired differences over the same "
-        "test tasks (positive: the approximate model is better; *better*/*worse* when the "
-        "difference clears two standard errors):",
+        "test tasks (positive: the approximate model is better; *better*/*worse*"
+        f"{verdict_note}):",
         "",
         tables[1],
         "",
         *_terrain_note(summary),
         f"Training time: {sum(r['train_seconds'] for r in summary['results']) / 60:.1f} min "
         f"in total; this `aenp reproduce` took {summary['wall_seconds'] / 60:.1f} min (models "
-        f"already trained are only evaluated). Hardware: {hw['processor']} "
+        f"already trained are only evaluated{at_once}). Hardware: {hw['processor']} "
         f"({hw['cpus']} CPUs, {hw['threads']} threads, torch {hw['torch']}{gpu}).",
         "",
-        "| model | parameters | training time (s) |",
+        f"| model | parameters | training time{per_seed} (s) |",
         "|---|---|---|",
         *(
-            f"| {r['model']} | {r['num_parameters']:,} | {r['train_seconds']:.0f} |"
-            for r in summary["results"]
+            f"| {key} | {model_runs[0]['num_parameters']:,} | "
+            + ", ".join(f"{r['train_seconds']:.0f}" for r in model_runs)
+            + " |"
+            for key, model_runs in runs.items()
         ),
         "",
         *_commands_block(summary["commands"].values()),
@@ -250,22 +505,25 @@ def ablate(
     values: list[float],
     out: Path,
     overrides: list[str] | None = None,
+    parallel: int = 1,
 ) -> Path:
     """Trains an approximate model once per value of ``parameter``; tabulates the effect.
 
     ``num_fixed_inputs = 0`` trains the strictly equivariant counterpart instead. Every run
     uses the plan's settings for the scale (the model's own overrides included), so the rows
-    differ only in the ablated value. Writes ``ablation.json`` and ``ablation.md`` to ``out``.
+    differ only in the ablated value; up to ``parallel`` runs train at a time (see
+    :func:`train_runs`). Writes ``ablation.json`` and ``ablation.md`` to ``out``.
     """
     if parameter not in ABLATIONS:
         raise InputError(f"unknown ablation {parameter!r}; choose one of {', '.join(ABLATIONS)}")
     strict = strict_counterpart(model)
     if strict is None:
         raise InputError(f"{model!r} has no fixed inputs to ablate; use an approximate model")
+    _check_count("parallel", parallel)
     plan = load_plan(experiment, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, per_task, commands = [], {}, []
+    runs = {}
     for value in values:
         value = int(value) if parameter == "num_fixed_inputs" else float(value)
         key = strict if parameter == "num_fixed_inputs" and value == 0 else model
@@ -275,14 +533,15 @@ def ablate(
         train_args = train_overrides(
             experiment, key, plan_for_key, run_dir, [*(overrides or []), *extra]
         )
-        commands.append("aenp train " + " ".join(train_args))
-        log.info("[%s=%s] %s", parameter, value, commands[-1])
-        cfg = compose_config(train_args)
-        train(cfg)
-        result = evaluate_run(run_dir)
+        runs[value, key] = Run(f"{parameter}={value}", run_dir, tuple(train_args))
+    train_runs(list(runs.values()), parallel)
+    rows, per_task = [], {}
+    for (value, key), run in runs.items():
+        result = evaluate_run(run.run_dir)
         rows.append({"value": value, "model": key, "splits": result["splits"]})
-        per_task[value] = load_per_task_loglik(run_dir)
-    exp = experiment_from_config(cfg)
+        per_task[value] = load_per_task_loglik(run.run_dir)
+    commands = [run.command for run in runs.values()]
+    exp = experiment_from_config(compose_config(next(iter(runs.values())).args))
     summary = {
         "experiment": experiment,
         "scale": scale,
