@@ -29,7 +29,14 @@ from aenp.data.climate import (
     select_years,
     terrain_elevation,
 )
-from aenp.data.gp import GP1D_OOD_SHIFT, TARGET_RANGE, GPMixture, gp1d_generator, gp1d_split
+from aenp.data.gp import (
+    GP1D_OOD_SHIFT,
+    NUM_CONTEXT,
+    TARGET_RANGE,
+    GPMixture,
+    gp1d_generator,
+    gp1d_split,
+)
 from aenp.data.smoke import SmokeStore
 from aenp.errors import InputError
 
@@ -53,6 +60,9 @@ class Experiment(Protocol):
     """Splits reported in the results table, in order (in-distribution first)."""
     ood_splits: tuple[str, ...]
     """Of those, the out-of-distribution ones."""
+    max_num_context: int | None
+    """Largest context set of a training batch of point sets, to which training pads them
+    (static shapes); None for gridded experiments, whose batches have one shape already."""
 
     def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch | GridBatch:
         """Draws a batch of fresh training tasks."""
@@ -73,6 +83,7 @@ class GP1D:
     ood_splits = ("ood",)
     train_range = TARGET_RANGE
     """Interval the training targets cover, marked on figures."""
+    max_num_context = NUM_CONTEXT[1]
     ood_shift = GP1D_OOD_SHIFT
 
     def __init__(self) -> None:
@@ -109,6 +120,7 @@ class Smoke2D:
     """
 
     name = "smoke2d"
+    max_num_context = None
     dim_x = 2
     dim_y = 1
     evaluation_splits = ("test",)
@@ -249,6 +261,7 @@ class Climate:
     """
 
     name = "climate"
+    max_num_context = None
     dim_y = 1
     evaluation_splits = ("test", "ood")
     ood_splits = ("ood",)

@@ -1,4 +1,9 @@
-"""Lightning data module: fresh training tasks every epoch, fixed validation tasks."""
+"""Lightning data module: fresh training tasks every epoch, fixed validation tasks.
+
+Training batches can be padded to a fixed context size (with a context mask, which every model
+honours exactly), so that a compiled training step sees one shape, and sampled in a worker
+process, off the training step's critical path; either way the tasks are the same.
+"""
 
 from __future__ import annotations
 
@@ -29,15 +34,23 @@ class TaskStream(IterableDataset):
         num_batches: Batches per pass.
         batch_size: Tasks per batch.
         entropy: Integers seeding the stream (e.g. seed, epoch, rank).
+        num_context: Pad every batch of point sets to this many context points (with a context
+            mask; see :meth:`aenp.data.Batch.pad_context`), or None to leave them as drawn.
     """
 
     def __init__(
-        self, sample: TaskSampler, num_batches: int, batch_size: int, entropy: Sequence[int]
+        self,
+        sample: TaskSampler,
+        num_batches: int,
+        batch_size: int,
+        entropy: Sequence[int],
+        num_context: int | None = None,
     ):
         self.sample = sample
         self.num_batches = num_batches
         self.batch_size = batch_size
         self.entropy = tuple(entropy)
+        self.num_context = num_context
 
     def __len__(self) -> int:
         return self.num_batches
@@ -45,7 +58,10 @@ class TaskStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         generator = seeded_generator(*self.entropy)
         for _ in range(self.num_batches):
-            yield self.sample(self.batch_size, generator)
+            batch = self.sample(self.batch_size, generator)
+            if self.num_context is not None and isinstance(batch, Batch):
+                batch = batch.pad_context(self.num_context)
+            yield batch
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -59,6 +75,9 @@ class TaskDataModule(L.LightningDataModule):
         num_train_tasks: Training tasks per epoch (over all ranks).
         batch_size: Tasks per training batch.
         seed: Base seed of the training stream.
+        num_context: Pad training batches of point sets to this many context points, or None.
+        num_workers: Worker processes sampling training batches ahead of the step: 0 samples
+            in the training process, 1 in one worker (the same stream of tasks either way).
     """
 
     def __init__(
@@ -68,6 +87,8 @@ class TaskDataModule(L.LightningDataModule):
         num_train_tasks: int,
         batch_size: int,
         seed: int = 0,
+        num_context: int | None = None,
+        num_workers: int = 0,
     ):
         super().__init__()
         if num_train_tasks < batch_size:
@@ -77,8 +98,16 @@ class TaskDataModule(L.LightningDataModule):
         self.sample = sample
         self.validation = list(validation)
         self.num_train_tasks = num_train_tasks
+        if num_workers not in (0, 1):
+            # Several workers would each draw the whole stream: its tasks would repeat.
+            raise InputError(
+                f"data.num_workers must be 0 (sample in the training process) or 1 (in a "
+                f"worker process), got {num_workers!r}"
+            )
         self.batch_size = batch_size
         self.seed = seed
+        self.num_context = num_context
+        self.num_workers = num_workers
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
         """Moves a :class:`Batch` as a whole."""
@@ -91,8 +120,16 @@ class TaskDataModule(L.LightningDataModule):
             epoch = self.trainer.current_epoch
             rank, world = self.trainer.global_rank, self.trainer.world_size
         num_batches = max(1, self.num_train_tasks // (self.batch_size * world))
-        stream = TaskStream(self.sample, num_batches, self.batch_size, (self.seed, epoch, rank))
-        return DataLoader(stream, batch_size=None, collate_fn=_identity)
+        stream = TaskStream(
+            self.sample, num_batches, self.batch_size, (self.seed, epoch, rank), self.num_context
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            prefetch_factor=4 if self.num_workers else None,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation batches, in order."""

@@ -1,6 +1,15 @@
-"""Lightning module that trains a neural process by maximum likelihood."""
+"""Lightning module that trains a neural process by maximum likelihood.
+
+The training step is the fast path: its loss (model and likelihood, and with it the backward
+pass) can be compiled with :func:`torch.compile` for the static shapes the data module
+produces, the optimiser is a multi-tensor (or, on a GPU, fused) AdamW, and nothing in the step
+waits for the device: the loss is logged as a tensor and read only when a logger or the
+progress bar asks for it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
@@ -10,10 +19,57 @@ from aenp.errors import InputError
 from aenp.models.io import weight_mismatches
 from aenp.models.neural_process import NeuralProcess
 
+COMPILE_CHOICES = ("auto", "true", "false")
+"""``trainer.compile`` settings: compile where it pays (see :func:`compiles`), always, never."""
+
 
 def mean_loglik(model: NeuralProcess, batch: Batch | GridBatch) -> torch.Tensor:
     """Log-likelihood of the targets averaged over each task's targets, then tasks (nats)."""
     return target_loglik(batch, model(batch)).mean()
+
+
+def negative_mean_loglik(model: NeuralProcess, batch: Batch | GridBatch) -> torch.Tensor:
+    """The training loss: minus :func:`mean_loglik`."""
+    return -mean_loglik(model, batch)
+
+
+def compiles(setting: str | bool, device: torch.device) -> bool:
+    """Whether ``trainer.compile`` asks to compile the training loss on ``device``.
+
+    ``"auto"`` compiles on a GPU, where these small models are bound by kernel launches that
+    compiled graphs replayed as CUDA graphs remove. On a CPU it does not: there a step is
+    dominated by oneDNN convolutions and matrix products that compiling does not speed up, and
+    it measured slower than eager (``benchmarks/training_step.py``, README "Fast training").
+
+    Raises:
+        InputError: For a setting other than ``auto``, ``true`` or ``false``.
+    """
+    choice = str(setting).lower()
+    if choice not in COMPILE_CHOICES:
+        raise InputError(
+            f"trainer.compile must be one of {', '.join(COMPILE_CHOICES)}, got {setting!r}"
+        )
+    return choice == "true" or (choice == "auto" and device.type == "cuda")
+
+
+def compiled_loss(
+    device: torch.device,
+) -> Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor]:
+    """:func:`negative_mean_loglik` compiled for static shapes on ``device``.
+
+    On a GPU the compiled graphs are replayed as CUDA graphs (``mode="reduce-overhead"``).
+    """
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(negative_mean_loglik, dynamic=False, mode=mode)
+
+
+def adamw(
+    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW updating all parameters in a few kernels: fused on a GPU, multi-tensor on a CPU."""
+    if device.type == "cuda":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 class NeuralProcessModule(L.LightningModule):
@@ -24,6 +80,7 @@ class NeuralProcessModule(L.LightningModule):
         lr: Learning rate of AdamW.
         weight_decay: Weight decay of AdamW.
         cosine_schedule: Anneal the learning rate to zero over training with a cosine.
+        compile: Compile the training loss (see :func:`compiles`) when training starts.
     """
 
     def __init__(
@@ -32,17 +89,25 @@ class NeuralProcessModule(L.LightningModule):
         lr: float = 5e-4,
         weight_decay: float = 0.0,
         cosine_schedule: bool = True,
+        compile: bool = False,
     ):
         super().__init__()
         self.model = model
         self.lr = lr
         self.weight_decay = weight_decay
         self.cosine_schedule = cosine_schedule
+        self.compile = compile
+        self.loss: Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor] = negative_mean_loglik
+
+    def on_train_start(self) -> None:
+        """Compiles the training loss for the device training runs on, if asked to."""
+        if self.compile:
+            self.loss = compiled_loss(self.device)
 
     def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
         """Negative mean log-likelihood of the targets."""
-        loss = -mean_loglik(self.model, batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        loss = self.loss(self.model, batch)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: Batch | GridBatch, batch_idx: int) -> None:
@@ -60,10 +125,8 @@ class NeuralProcessModule(L.LightningModule):
             )
 
     def configure_optimizers(self):
-        """AdamW, optionally with a per-step cosine schedule."""
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        """AdamW (see :func:`adamw`), optionally with a per-step cosine schedule."""
+        optimizer = adamw(self.model.parameters(), self.lr, self.weight_decay, self.device)
         if not self.cosine_schedule:
             return optimizer
         total = self.trainer.estimated_stepping_batches

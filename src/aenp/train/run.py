@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +29,7 @@ from aenp.models.io import save
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import build_model
 from aenp.train.data import TaskDataModule
-from aenp.train.module import NeuralProcessModule
+from aenp.train.module import NeuralProcessModule, compiles
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAME = "train"
@@ -40,13 +40,18 @@ LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"
 LAST_CHECKPOINT = "last"
+PROGRESS_EVERY_N_STEPS = 10
+"""Steps between progress-bar updates."""
 PRESENTATION_KEYS = (
     "run_dir",
     "resume",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
+    "trainer.compile",
+    "data.num_workers",
 )
-"""Config entries that do not change what a run trains: a run started again may change them."""
+"""Config entries that do not change what a run trains (only how fast, or how it is shown): a
+run started again may change them."""
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +221,37 @@ def _precision(setting: str) -> str:
     return "bf16-mixed" if torch.cuda.is_available() else "32-true"
 
 
+def padded_context_size(setting: Any, experiment: Experiment, compiled: bool) -> int | None:
+    """Context size training batches are padded to for ``data.pad_context``.
+
+    ``auto`` pads a compiled step's batches to the experiment's largest context set (its
+    ``max_num_context``; None for gridded experiments, whose batches have one shape already),
+    so that it sees one shape; an eager step gains nothing from padding and does the work of
+    the padding points, so its batches stay as drawn. ``false`` does not pad; an integer pads
+    to that size.
+    """
+    if setting == "auto":
+        return experiment.max_num_context if compiled else None
+    if setting is False:
+        return None
+    if not _is_integer(setting) or setting < 1:
+        raise InputError(
+            f"data.pad_context must be auto, false or a positive integer, got {setting!r}"
+        )
+    return setting
+
+
+def sampling_workers(setting: Any) -> int:
+    """Worker processes for ``data.num_workers``.
+
+    ``auto`` is one when the machine has a core to spare for it (sampling then overlaps the
+    training step), else none.
+    """
+    if setting == "auto":
+        return 1 if (os.cpu_count() or 1) > 1 else 0
+    return setting
+
+
 def train(cfg: DictConfig) -> Path:
     """Trains the configured model; returns the run directory.
 
@@ -259,17 +295,8 @@ def train(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
-    module = NeuralProcessModule(model, **cfg.optimizer)
-    data = TaskDataModule(
-        sample=experiment.sample_train,
-        validation=[
-            item.batch
-            for item in experiment.split("val", cfg.data.num_val_tasks, cfg.data.batch_size)
-        ],
-        num_train_tasks=cfg.data.num_train_tasks,
-        batch_size=cfg.data.batch_size,
-        seed=cfg.seed,
-    )
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    compile_setting = trainer_args.pop("compile")
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename=BEST_CHECKPOINT,
@@ -282,15 +309,33 @@ def train(cfg: DictConfig) -> Path:
     latest = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, enable_version_counter=False
     )
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_args["precision"] = _precision(trainer_args["precision"])
+    callbacks = [checkpoints, latest]
+    if trainer_args["enable_progress_bar"]:
+        # The bar reads the loss from the device: updating it every step would make every step
+        # wait for the device.
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY_N_STEPS))
     trainer = L.Trainer(
         **trainer_args,
         default_root_dir=run_dir,
-        callbacks=[checkpoints, latest],
+        callbacks=callbacks,
         logger=CSVLogger(run_dir, name=LOG_DIR),
         plugins=[LocalCheckpointIO()],
         reload_dataloaders_every_n_epochs=1,
+    )
+    compile_loss = compiles(compile_setting, trainer.strategy.root_device)
+    module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss)
+    data = TaskDataModule(
+        sample=experiment.sample_train,
+        validation=[
+            item.batch
+            for item in experiment.split("val", cfg.data.num_val_tasks, cfg.data.batch_size)
+        ],
+        num_train_tasks=cfg.data.num_train_tasks,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.seed,
+        num_context=padded_context_size(cfg.data.pad_context, experiment, compile_loss),
+        num_workers=sampling_workers(cfg.data.num_workers),
     )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

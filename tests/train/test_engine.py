@@ -1,0 +1,143 @@
+"""The fast training path: static shapes, a sampling worker, a compiled loss, settings."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from aenp.data.experiments import Climate, Smoke2D, get_experiment
+from aenp.errors import InputError
+from aenp.models.registry import build_model
+from aenp.train.data import TaskDataModule, TaskStream
+from aenp.train.module import (
+    adamw,
+    compiled_loss,
+    compiles,
+    negative_mean_loglik,
+)
+from aenp.train.run import padded_context_size, sampling_workers
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def gp1d_stream(num_context=None, num_batches=6):
+    sample = get_experiment("gp1d").sample_train
+    return TaskStream(sample, num_batches, 4, (3, 1, 0), num_context)
+
+
+class TestSettings:
+    @pytest.mark.parametrize("setting", ["true", True, "True"])
+    def test_true_compiles_on_any_device(self, setting):
+        assert compiles(setting, CPU) and compiles(setting, CUDA)
+
+    @pytest.mark.parametrize("setting", ["false", False])
+    def test_false_never_compiles(self, setting):
+        assert not compiles(setting, CPU) and not compiles(setting, CUDA)
+
+    def test_auto_compiles_on_a_gpu_only(self):
+        assert compiles("auto", CUDA) and not compiles("auto", CPU)
+
+    def test_unknown_compile_setting_is_refused(self):
+        with pytest.raises(InputError, match=r"trainer.compile must be one of auto, true, false"):
+            compiles("fast", CPU)
+
+    def test_pad_context_auto_pads_compiled_steps_to_the_largest_context(self):
+        assert padded_context_size("auto", get_experiment("gp1d"), compiled=True) == 64
+        assert padded_context_size("auto", get_experiment("gp1d"), compiled=False) is None
+
+    @pytest.mark.parametrize("experiment", [Smoke2D, Climate])
+    def test_gridded_experiments_are_not_padded(self, experiment):
+        assert padded_context_size("auto", experiment, compiled=True) is None
+
+    def test_pad_context_false_or_a_size(self):
+        experiment = get_experiment("gp1d")
+        assert padded_context_size(False, experiment, compiled=True) is None
+        assert padded_context_size(80, experiment, compiled=False) == 80
+
+    @pytest.mark.parametrize("setting", [0, -3, "many", 2.5])
+    def test_bad_pad_context_is_refused(self, setting):
+        with pytest.raises(InputError, match=r"data\.pad_context must be auto, false or a"):
+            padded_context_size(setting, get_experiment("gp1d"), compiled=True)
+
+    @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (16, 1), (None, 0)])
+    def test_auto_workers_only_with_a_core_to_spare(self, monkeypatch, cores, workers):
+        monkeypatch.setattr("os.cpu_count", lambda: cores)
+        assert sampling_workers("auto") == workers
+
+    def test_several_workers_are_refused(self):
+        # Each worker would draw the whole stream: every task would be seen twice.
+        with pytest.raises(InputError, match=r"data\.num_workers must be 0"):
+            TaskDataModule(lambda n, g: None, [], 64, 8, num_workers=2)
+
+    def test_cpu_optimiser_updates_all_parameters_at_once(self):
+        optimizer = adamw([torch.nn.Parameter(torch.ones(3))], 1e-3, 0.0, torch.device("cpu"))
+        assert optimizer.defaults["foreach"] is True
+
+
+class TestStaticShapes:
+    def test_padded_stream_holds_the_same_tasks(self):
+        for plain, padded in zip(gp1d_stream(), gp1d_stream(num_context=64), strict=True):
+            nc = plain.xc.shape[1]
+            assert padded.xc.shape == (4, 64, 1)
+            assert padded.context_mask.sum(1).tolist() == [nc] * 4
+            torch.testing.assert_close(padded.xc[:, :nc], plain.xc, rtol=0, atol=0)
+            torch.testing.assert_close(padded.yc[:, :nc], plain.yc, rtol=0, atol=0)
+            torch.testing.assert_close(padded.yt, plain.yt, rtol=0, atol=0)
+
+    def test_worker_process_samples_the_same_tasks(self):
+        def batches(num_workers):
+            module = TaskDataModule(
+                get_experiment("gp1d").sample_train, [], 24, 4, seed=5, num_workers=num_workers
+            )
+            module.num_context = 64
+            return list(module.train_dataloader())
+
+        in_process, in_worker = batches(0), batches(1)
+        assert len(in_process) == len(in_worker) == 6
+        for a, b in zip(in_process, in_worker, strict=True):
+            for name in ("xc", "yc", "xt", "yt", "context_mask"):
+                assert torch.equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.fixture
+def quick_compile(monkeypatch):
+    """Compiles with AOTAutograd's eager backend: the same graphs as inductor, built fast."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: real(f, **kw, backend="aot_eager"))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+TINY = {
+    "convcnp_approx": {"channels": 8, "num_layers": 2, "points_per_unit": 16},
+    "tetnp": {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16},
+}
+
+
+@pytest.mark.parametrize("key", list(TINY))
+def test_compiled_loss_and_gradients_match_eager(quick_compile, key):
+    torch.manual_seed(0)
+    model = build_model(key, 1, 1, **TINY[key]).eval()  # no fixed-input dropout
+    loss = compiled_loss(torch.device("cpu"))
+    for batch in gp1d_stream(num_context=64, num_batches=2):  # two context sizes, one shape
+        expected = negative_mean_loglik(model, batch)
+        expected_grads = torch.autograd.grad(expected, list(model.parameters()))
+        got = loss(model, batch)
+        got_grads = torch.autograd.grad(got, list(model.parameters()))
+        torch.testing.assert_close(got, expected)
+        for g, e in zip(got_grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e)
+
+
+def test_compiled_convcnp_is_not_recompiled_for_new_positions_or_context_sizes(quick_compile):
+    """The grid's anchor and offset are inputs of the compiled graphs, not constants."""
+    model = build_model("convcnp", 1, 1, **TINY["convcnp_approx"])
+    loss = compiled_loss(torch.device("cpu"))
+    batch = next(iter(gp1d_stream(num_context=64)))
+    loss(model, batch).backward()
+    fewer = batch.context_mask & (torch.arange(64) < 5)
+    others = [batch.shift(7 / 16), batch.shift(-3.5 / 16), replace(batch, context_mask=fewer)]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for other in others:
+            loss(model, other).backward()
