@@ -59,9 +59,12 @@ class TestSettings:
         with pytest.raises(InputError, match=r"data\.pad_context must be auto, false or a"):
             padded_context_size(setting, get_experiment("gp1d"), compiled=True)
 
-    @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (16, 1), (None, 0)])
-    def test_auto_workers_only_with_a_core_to_spare(self, monkeypatch, cores, workers):
+    @pytest.mark.parametrize(
+        ("cores", "threads", "workers"), [(2, 2, 0), (2, 1, 1), (16, 8, 1), (None, 1, 0)]
+    )
+    def test_auto_workers_only_with_a_core_to_spare(self, monkeypatch, cores, threads, workers):
         monkeypatch.setattr("os.cpu_count", lambda: cores)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         assert sampling_workers("auto") == workers
 
     def test_several_workers_are_refused(self):
