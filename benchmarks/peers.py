@@ -44,7 +44,7 @@ AENP_CONVCNP = CONFIGURATIONS["convcnp@neuralprocesses"][1]
 WARMUP = 5
 
 
-def write_batches(path: Path, count: int) -> None:
+def write_batches(path: Path, count: int, batch_size: int = 16) -> None:
     """Pre-generates gp1d training batches with aenp and stores them as plain arrays."""
     import torch
 
@@ -52,7 +52,7 @@ def write_batches(path: Path, count: int) -> None:
 
     generator = torch.Generator().manual_seed(0)
     sample = get_experiment("gp1d").sample_train
-    batches = [sample(16, generator) for _ in range(count)]
+    batches = [sample(batch_size, generator) for _ in range(count)]
     arrays = {}
     for i, b in enumerate(batches):
         for name in ("xc", "yc", "xt", "yt"):
@@ -99,19 +99,24 @@ def child_aenp(path: Path, count: int) -> dict:
     return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def child_neuralprocesses(path: Path, count: int) -> dict:
+def neuralprocesses_training(arrays: list[dict[str, np.ndarray]], device: str) -> tuple:
+    """The neuralprocesses ConvCNP, its training step and the batches it takes, on ``device``.
+
+    Returns ``(model, step, batches)``; ``step(batch)`` is one forward, loss, backward and Adam
+    step (BENCHMARKS.md).
+    """
+    import lab
     import neuralprocesses.torch as nps
     import torch
 
-    torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
+    lab.set_global_device(device)  # as neuralprocesses' own training script does
     torch.manual_seed(0)
-    model = nps.construct_convgnp(**NEURALPROCESSES_CONVCNP)
+    model = nps.construct_convgnp(**NEURALPROCESSES_CONVCNP).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     # neuralprocesses is channels-first: [batch, dim, n].
     batches = [
-        {k: torch.from_numpy(v).transpose(1, 2).contiguous() for k, v in b.items()}
-        for b in load_batches(path, count)
+        {k: torch.from_numpy(v).transpose(1, 2).contiguous().to(device) for k, v in b.items()}
+        for b in arrays
     ]
 
     def step(b):
@@ -120,6 +125,15 @@ def child_neuralprocesses(path: Path, count: int) -> dict:
         loss.backward()
         optimizer.step()
 
+    return model, step, batches
+
+
+def child_neuralprocesses(path: Path, count: int) -> dict:
+    import torch
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    model, step, batches = neuralprocesses_training(load_batches(path, count), "cpu")
     rate = time_training(step, batches)
     return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
 
