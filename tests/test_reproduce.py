@@ -37,11 +37,15 @@ def test_every_plan_entry_builds_the_model_it_names_with_its_overrides(experimen
         assert model_name(model) == key
         assert model.config["dim_x"] == cfg.experiment.dim_x
         built = {**model.config["hparams"], **model.config.get("approximate", {})}
-        for override in OverridesParser.create().parse_overrides(overrides):
-            name = override.key_or_group
-            assert OmegaConf.select(cfg, name) == override.value(), (key, name)
+        # A model's own override of a key replaces the plan's (the last one wins).
+        final = {
+            override.key_or_group: override.value()
+            for override in OverridesParser.create().parse_overrides(overrides)
+        }
+        for name, value in final.items():
+            assert OmegaConf.select(cfg, name) == value, (key, name)
             if name.startswith("model.hparams."):
-                assert built[name.removeprefix("model.hparams.")] == override.value(), (key, name)
+                assert built[name.removeprefix("model.hparams.")] == value, (key, name)
 
 
 @pytest.mark.parametrize("experiment", list(PLANS))
