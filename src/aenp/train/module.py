@@ -107,7 +107,9 @@ class NeuralProcessModule(L.LightningModule):
     def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
         """Negative mean log-likelihood of the targets."""
         loss = self.loss(self.model, batch)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(batch))
+        # A copy: the output of a CUDA-graph replay is overwritten by the next step's, and the
+        # logged value is read steps later.
+        self.log("train/loss", loss.detach().clone(), prog_bar=True, batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: Batch | GridBatch, batch_idx: int) -> None:
