@@ -18,7 +18,7 @@ $(BIN)/aenp: pyproject.toml
 install: $(BIN)/aenp
 
 reproduce: install
-	$(BIN)/aenp reproduce gp1d --scale quick --out $(OUT)
+	$(BIN)/aenp reproduce gp1d --scale quick --parallel 2 --out $(OUT)
 
 test: install
 	$(BIN)/python -m pytest -q
