@@ -8,7 +8,8 @@
 #   2. Prints training steps/s of every gp1d model at batch 16 and 128: aenp eager, aenp
 #      compiled and the neuralprocesses ConvCNP, side by side (benchmarks/training_step.py).
 #   3. Trains the gp1d ConvCNP pair (convcnp, convcnp_approx) at paper scale, both at once, for
-#      the minutes left (trainer.max_time), and prints their log-likelihood and gap to the
+#      the minutes left (epochs sized from step 2's speed so the cosine schedule anneals;
+#      trainer.max_time caps them), and prints their log-likelihood and gap to the
 #      ground truth (`aenp reproduce gp1d --scale paper`).
 #
 # Usage:
@@ -108,7 +109,32 @@ if ((seconds < minimum_training)); then
     exit 1
 fi
 max_time=$(printf '00:00:%02d:%02d' $((seconds / 60)) $((seconds % 60)))
-echo "Training for at most $seconds s (trainer.max_time=$max_time)"
+# The cosine schedule anneals over trainer.max_epochs, so size the epochs to the time left
+# (from the ConvCNP's measured steps/s) rather than let max_time cut training mid-schedule;
+# max_time stays as the cap.
+if ((!smoke)); then
+    epochs=$("$PYTHON" - "$out/training_step.json" "$seconds" "$device" <<'EOF'
+import json
+import sys
+
+EFFICIENCY = 0.4  # two runs share the device; sampling, validation and the first compile
+STEPS_PER_EPOCH = 1000  # data.num_train_tasks=16000 of the paper plan, batch 16
+summary, seconds, device = json.load(open(sys.argv[1])), float(sys.argv[2]), sys.argv[3]
+contender = "compiled" if device == "cuda" else "eager"
+rates = [
+    r["steps_per_second"]
+    for m in summary["measurements"]
+    if (m["model"], m["batch_size"], m["contender"]) == ("convcnp", 16, contender)
+    for r in m["results"]
+    if "steps_per_second" in r
+]
+rate = rates[0] if rates else 5.0
+print(max(1, int(seconds * rate * EFFICIENCY / STEPS_PER_EPOCH)))
+EOF
+)
+    paper=("trainer.max_epochs=$epochs")
+fi
+echo "Training for at most $seconds s (trainer.max_time=$max_time; ${paper[*]:-smoke settings})"
 runs=$work/gp1d-paper
 "$PYTHON" -c 'import sys; from aenp.cli import main; sys.exit(main())' \
     reproduce gp1d --scale paper --models convcnp,convcnp_approx --parallel 2 --out "$runs" \
