@@ -17,7 +17,7 @@ WARMUP_STEPS = 3
 
 def measure_model(model, batches: Sequence, forward_batch, device: str) -> dict:
     """Training steps/s over ``batches`` (after a warm-up), forward time, parameters, peak RSS."""
-    from aenp.data.batch import target_loglik
+    from aenp.batch import target_loglik
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
 

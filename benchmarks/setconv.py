@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from aenp.data.batch import target_loglik
+from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.models.registry import build_model
 from aenp.nn.setconv import SetConv, SetConvDecoder, SetConvEncoder, lattice_grid

@@ -43,7 +43,7 @@ NUM_TARGETS = 256
 
 def grid_tasks(resolution: int, generator: torch.Generator):
     """A batch of gridded tasks with equal context and target counts."""
-    from aenp.data.batch import GridBatch
+    from aenp.batch import GridBatch
 
     cells = resolution**2
     num_context = round(CONTEXT_FRACTION * cells)

@@ -181,7 +181,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from aenp import Batch, build_model
-    from aenp.data.batch import target_loglik
+    from aenp.batch import target_loglik
 
     device = torch.device(spec["device"])
     batches = [

@@ -432,7 +432,7 @@ def test_out_is_checked_before_predicting(run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("predicted before checking --out")
 
-    monkeypatch.setattr(prediction, "predict", fail)
+    monkeypatch.setattr(prediction.io, "predict", fail)
     with pytest.raises(MissingFileError, match=r"folder .*absent.* does not exist"):
         predict_to(run, run.parent / "absent" / "p.nc")
     with pytest.raises(InputError, match=r"prediction will be a grid: use \.nc or \.zarr"):
@@ -546,6 +546,17 @@ def test_csv_context_dates_become_the_time_steps(run):
     xr.testing.assert_allclose(out, expected, rtol=1e-10)
 
 
+def test_targets_from_a_zarr_store_or_an_unreadable_folder(run):
+    targets().to_zarr(run.parent / "targets.zarr")
+    out = run.parent / "p.nc"
+    predict_files(run, run.parent / "context.nc", run.parent / "targets.zarr", out)
+    expected = predict(run, field(), targets(), progress=False)
+    xr.testing.assert_allclose(xr.open_dataset(out).load(), expected, rtol=1e-10)
+    (run.parent / "empty").mkdir()
+    with pytest.raises(InputError, match=r"cannot read .*empty as netCDF or zarr"):
+        predict_files(run, run.parent / "context.nc", run.parent / "empty", run.parent / "q.nc")
+
+
 def test_variable_names_the_context_field_of_a_file(run):
     dew = field(seed=1) - 5.0
     field().to_dataset().assign(d2m=dew).to_netcdf(run.parent / "both.nc")
@@ -623,6 +634,20 @@ def test_context_off_the_target_grid_is_left_out_with_a_warning():
             model, pd.concat([stations, far.assign(t2m=300.0)]), targets(), NORM, progress=False
         )
     xr.testing.assert_allclose(out, on_grid, rtol=1e-10)
+
+
+@pytest.mark.parametrize("key", ["convcnp_approx", "tepttnp_approx"])
+def test_warnings_point_at_the_caller_of_predict(key):
+    # Far north of the region NORM maps to [-1, 1] (20-60°N), and of the target grid.
+    model = model2d(key)
+    context = pd.concat([stations_at(40.0, -100.0), stations_at(75.0, -100.0)])
+    with pytest.warns(UserWarning) as record:
+        predict(model, context, targets(), NORM, progress=False)
+    expected = (
+        {ExtrapolationWarning, UserWarning} if key.startswith("conv") else {ExtrapolationWarning}
+    )
+    assert {w.category for w in record} == expected
+    assert all(w.filename == __file__ for w in record)
 
 
 def test_context_points_left_out_are_counted_over_every_time_step():

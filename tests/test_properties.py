@@ -17,7 +17,7 @@ from torch.distributions import Normal
 import aenp
 from aenp import Batch, GridBatch
 from aenp.errors import AenpError
-from aenp.models.registry import BUILDERS
+from aenp.models.registry import MODEL_SPECS
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4
 from aenp.testing import assert_equivariant, dihedral, dihedral_points, random_batch, translation
@@ -41,7 +41,7 @@ FIELDS = ("xc", "yc", "xt", "yt")
 def small_model(key: str, dim_x: int, dim_y: int, dtype=torch.float64, **hparams):
     torch.manual_seed(0)
     base = key.removesuffix("_approx")
-    grids = SMALL_GRIDS if "max_grid_points" in inspect.signature(BUILDERS[base]).parameters else {}
+    grids = SMALL_GRIDS if "max_grid_points" in MODEL_SPECS[key].default_hparams() else {}
     hparams = {**SMALL[base], **grids, **hparams}
     return aenp.build_model(key, dim_x, dim_y, **hparams).to(dtype).eval()
 
@@ -160,7 +160,7 @@ BAD_VALUES = [0, -1, -0.5, 1.5, "abc", None, float("nan"), 10**9]
 )
 def test_every_hyper_parameter_is_validated_at_build_time(key, value, data):
     base = key.removesuffix("_approx")
-    names = sorted(set(inspect.signature(BUILDERS[base]).parameters) - {"dim_x", "dim_y"})
+    names = sorted(set(inspect.signature(MODEL_SPECS[key].builder).parameters) - {"dim_x", "dim_y"})
     name = data.draw(st.sampled_from(names))
     dim_x = supported_dims(key)[0]
     hparams = {**SMALL[base], name: value}

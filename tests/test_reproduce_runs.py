@@ -11,7 +11,15 @@ from omegaconf import OmegaConf
 
 from aenp.errors import InputError, RunError
 from aenp.evaluate.run import load_per_task_loglik
-from aenp.reproduce import Job, load_plan, move_single_run, plan_runs, reproduce, run_processes
+from aenp.reproduce import (
+    Job,
+    ablate,
+    load_plan,
+    move_single_run,
+    plan_runs,
+    reproduce,
+    run_processes,
+)
 from aenp.train.run import training_record
 
 MODELS = ["convcnp", "convcnp_approx"]
@@ -133,6 +141,18 @@ def test_seeds_start_at_the_seed_override_which_is_given_once(tmp_path):
 def test_counts_must_be_positive(tmp_path, name, value):
     with pytest.raises(InputError, match=f"{name} must be a positive integer, got {value}"):
         reproduce("gp1d", "quick", tmp_path, MODELS, TINY, **{name: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_model_list_is_refused_before_anything_is_written(tmp_path):
+    plan = ", ".join(load_plan("gp1d", "quick")["models"])
+    with pytest.raises(InputError) as error:
+        reproduce("gp1d", "quick", tmp_path / "out", [], TINY)
+    assert str(error.value) == (
+        f"models must name at least one model, got none (the gp1d plan names {plan})"
+    )
+    with pytest.raises(InputError, match="values must hold at least one value of p_drop, got none"):
+        ablate("gp1d", "quick", "convcnp_approx", "p_drop", [], tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 

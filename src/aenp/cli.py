@@ -49,13 +49,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train one model (Hydra overrides; see `aenp train --help`)")
+    _add_evaluate_command(commands)
+    _add_reproduce_command(commands)
+    _add_ablate_command(commands)
+    _add_predict_command(commands)
+    _add_data_commands(commands)
+    commands.add_parser("models", help="list the registry keys")
+    return parser
 
+
+def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished training run")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument(
         "--num-tasks", type=positive_int, default=None, help="tasks per split (default: the run's)"
     )
 
+
+def _add_reproduce_command(commands: argparse._SubParsersAction) -> None:
     reproduce = commands.add_parser(
         "reproduce", help="train and evaluate every model of an experiment"
     )
@@ -82,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_climate_options(reproduce)
 
+
+def _add_ablate_command(commands: argparse._SubParsersAction) -> None:
     ablate = commands.add_parser(
         "ablate", help="train an approximate model over values of num_fixed_inputs or p_drop"
     )
@@ -98,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     ablate.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     _add_climate_options(ablate)
 
+
+def _add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
         "predict", help="predict temperature with a trained climate model (mean and std)"
     )
@@ -119,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
         help="4-D models: an elevation file, or 'terrain' for the built-in terrain map",
     )
 
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     export = data_commands.add_parser(
@@ -144,9 +161,6 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=32, help="simulations run together"
     )
     smoke.add_argument("--out", type=Path, required=True, help="directory of the store")
-
-    commands.add_parser("models", help="list the registry keys")
-    return parser
 
 
 def _add_parallel_option(parser: argparse.ArgumentParser) -> None:

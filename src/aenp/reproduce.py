@@ -18,38 +18,23 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from aenp import __version__
 from aenp.errors import InputError, RunError
 from aenp.evaluate.plots import experiment_figures
-from aenp.evaluate.run import evaluate_run, load_per_task_loglik
-from aenp.evaluate.tables import (
-    ablation_table,
-    across_seeds,
-    comparisons_table,
-    display_name,
-    results_table,
-)
-from aenp.evaluate.terrain import departure_by_terrain, terrain_table
+from aenp.evaluate.report import ablation_markdown, results_markdown
+from aenp.evaluate.run import evaluate_run
+from aenp.evaluate.tables import ablation_table, across_seeds, comparisons_table, results_table
+from aenp.evaluate.terrain import departure_by_terrain
 from aenp.files import atomic_write, write_json
-from aenp.models.io import load
 from aenp.models.registry import strict_counterpart
-from aenp.train.run import (
-    CONFIG_DIR,
-    MODEL_DIR,
-    RUN_CONFIG,
-    check_settings,
-    compose_config,
-    config_changes,
-    experiment_from_config,
-    recorded_config,
-    train,
-    training_record,
-)
+
+# TRAIN_LOG moved to aenp.run_directory; it stays importable from here.
+from aenp.run_directory import TRAIN_LOG as TRAIN_LOG
+from aenp.run_directory import RunDirectory
+from aenp.train.run import CONFIG_DIR, check_settings, compose_config, config_changes, train
+from aenp.version import __version__
 
 SCALES = ("quick", "paper")
 PLAN_DIR = CONFIG_DIR / "reproduce"
-TRAIN_LOG = "train.log"
-"""Where a run trained in a process of its own writes its output, in its run directory."""
 TRAIN_COMMAND = (sys.executable, "-m", "aenp.train")
 """``aenp train`` in a process of its own."""
 QUIET = ("trainer.enable_progress_bar=false",)
@@ -136,6 +121,11 @@ class Run:
         """The ``aenp train`` command line of the run."""
         return "aenp train " + " ".join(self.args)
 
+    @property
+    def directory(self) -> RunDirectory:
+        """The run directory and its files."""
+        return RunDirectory(self.run_dir)
+
 
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -176,10 +166,10 @@ def move_single_run(model_dir: Path) -> None:
     interrupted between them is finished by the next call.
     """
     moving = model_dir.with_name(f".{model_dir.name}.moving")
-    if (model_dir / RUN_CONFIG).is_file():
+    if RunDirectory(model_dir).config_path.is_file():
         model_dir.rename(moving)
     if moving.is_dir():
-        target = model_dir / f"seed{recorded_config(moving)['seed']}"
+        target = model_dir / f"seed{RunDirectory(moving).recorded_config()['seed']}"
         model_dir.mkdir(exist_ok=True)
         moving.rename(target)
         log.info("Moved the run in %s to %s (a directory per seed)", model_dir, target)
@@ -187,12 +177,9 @@ def move_single_run(model_dir: Path) -> None:
 
 def _is_trained(cfg) -> bool:
     """Whether ``cfg.run_dir`` holds a finished run of this config (which ``train`` skips)."""
-    run_dir = Path(cfg.run_dir)
-    record = training_record(run_dir)
-    return (
-        "config" in record
-        and (run_dir / MODEL_DIR).is_dir()
-        and not config_changes(record["config"], OmegaConf.to_container(cfg, resolve=True))
+    run = RunDirectory(cfg.run_dir)
+    return run.is_trained() and not config_changes(
+        run.training_record()["config"], OmegaConf.to_container(cfg, resolve=True)
     )
 
 
@@ -227,7 +214,7 @@ def train_runs(runs: Sequence[Run], parallel: int = 1) -> None:
     if parallel > 1:
         threads = max(1, torch.get_num_threads() // parallel)
         jobs = [
-            Job(label, [*TRAIN_COMMAND, *run.args, *QUIET], run.run_dir / TRAIN_LOG)
+            Job(label, [*TRAIN_COMMAND, *run.args, *QUIET], run.directory.train_log_path)
             for label, run, _ in waiting
         ]
         run_processes(jobs, parallel, threads)
@@ -331,7 +318,12 @@ def reproduce(
     _check_count("seeds", seeds)
     _check_count("parallel", parallel)
     plan = load_plan(experiment, scale)
-    keys = models or plan["models"]
+    keys = plan["models"] if models is None else list(models)
+    if not keys:
+        raise InputError(
+            f"models must name at least one model, got none (the {experiment} plan names "
+            f"{', '.join(plan['models']) or 'none'})"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -339,16 +331,14 @@ def reproduce(
         move_single_run(out / key)
     runs = plan_runs(experiment, plan, keys, out, overrides or [], seeds)
     train_runs(list(runs.values()), parallel)
+    exp = next(iter(runs.values())).directory.experiment()
     results = []
     for i, ((_, seed), run) in enumerate(runs.items(), 1):
         log.info("[%d/%d] evaluating %s", i, len(runs), run.name)
         result = {"seed": seed, "run_dir": str(run.run_dir), **evaluate_run(run.run_dir)}
-        result["train_seconds"] = training_record(run.run_dir)["seconds"]
+        result["train_seconds"] = run.directory.training_record()["seconds"]
         results.append(result)
     seed_list = sorted({seed for _, seed in runs})
-    exp = experiment_from_config(compose_config(next(iter(runs.values())).args))
-    id_split = exp.evaluation_splits[0]
-    ood_split = exp.ood_splits[0] if exp.ood_splits else None
     summary = {
         "experiment": experiment,
         "scale": scale,
@@ -368,22 +358,25 @@ def reproduce(
         units = getattr(exp, "field", None)
         units = "" if units is None else units.attrs.get("units", "")
         summary["value_unit"] = {"size": normalisation.value_std, "units": units}
-    first_runs = {key: runs[key, seed_list[0]].run_dir for key in keys}
-    trained = {key: load(run_dir / MODEL_DIR) for key, run_dir in first_runs.items()}
+    first_runs = {key: runs[key, seed_list[0]] for key in keys}
+    trained = {key: run.directory.load_model() for key, run in first_runs.items()}
     terrain = _terrain_rows(exp, trained)
     if terrain:
         summary["departure_by_terrain"] = terrain
     write_json(out / "results.json", summary)
-    figures = experiment_figures(exp, trained, first_runs, out)
+    run_dirs = {key: run.run_dir for key, run in first_runs.items()}
+    figures = experiment_figures(exp, trained, run_dirs, out)
     per_task = {
-        key: _stack([load_per_task_loglik(runs[key, seed].run_dir) for seed in seed_list])
+        key: _stack([runs[key, seed].directory.per_task_loglik() for seed in seed_list])
         for key in keys
     }
+    id_split = exp.evaluation_splits[0]
+    ood_split = exp.ood_splits[0] if exp.ood_splits else None
     tables = [
         results_table(results, id_split, ood_split),
         comparisons_table(per_task, id_split, ood_split),
     ]
-    _write_text(out / "results.md", _markdown(summary, tables, figures, out))
+    _write_text(out / "results.md", results_markdown(summary, tables, figures, out))
     return out
 
 
@@ -402,96 +395,6 @@ def _terrain_rows(experiment, models: dict[str, Any]) -> dict[str, dict[str, flo
     except ImportError as error:
         log.warning("departure by terrain skipped: %s", error)
         return {}
-
-
-def _terrain_note(summary: dict[str, Any]) -> list[str]:
-    """The departure-by-terrain section of ``results.md`` (empty if not measured)."""
-    rows = summary.get("departure_by_terrain")
-    if not rows:
-        return []
-    units = summary.get("value_unit", {}).get("units") or "data units"
-    named = {display_name(k): r for k, r in rows.items()}
-    return [
-        "Where the approximate models depart from equivariance: |μ − μ_strict| per cell of the "
-        "training region, averaged over every fourth test year (30% of the cells as context), "
-        "against the surface elevation (see `aenp.evaluate.terrain`):",
-        "",
-        terrain_table(named, units),
-        "",
-    ]
-
-
-def _value_unit_note(summary: dict[str, Any]) -> str:
-    """What one standardised unit of RMSE and Δequiv is in the data's units, if known."""
-    unit = summary.get("value_unit")
-    if unit is None:
-        return ""
-    size = f"{unit['size']:.3g} {unit['units']}".strip()
-    return f" RMSE and Δequiv are in standardised units: one unit is {size} of the data."
-
-
-def _seed_notes(seeds: list[int]) -> tuple[str, str]:
-    """What ``results.md`` says about several seeds: below the results and comparisons tables."""
-    if len(seeds) == 1:
-        return "", " when the difference clears two standard errors"
-    first, many = seeds[0], f"*{len(seeds)} seeds*"
-    return (
-        f" With several seeds, the figures over tasks are those of seed {first}, and each column "
-        f"marked {many} gives the mean ± standard error of the per-seed means (seeds "
-        f"{first}–{seeds[-1]}); every seed is tested on the same tasks, so that spread is "
-        f"training's alone. Figures show the seed-{first} models.",
-        f" when the difference clears two standard errors both over the tasks of seed {first} "
-        f"and, in the column marked {many}, over the per-seed paired differences (runs of one "
-        "seed train on the same tasks)",
-    )
-
-
-def _markdown(summary: dict[str, Any], tables: list[str], figures: list[Path], out: Path) -> str:
-    hw = summary["hardware"]
-    gpu = f", {hw['gpu']}" if "gpu" in hw else ""
-    results_note, verdict_note = _seed_notes(summary["seeds"])
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for result in summary["results"]:
-        runs.setdefault(result["model"], []).append(result)
-    per_seed = " per seed" if len(summary["seeds"]) > 1 else ""
-    at_once = f", {summary['parallel']} runs at a time" if summary["parallel"] > 1 else ""
-    lines = [
-        f"# {summary['experiment']} — scale `{summary['scale']}`",
-        "",
-        "Mean test log-likelihood per target point (nats) ± standard error over tasks. "
-        "Rows marked *fixed inputs zeroed* evaluate an approximate model inside "
-        "`strictly_equivariant(...)`. Δequiv is the mean |μ − μ_strict| over test targets."
-        + _value_unit_note(summary)
-        + results_note,
-        "",
-        tables[0],
-        "",
-        "Approximate models against their counterparts, as paired differences over the same "
-        "test tasks (positive: the approximate model is better; *better*/*worse*"
-        f"{verdict_note}):",
-        "",
-        tables[1],
-        "",
-        *_terrain_note(summary),
-        f"Training time: {sum(r['train_seconds'] for r in summary['results']) / 60:.1f} min "
-        f"in total; this `aenp reproduce` took {summary['wall_seconds'] / 60:.1f} min (models "
-        f"already trained are only evaluated{at_once}). Hardware: {hw['processor']} "
-        f"({hw['cpus']} CPUs, {hw['threads']} threads, torch {hw['torch']}{gpu}).",
-        "",
-        f"| model | parameters | training time{per_seed} (s) |",
-        "|---|---|---|",
-        *(
-            f"| {key} | {model_runs[0]['num_parameters']:,} | "
-            + ", ".join(f"{r['train_seconds']:.0f}" for r in model_runs)
-            + " |"
-            for key, model_runs in runs.items()
-        ),
-        "",
-        *_commands_block(summary["commands"].values()),
-        *(f"![{f.stem}]({f.relative_to(out)})" for f in figures),
-        "",
-    ]
-    return "\n".join(lines)
 
 
 ABLATIONS = ("num_fixed_inputs", "p_drop")
@@ -520,6 +423,8 @@ def ablate(
     if strict is None:
         raise InputError(f"{model!r} has no fixed inputs to ablate; use an approximate model")
     _check_count("parallel", parallel)
+    if not values:
+        raise InputError(f"values must hold at least one value of {parameter}, got none")
     plan = load_plan(experiment, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -535,36 +440,23 @@ def ablate(
         )
         runs[value, key] = Run(f"{parameter}={value}", run_dir, tuple(train_args))
     train_runs(list(runs.values()), parallel)
+    exp = next(iter(runs.values())).directory.experiment()
     rows, per_task = [], {}
     for (value, key), run in runs.items():
         result = evaluate_run(run.run_dir)
         rows.append({"value": value, "model": key, "splits": result["splits"]})
-        per_task[value] = load_per_task_loglik(run.run_dir)
-    commands = [run.command for run in runs.values()]
-    exp = experiment_from_config(compose_config(next(iter(runs.values())).args))
+        per_task[value] = run.directory.per_task_loglik()
     summary = {
         "experiment": experiment,
         "scale": scale,
         "model": model,
         "parameter": parameter,
         "hardware": hardware(),
-        "commands": commands,
+        "commands": [run.command for run in runs.values()],
         "rows": rows,
     }
     write_json(out / "ablation.json", summary)
     ood = exp.ood_splits[0] if exp.ood_splits else None
     table = ablation_table(parameter, rows, per_task, exp.evaluation_splits[0], ood)
-    lines = [
-        f"# Ablation of `{parameter}` for {model} on {experiment} (scale `{scale}`)",
-        "",
-        table,
-        "",
-        *_commands_block(commands),
-    ]
-    _write_text(out / "ablation.md", "\n".join(lines))
+    _write_text(out / "ablation.md", ablation_markdown(summary, table))
     return out
-
-
-def _commands_block(commands) -> list[str]:
-    """Markdown lines listing the exact commands of a run."""
-    return ["Commands:", "", "```", *commands, "```", ""]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from aenp.data.batch import Batch, GridBatch
+from aenp.batch import Batch, GridBatch
 from aenp.models.registry import build_model
 from aenp.nn.fixed_inputs import FixedInputs, injection_sites, strictly_equivariant
 from aenp.nn.group_conv import transform

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aenp.data.batch import Batch, GridBatch
+from aenp.batch import Batch, GridBatch
 from aenp.testing import random_grid_batch
 
 

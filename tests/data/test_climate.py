@@ -9,7 +9,6 @@ import pytest
 import xarray as xr
 
 from aenp.data.climate import (
-    DEFAULT_SPLITS,
     DIMS,
     GRAVITY,
     REGIONS,
@@ -26,7 +25,6 @@ from aenp.data.climate import (
     open_elevation,
     open_field,
     select_region,
-    select_split,
     select_years,
     terrain_elevation,
     unwrap_longitude,
@@ -162,7 +160,29 @@ def unusual_names(tmp_path):
     return Case(tmp_path / "unusual.nc", lat, lon, None)
 
 
-CASES = [new_cds_era5, old_era5, wfde5, weatherbench2, hadcm3_360_day, unusual_names]
+def axis_types_and_long_names(tmp_path):
+    # Coordinates marked only by netCDF-Java's _CoordinateAxisType or a CF long_name.
+    lat, lon = np.arange(-20.0, 21.0, 10.0), np.arange(100.0, 260.0, 40.0)
+    ds = xr.Dataset(
+        {"temp": (("row", "col"), grid_values([2000], lat, lon)[0], {"units": "K"})},
+        coords={
+            "row": ("row", lat, {"_CoordinateAxisType": "Lat"}),
+            "col": ("col", lon, {"long_name": "longitude"}),
+        },
+    )
+    ds.to_netcdf(tmp_path / "cdm.nc")
+    return Case(tmp_path / "cdm.nc", lat, lon, None)
+
+
+CASES = [
+    new_cds_era5,
+    old_era5,
+    wfde5,
+    weatherbench2,
+    hadcm3_360_day,
+    unusual_names,
+    axis_types_and_long_names,
+]
 
 
 @pytest.mark.parametrize("make", CASES, ids=lambda make: make.__name__)
@@ -619,6 +639,23 @@ def test_a_curvilinear_grid_is_refused_with_what_to_do(tmp_path, as_coordinates)
         normalise_conventions(ds.set_coords("lon")["tas"])
 
 
+def test_a_curvilinear_grid_in_data_variables_is_refused(tmp_path):
+    # Ocean models store 2-D positions as data variables, marked only by their attributes.
+    y, x = np.meshgrid(np.arange(4.0), np.arange(5.0), indexing="ij")
+    ds = xr.Dataset(
+        {
+            "tos": (("time", "y", "x"), np.ones((2, 4, 5))),
+            "nav_lat": (("y", "x"), 40 + y + 0.1 * x, {"units": "degrees_north"}),
+            "nav_lon": (("y", "x"), 10 + x - 0.1 * y, {"standard_name": "longitude"}),
+        },
+        coords={"time": [0, 1]},
+    )
+    ds.to_netcdf(tmp_path / "ocean.nc")
+    message = r"ocean.nc: the grid is curvilinear: latitude 'nav_lat' is 2-D with dims \('y', 'x'\)"
+    with pytest.raises(InputError, match=message):
+        open_field(tmp_path / "ocean.nc", "tos")
+
+
 @pytest.fixture(scope="module")
 def hadcm3():
     pytest.importorskip("iris_sample_data", reason="the default data needs iris-sample-data")
@@ -646,11 +683,18 @@ def test_default_regions_split_the_columns(hadcm3):
     assert max(west) < min(east)
 
 
-def test_default_splits_select_the_documented_years(hadcm3):
-    sizes = {name: select_split(hadcm3, split).sizes for name, split in DEFAULT_SPLITS.items()}
-    assert sizes["train"]["time"] == 200 and sizes["test_id"]["time"] == 40
-    assert sizes["test_ood"]["time"] == 40
-    assert sizes["train"]["lat"] == sizes["test_ood"]["lat"] == 37
+def test_the_default_split_selects_the_documented_years(hadcm3):
+    west, east = select_region(hadcm3, "na_west"), select_region(hadcm3, "na_east")
+    years = {"train": (1860, 2039), "val": (2040, 2059), "test": (2060, 2099)}
+    sizes = {name: select_years(west, span).sizes for name, span in years.items()}
+    assert [sizes[name]["time"] for name in years] == [180, 20, 40]
+    ood = select_years(east, years["test"]).sizes
+    assert ood["time"] == 40 and sizes["train"]["lat"] == ood["lat"] == 37
+
+
+def test_removed_split_helpers_say_what_replaces_them():
+    with pytest.raises(ImportError, match=r"select_years\(select_region"):
+        from aenp.data.climate import select_split  # noqa: F401
 
 
 def test_default_data_path_errors(monkeypatch):

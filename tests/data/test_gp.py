@@ -8,8 +8,8 @@ import torch
 import xarray as xr
 from scipy import stats
 
+from aenp.batch import Batch
 from aenp.data import gp
-from aenp.data.batch import Batch
 from aenp.data.gp import (
     GibbsSwitchKernel,
     GPMixture,

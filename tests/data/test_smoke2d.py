@@ -53,10 +53,10 @@ def test_bad_options_are_named(smoke_store, tmp_path):
 
 
 def test_lazy_reading_gives_the_same_tasks_as_reading_into_memory(smoke_store, monkeypatch):
-    import aenp.data.experiments as experiments
+    import aenp.data.smoke2d as smoke2d
 
     in_memory = Smoke2D(str(smoke_store), num_targets=20).split("test", 3, 3)[0].batch
-    monkeypatch.setattr(experiments, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(smoke2d, "IN_MEMORY_BYTES", 0)
     lazy_experiment = Smoke2D(str(smoke_store), num_targets=20)
     lazy = lazy_experiment.split("test", 3, 3)[0].batch
     assert lazy_experiment._in_memory == {}

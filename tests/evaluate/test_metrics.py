@@ -5,8 +5,15 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.experiments import EvaluationBatch, get_experiment
-from aenp.evaluate.metrics import evaluate_splits, mean_and_stderr, per_task_metrics
+from aenp.batch import EvaluationBatch
+from aenp.data.experiments import get_experiment
+from aenp.evaluate.metrics import (
+    departure_from_equivariance,
+    evaluate_per_task,
+    mean_and_stderr,
+    per_task_metrics,
+    summarise,
+)
 from aenp.evaluate.tables import results_table
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.testing import random_batch, random_grid_batch
@@ -65,8 +72,8 @@ def test_empty_context_tasks_have_no_context_loglik():
 
 def test_strict_rows_only_for_approximate_models_and_table_lists_them():
     splits = {"test": split(16), "ood": split(16, "ood")}
-    strict = evaluate_splits(aenp.build_model("convcnp", 1, 1, **SMALL), splits)
-    approx = evaluate_splits(aenp.build_model("convcnp_approx", 1, 1, **SMALL), splits)
+    strict = summarise(evaluate_per_task(aenp.build_model("convcnp", 1, 1, **SMALL), splits))
+    approx = summarise(evaluate_per_task(aenp.build_model("convcnp_approx", 1, 1, **SMALL), splits))
     assert set(strict) == {"test", "ood"}
     assert set(approx) == {"test", "ood", "test_strict", "ood_strict"}
     table = results_table(
@@ -140,7 +147,8 @@ def test_loglik_is_averaged_over_each_tasks_targets_then_over_tasks():
     metrics = per_task_metrics(model, [EvaluationBatch(b) for b in batches])
     np.testing.assert_allclose(metrics["loglik"], per_task, rtol=1e-12)
     np.testing.assert_allclose(metrics["rmse"], rmse, rtol=1e-12)
-    summary = evaluate_splits(model, {"test": [EvaluationBatch(b) for b in batches]})["test"]
+    summary = summarise(evaluate_per_task(model, {"test": [EvaluationBatch(b) for b in batches]}))
+    summary = summary["test"]
     assert summary["loglik"]["mean"] == pytest.approx(np.mean(per_task), rel=1e-12)
     assert summary["loglik"]["stderr"] == pytest.approx(np.std(per_task, ddof=1) / 2, rel=1e-12)
     assert summary["loglik"]["num_tasks"] == 4
@@ -167,17 +175,49 @@ def test_gridded_loglik_and_delta_equiv_count_only_target_cells():
     assert bool(metrics["context_loglik"].isnan().all())  # not defined for grids
 
 
-@torch.no_grad()
-def test_delta_equiv_on_point_sets_is_the_mean_absolute_difference_of_the_means():
+@pytest.fixture
+def departing():
+    """A float64 ConvCNP (T̃) whose fixed inputs act, a batch of point sets, and the model's
+    predictive means on it with the fixed inputs on and zeroed."""
     torch.manual_seed(0)
     model = aenp.build_model("convcnp_approx", 1, 1, domain=[[-1.0, 1.0]], **SMALL).double()
     torch.nn.init.normal_(model.backbone.fixed_inputs.projection.weight)
     batch = random_batch(3, num_target=20, dtype=torch.float64)
-    mean = model.eval()(batch).mean[..., 0].numpy()
-    with aenp.strictly_equivariant(model):
-        strict = model(batch).mean[..., 0].numpy()
+    with torch.no_grad():
+        mean = model.eval()(batch).mean
+        with aenp.strictly_equivariant(model):
+            strict = model(batch).mean
+    return model, batch, mean, strict
+
+
+def test_delta_equiv_on_point_sets_is_the_mean_absolute_difference_of_the_means(departing):
+    model, batch, mean, strict = departing
     metrics = per_task_metrics(model, [EvaluationBatch(batch)])
-    np.testing.assert_allclose(metrics["delta_equiv"], np.abs(mean - strict).mean(1), rtol=1e-12)
+    expected = (mean - strict).abs()[..., 0].mean(1)
+    np.testing.assert_allclose(metrics["delta_equiv"], expected, rtol=1e-12)
+
+
+@torch.no_grad()
+def test_departure_from_equivariance_is_the_absolute_difference_of_the_two_means(departing):
+    model, batch, mean, strict = departing
+    departure = departure_from_equivariance(model, batch)
+    torch.testing.assert_close(departure, (mean - strict).abs(), rtol=0, atol=0)
+    assert bool((mean < strict).any()) and bool((departure > 0).all())
+    assert all(m.enabled for m in model.modules() if isinstance(m, FixedInputs))
+    # Any way of computing μ from the inputs: called once when μ is given; arrays work too.
+    calls = []
+
+    def mean_of_context_points(model, xc, yc):
+        calls.append(None)
+        return model(xc, yc, xc).mean.numpy()
+
+    with aenp.strictly_equivariant(model):
+        given = mean_of_context_points(model, batch.xc, batch.yc) - 1.0
+    shifted = departure_from_equivariance(
+        model, batch.xc, batch.yc, mean=mean_of_context_points, as_trained=given
+    )
+    np.testing.assert_allclose(shifted, np.ones(given.shape), rtol=1e-12)
+    assert len(calls) == 2
 
 
 def test_gap_is_the_ground_truth_minus_the_model():

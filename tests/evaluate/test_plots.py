@@ -6,8 +6,8 @@ import torch
 from matplotlib.font_manager import FontProperties
 
 import aenp
-from aenp.data.batch import Batch
-from aenp.data.experiments import Climate, EvaluationBatch, get_experiment
+from aenp.batch import Batch, EvaluationBatch
+from aenp.data.experiments import Climate, get_experiment
 from aenp.evaluate import plots
 from aenp.evaluate.plots import (
     CURVE_MARKER_SIZE,
@@ -27,8 +27,8 @@ from aenp.evaluate.plots import (
     plot_training_curves,
 )
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
+from aenp.run_directory import LOG_DIR
 from aenp.testing import random_grid_batch
-from aenp.train.run import LOG_DIR
 from tests.climate_fields import annual_field
 
 SMALL = {"channels": 4, "num_layers": 2}

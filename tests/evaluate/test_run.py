@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import aenp
 from aenp.evaluate.run import METRICS_FILE, PER_TASK_FILE, evaluate_run, load_per_task_loglik
 from aenp.files import json_safe, write_json
-from aenp.train.run import MODEL_DIR, RUN_CONFIG
+from aenp.run_directory import MODEL_DIR, RUN_CONFIG
 from tests.climate_fields import annual_field
 
 

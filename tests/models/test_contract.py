@@ -9,6 +9,19 @@ from aenp.testing import ModelContract, random_batch, random_grid_batch
 SMALL_TNP = {"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 16}
 SMALL_CONVCNP = {"points_per_unit": 16, "channels": 8, "num_layers": 3}
 SMALL_APPROX = {"num_fixed_inputs": 2, "domain": [[-2.5, 2.5]]}
+SMALL_PT = {**SMALL_TNP, "num_pseudo_tokens": 4}
+SMALL_EQUIVCNP = {"points_per_unit": 2, "channels": 2, "num_layers": 2, "kernel_size": 3}
+SMALL_RELAXED = {"points_per_unit": 16, "channels": 8, "num_layers": 2, "num_banks": 2}
+SMALL_BY_KEY = {
+    "tnp": SMALL_TNP,
+    "tetnp": SMALL_TNP,
+    "pttnp": SMALL_PT,
+    "tepttnp": SMALL_PT,
+    "convcnp": SMALL_CONVCNP,
+    "equivcnp": SMALL_EQUIVCNP,
+    "relaxed_convcnp": SMALL_RELAXED,
+}
+"""Small hyper-parameters of every builder, by the key of its strict model."""
 
 
 class TestTNP(ModelContract):
@@ -46,28 +59,18 @@ class TestConvCNPApprox(ModelContract):
 class TestEquivCNP(ModelContract):
     key = "equivcnp"
     dim_x = 2
-    hparams = {"points_per_unit": 2, "channels": 2, "num_layers": 2, "kernel_size": 3}
+    hparams = SMALL_EQUIVCNP
 
 
 class TestEquivCNPApprox(ModelContract):
     key = "equivcnp_approx"
     dim_x = 2
-    hparams = {
-        "points_per_unit": 2,
-        "channels": 2,
-        "num_layers": 2,
-        "kernel_size": 3,
-        "num_fixed_inputs": 2,
-        "domain": [[-2.5, 2.5], [-2.5, 2.5]],
-    }
+    hparams = {**SMALL_EQUIVCNP, "num_fixed_inputs": 2, "domain": [[-2.5, 2.5], [-2.5, 2.5]]}
 
 
 class TestRelaxedConvCNP(ModelContract):
     key = "relaxed_convcnp"
-    hparams = {"points_per_unit": 16, "channels": 8, "num_layers": 2, "num_banks": 2}
-
-
-SMALL_PT = {**SMALL_TNP, "num_pseudo_tokens": 4}
+    hparams = SMALL_RELAXED
 
 
 class TestPTTNP(ModelContract):
@@ -106,3 +109,17 @@ def test_a_context_mask_beside_a_batch_is_refused():
         model(batch, context_mask=batch.context_mask)
     with pytest.raises(ValueError, match=r"context_mask must have shape \[batch, nc\]"):
         model(batch.xc, batch.yc, batch.xt, context_mask=batch.context_mask[:, :7])
+
+
+def test_a_batch_has_its_own_path():
+    torch.manual_seed(0)
+    model = aenp.build_model("tnp", 1, 1, **SMALL_TNP).eval()
+    batch = random_batch()
+    torch.testing.assert_close(model.forward_batch(batch).mean, model(batch).mean, rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"batch must be an aenp\.Batch .*got Tensor"):
+        model.forward_batch(batch.xc)
+
+
+def test_every_registry_key_has_a_contract_test():
+    tested = {cls.key for cls in ModelContract.__subclasses__() if cls.__module__ == __name__}
+    assert tested == set(aenp.model_keys())

@@ -1,4 +1,4 @@
-"""Exactness of every equivariance claim, in float64 (DESIGN §2)."""
+"""Exactness of every equivariance claim, in float64 (docs/architecture.md, symmetries)."""
 
 import pytest
 import torch

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.batch import GridBatch, target_loglik
+from aenp.batch import GridBatch, target_loglik
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4
 from aenp.testing import (
@@ -195,7 +195,7 @@ def test_channel_inputs_are_checked_against_the_data():
         model.backbone.forward_grid(
             torch.zeros(1, 8, 8, 1, dtype=torch.float64),
             torch.ones(1, 8, 8, dtype=torch.bool),
-            aenp.data.grid.Grid(random_grid_batch().axes),
+            aenp.grid.Grid(random_grid_batch().axes),
         )
     with pytest.raises(ValueError, match="channel_inputs must be < dim_x=2"):
         aenp.build_model("convcnp", 2, 1, channel_inputs=2)

@@ -10,7 +10,8 @@ import aenp
 from aenp.models import io
 from aenp.testing import random_batch
 
-from .test_contract import SMALL_CONVCNP, SMALL_TNP
+from .test_contract import SMALL_BY_KEY, SMALL_CONVCNP, SMALL_TNP
+from .test_registry import STRICT_COUNTERPARTS, dim_x_of
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,64 @@ def test_round_trip_reproduces_predictions_exactly(tmp_path, key, hparams):
     torch.testing.assert_close(loaded(batch).stddev, model(batch).stddev, rtol=0, atol=0)
 
 
+DEFAULT_APPROXIMATE = {"num_fixed_inputs": 4, "p_drop": 0.5, "domain": None, "hidden": [64, 64]}
+"""The ``approximate`` section a model made approximate with default arguments saves."""
+
+
+@pytest.mark.parametrize("key", aenp.model_keys())
+def test_every_model_saves_the_same_config_and_loads(tmp_path, key):
+    """The config.json format is fixed: models saved by earlier versions must keep loading."""
+    base = key.removesuffix("_approx")
+    model = aenp.build_model(key, dim_x_of(key), 1, **SMALL_BY_KEY[base])
+    aenp.save(model, tmp_path, metadata={"note": "x"})
+    expected = {
+        "format_version": 1,
+        "name": key,
+        "key": base,
+        "dim_x": dim_x_of(key),
+        "dim_y": 1,
+        "hparams": SMALL_BY_KEY[base],
+        **({"approximate": DEFAULT_APPROXIMATE} if key in STRICT_COUNTERPARTS else {}),
+        "metadata": {"note": "x"},
+        "weights_sha256": hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest(),
+    }
+    assert json.loads((tmp_path / "config.json").read_text()) == expected
+    loaded = aenp.load(tmp_path)
+    assert aenp.model_name(loaded) == key
+    assert loaded.config == {k: expected[k] for k in ("key", "dim_x", "dim_y", "hparams")} | (
+        {"approximate": DEFAULT_APPROXIMATE} if key in STRICT_COUNTERPARTS else {}
+    )
+
+
+def test_a_config_written_by_hand_in_the_saved_format_loads(tmp_path):
+    """Fixed inputs over the gridded input only; the channel input's bounds are (None, None)."""
+    config = {
+        "format_version": 1,
+        "name": "convcnp_approx",
+        "key": "convcnp",
+        "dim_x": 2,
+        "dim_y": 1,
+        "hparams": {**SMALL_BY_KEY["convcnp"], "channel_inputs": 1},
+        "approximate": {
+            "num_fixed_inputs": 2,
+            "p_drop": 0.25,
+            "domain": [[-1.0, 1.0], [None, None]],
+            "hidden": [8],
+        },
+        "metadata": {},
+    }
+    hparams = {**config["hparams"], **config["approximate"]}
+    model = aenp.build_model("convcnp_approx", 2, 1, **hparams)
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = aenp.load(tmp_path)
+    assert loaded.config == {
+        k: config[k] for k in ("key", "dim_x", "dim_y", "hparams", "approximate")
+    }
+    assert loaded.backbone.grid_dims == 1 and loaded.backbone.fixed_inputs.p_drop == 0.25
+    assert loaded.backbone.fixed_inputs.domain.tolist() == [[-1.0, 1.0]]
+
+
 def test_round_trip_keeps_float64(tmp_path):
     model = aenp.build_model("convcnp", 1, 1, **SMALL_CONVCNP).double()
     aenp.save(model, tmp_path)
@@ -36,10 +95,18 @@ def test_round_trip_keeps_float64(tmp_path):
 
 
 def test_manual_approximate_round_trips(tmp_path):
-    model = aenp.approximate(aenp.build_model("tetnp", 1, 1, **SMALL_TNP), num_fixed_inputs=3)
+    model = aenp.build_model("tetnp", 1, 1, **SMALL_TNP)
+    assert "approximate" not in model.config
+    aenp.approximate(model, num_fixed_inputs=3, p_drop=1, domain=[(-1, 2)], hidden=(4,))
     aenp.save(model, tmp_path)
     loaded = aenp.load(tmp_path)
-    assert loaded.config["approximate"]["num_fixed_inputs"] == 3
+    assert aenp.model_name(loaded) == "tetnp_approx"
+    assert loaded.config["approximate"] == {
+        "num_fixed_inputs": 3,
+        "p_drop": 1,
+        "domain": [[-1.0, 2.0]],
+        "hidden": [4],
+    }
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.batch import Batch
+from aenp.batch import Batch
 from aenp.nn import setconv
 from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4

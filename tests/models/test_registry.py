@@ -4,19 +4,110 @@ import math
 import pytest
 
 import aenp
+from aenp.evaluate.tables import display_name
 from aenp.models.registry import (
-    APPROX_SUFFIX,
     APPROXIMATE_HPARAMS,
-    APPROXIMATE_ONLY,
-    BUILDERS,
+    MODEL_SPECS,
     RULES,
     integer,
     number,
+    registry_key,
+    strict_counterpart,
 )
+from aenp.nn.fixed_inputs import injection_sites
+
+from .test_contract import SMALL_BY_KEY
+
+
+def dim_x_of(key):
+    return 2 if key.startswith("equivcnp") else 1
 
 
 def test_keys_of_the_design():
     assert set(aenp.model_keys()) >= {"tnp", "tetnp", "tetnp_approx", "convcnp", "convcnp_approx"}
+
+
+STRICT_COUNTERPARTS = {
+    "tetnp_approx": "tetnp",
+    "tepttnp_approx": "tepttnp",
+    "convcnp_approx": "convcnp",
+    "equivcnp_approx": "equivcnp",
+    "relaxed_convcnp": "convcnp",
+}
+
+
+def test_keys_keep_their_order():
+    """``aenp models`` and error messages list the keys in this order."""
+    assert aenp.model_keys() == [
+        "tnp",
+        "tetnp",
+        "pttnp",
+        "tepttnp",
+        "convcnp",
+        "equivcnp",
+        "relaxed_convcnp",
+        "tetnp_approx",
+        "tepttnp_approx",
+        "convcnp_approx",
+        "equivcnp_approx",
+    ]
+
+
+@pytest.mark.parametrize("key", aenp.model_keys())
+def test_strict_counterparts_and_approximate_keys(key):
+    assert strict_counterpart(key) == STRICT_COUNTERPARTS.get(key)
+    assert MODEL_SPECS[key].approximate == (key in STRICT_COUNTERPARTS)
+    model = aenp.build_model(key, dim_x_of(key), 1, **SMALL_BY_KEY[key.removesuffix("_approx")])
+    has_fixed_inputs = any(site.fixed_inputs is not None for site in injection_sites(model))
+    assert has_fixed_inputs == (key in STRICT_COUNTERPARTS)
+    assert aenp.model_name(model) == key
+
+
+@pytest.mark.parametrize("key", [k for k in MODEL_SPECS if k.endswith("_approx")])
+def test_approx_spec_is_its_strict_spec_made_approximate(key):
+    spec, strict = MODEL_SPECS[key], MODEL_SPECS[key.removesuffix("_approx")]
+    assert spec.strict_counterpart == strict.key and not strict.approximate
+    assert spec.builder is strict.builder and spec.symmetry == strict.symmetry
+
+
+def test_relaxed_convcnp_relaxes_the_symmetry_of_its_counterpart():
+    assert MODEL_SPECS["relaxed_convcnp"].symmetry == MODEL_SPECS["convcnp"].symmetry
+    assert MODEL_SPECS["tnp"].symmetry is None and MODEL_SPECS["pttnp"].symmetry is None
+
+
+def test_display_names_are_the_papers():
+    assert display_name("tetnp_approx") == "TE-TNP (T̃)"
+    assert display_name("equivcnp_approx") == "EquivCNP (Ẽ)"
+    assert display_name("relaxed_convcnp") == "RelaxedConvCNP (T̃)"
+    assert display_name("gp-truth") == "gp-truth"
+
+
+def test_former_views_are_deprecated_but_unchanged():
+    from aenp.evaluate import tables
+    from aenp.models import registry
+
+    with pytest.warns(DeprecationWarning, match="MODEL_SPECS"):
+        assert list(registry.BUILDERS) == aenp.model_keys()[:7]
+    with pytest.warns(DeprecationWarning, match="MODEL_SPECS"):
+        assert registry.EQUIVARIANT == ("tetnp", "tepttnp", "convcnp", "equivcnp")
+    with pytest.warns(DeprecationWarning, match="MODEL_SPECS"):
+        assert registry.APPROXIMATE_ONLY == ("relaxed_convcnp",)
+    with pytest.warns(DeprecationWarning, match="display_name"):
+        assert tables.DISPLAY_NAMES["convcnp"] == "ConvCNP (T)"
+    with pytest.raises(AttributeError):
+        registry.NO_SUCH_NAME  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"key": "tetnp"}, "tetnp"),
+        ({"key": "tetnp", "approximate": {}}, "tetnp_approx"),
+        ({"key": "relaxed_convcnp", "approximate": {}}, "relaxed_convcnp"),
+    ],
+)
+def test_saved_keys_name_their_registry_key(config, key):
+    assert registry_key(config) == key
 
 
 def test_approx_key_is_base_followed_by_approximate():
@@ -62,15 +153,11 @@ def test_approximate_twice_is_refused():
         aenp.approximate(model)
 
 
-def dim_x_of(key):
-    return 2 if key.startswith("equivcnp") else 1
-
-
 def hyperparameters(key):
     """Every hyper-parameter name ``build_model`` accepts for ``key``."""
-    base = key.removesuffix(APPROX_SUFFIX)
-    names = set(inspect.signature(BUILDERS[base]).parameters) - {"dim_x", "dim_y"}
-    if key != base or base in APPROXIMATE_ONLY:
+    spec = MODEL_SPECS[key]
+    names = set(inspect.signature(spec.builder).parameters) - {"dim_x", "dim_y"}
+    if spec.approximate:
         names |= set(APPROXIMATE_HPARAMS)
     return sorted(names)
 
@@ -227,3 +314,14 @@ def test_edges_of_the_valid_ranges_build(key, hparams):
 def test_absurd_widths_are_refused_before_allocating(key, hparams, match):
     with pytest.raises(ValueError, match=rf"model '{key}' with hyper-parameters .*{match}"):
         aenp.build_model(key, 1, 1, **hparams)
+
+
+@pytest.mark.parametrize("key", ["convcnp", "relaxed_convcnp"])
+def test_inputs_beyond_a_cnns_grid_are_sent_to_the_channels(key):
+    with pytest.raises(
+        ValueError, match=r"at most 3 dimensions.*data channels with channel_inputs"
+    ):
+        aenp.build_model(key, 4, 1)
+    assert (
+        aenp.build_model(key, 4, 1, channel_inputs=1, **SMALL_BY_KEY[key]).backbone.grid_dims == 3
+    )

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from aenp.models.registry import build_model
-from aenp.nn.fixed_inputs import FixedInputs, approximate
+from aenp.nn.fixed_inputs import (
+    FixedInputs,
+    InjectionPoint,
+    approximate,
+    injection_sites,
+    strictly_equivariant,
+)
 
 
 def make(**kwargs):
@@ -96,3 +102,50 @@ def test_first_layer_hinges_are_spread_over_the_domain():
     assert bool(((hinges >= -1) & (hinges <= 1)).all())
     assert hinges.unique().numel() == first.out_features
     assert hinges.max() - hinges.min() > 1.0
+
+
+class ShiftedFeatures(InjectionPoint):
+    """The smallest backbone with an injection point: features ``x + fixed_inputs(x)``."""
+
+    def __init__(self):
+        super().__init__(position_dims=2, width=2)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        h = self.scale * x
+        return h if self.fixed_inputs is None else h + self.fixed_inputs(x)
+
+
+def test_a_new_backbone_opts_in_by_subclassing_the_injection_point():
+    model = approximate(ShiftedFeatures(), num_fixed_inputs=3, p_drop=0.0)
+    assert injection_sites(model) == [model]
+    assert model.fixed_inputs.dim_x == 2 and model.fixed_inputs.projection.out_features == 2
+    torch.nn.init.normal_(model.fixed_inputs.projection.weight)
+    x = torch.randn(4, 5, 2)
+    assert (model(x) - x).abs().max() > 0
+    with strictly_equivariant(model):
+        torch.testing.assert_close(model(x), x)
+
+
+def test_attributes_alone_do_not_make_an_injection_point():
+    """The interface is the base class, not attribute names another module may happen to have."""
+    lookalike = torch.nn.Linear(2, 2)
+    lookalike.fixed_input_width, lookalike.fixed_inputs = 2, None
+    with pytest.raises(ValueError, match=r"0 injection points.*subclasses .*InjectionPoint"):
+        approximate(lookalike)
+
+
+def test_fixed_inputs_keep_the_arguments_they_were_made_with():
+    """Exactly as given: the domain buffer alone would round 0.1 to the default dtype."""
+    module = FixedInputs(2, 3, num_fixed_inputs=2, domain=[(0.1, 1), (None, None)], hidden=[5])
+    assert module.bounds == [[0.1, 1.0], [None, None]] and module.hidden == (5,)
+    assert FixedInputs(1, 3).bounds is None
+
+
+def test_the_site_of_a_convcnp_with_channel_inputs_is_its_gridded_inputs():
+    model = build_model("convcnp", 2, 1, points_per_unit=8, channels=4, channel_inputs=1)
+    (site,) = injection_sites(model)
+    assert model.dim_x == 2 and site.grid_dims == site.position_dims == 1
+    approximate(model, domain=[[-1.0, 1.0], [None, None]])
+    assert site.fixed_inputs.dim_x == 1
+    assert model.config["approximate"]["domain"] == [[-1.0, 1.0], [None, None]]

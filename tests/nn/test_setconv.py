@@ -178,7 +178,7 @@ def test_cnns_keep_the_grid_shape(cnn):
 def test_cnn_arguments_are_checked():
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         UNet(1, 4, 2, 4)
-    with pytest.raises(ValueError, match="1 to 3 spatial dimensions"):
+    with pytest.raises(ValueError, match="convolutions act on 1-D to 3-D grids, got 4"):
         ConvNet(4, 4, 2, 3)
 
 

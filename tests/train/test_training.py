@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 import aenp
-from aenp.data.batch import target_loglik
+from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.errors import InputError, InputTypeError
+from aenp.run_directory import RunDirectory
 from aenp.testing import random_batch, random_grid_batch
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import NeuralProcessModule, mean_loglik
@@ -204,6 +205,26 @@ def test_train_writes_model_checkpoints_and_logs(finished_run):
     assert aenp.model_name(aenp.load(finished_run / "model")) == "convcnp_approx"
     assert any(row.get("val/loglik") for row in training_log(finished_run))
     assert not list(finished_run.rglob("*.partial*"))
+
+
+def test_run_directory_reads_back_what_train_wrote(finished_run):
+    cfg = tiny_config(None, run_dir=finished_run)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run = RunDirectory(finished_run)
+    assert run.is_trained()
+    assert run.recorded_config() == resolved == run.training_record()["config"]
+    assert OmegaConf.to_container(run.config()) == resolved
+    assert run.last_checkpoint.is_file()
+    trained = aenp.load(finished_run / "model").state_dict()
+    for name, tensor in run.load_model().state_dict().items():
+        torch.testing.assert_close(tensor, trained[name], rtol=0, atol=0)
+    experiment = run.experiment()
+    assert experiment.name == "gp1d"
+    [ours] = experiment.split("test", 4, 4)
+    [theirs] = experiment_from_config(cfg).split("test", 4, 4)
+    torch.testing.assert_close(ours.batch.yc, theirs.batch.yc, rtol=0, atol=0)
+    steps = [int(row["step"]) for row in run.training_log() if row.get("train/loss")]
+    assert steps == sorted(steps) and len(steps) == 8
 
 
 def run_files(run_dir):

@@ -1,1 +1,1 @@
-"""Tasks and generators: the Batch type and the experiments' data."""
+"""The experiments' data: task generators and evaluation splits (batch types: :mod:`aenp.batch`)."""

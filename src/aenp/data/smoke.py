@@ -332,81 +332,21 @@ def generate(
     """
     import zarr
 
-    out = Path(out)
-    counts = {
-        "train": _integer("num_train", num_train, 1),
-        "test": _integer("num_test", num_test, 1),
-    }
-    batch_size = _integer("batch_size", batch_size, 1)
-    if not isinstance(settings, SmokeSettings):
-        raise InputTypeError(f"settings must be a SmokeSettings, got {settings!r}")
-    if out.exists() and not out.is_dir():
-        raise InputError(
-            f"out {out} is a file; expected a directory, new or holding a smoke store to resume"
-        )
+    out, counts, batch_size = _checked_options(out, num_train, num_test, settings, batch_size)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_NAME
-    previous = _read_manifest(manifest_path) if manifest_path.is_file() else None
-    if previous is not None:
-        given = {"settings": asdict(settings), "counts": counts, "batch_size": batch_size}
-        for key, value in given.items():
-            if previous[key] != value:
-                command = _command(
-                    out,
-                    SmokeSettings(**previous["settings"]),
-                    previous["counts"],
-                    previous["batch_size"],
-                )
-                raise SmokeStoreError(
-                    f"{out} holds a smoke store made with {key} = {previous[key]}, not {value}; "
-                    f"resume it with `{command}`, or choose another --out"
-                )
+    _check_resumable(out, settings, counts, batch_size)
     remedy = _remedy(out, settings, counts, batch_size)
     group = zarr.open_group(out / STORE_NAME, mode="a")
     # What earlier runs wrote must decode before anything is added to it.
     written = _arrays(group, counts, present=True)
     _checked_chunks(out / STORE_NAME, written, None, remedy, missing_ok=True)
     _write_manifest(manifest_path, _manifest(settings, counts, batch_size, "incomplete"))
-    res = settings.resolution
     failures = []
     total = sum(counts.values())
     with tqdm(total=total, desc="smoke plumes", unit="plume", disable=not progress) as bar:
         for split, n in counts.items():
-            density = group.require_array(
-                f"{split}/density",
-                shape=(n, res, res),
-                chunks=(min(n, batch_size), res, res),
-                dtype="float32",
-                fill_value=0.0,
-            )
-            params = group.require_array(
-                f"{split}/params", shape=(n, len(PARAMETER_NAMES)), dtype="float64", fill_value=0.0
-            )
-            done = group.require_array(f"{split}/done", shape=(n,), dtype="bool", fill_value=False)
-            todo = np.flatnonzero(~done[:]).tolist()
-            bar.update(n - len(todo))
-            for chunk in _batches(todo, batch_size):
-                seeds = [simulation_seed(settings, split, i) for i in chunk]
-                parameters = np.stack([simulation_parameters(s) for s in seeds])
-                try:
-                    fields, finished = simulate(parameters, settings), chunk
-                except SimulationError:
-                    fields, finished = [], []
-                    for i, seed, p in zip(chunk, seeds, parameters, strict=True):
-                        try:
-                            fields.append(simulate(p[None], settings)[0])
-                            finished.append(i)
-                        except SimulationError as error:
-                            failures.append(
-                                {"split": split, "index": i, "seed": seed, "error": str(error)}
-                            )
-                    fields = np.stack(fields) if fields else np.empty((0, res, res), np.float32)
-                if finished:
-                    rows = [chunk.index(i) for i in finished]
-                    density[finished] = fields
-                    params[finished] = parameters[rows]
-                    done[finished] = True  # last, so a simulation counts only once written
-                bar.update(len(chunk))
+            failures += _simulate_split(group, split, n, settings, batch_size, bar)
     if failures:
         _write_manifest(
             manifest_path, _manifest(settings, counts, batch_size, "failed", failures=failures)
@@ -420,6 +360,124 @@ def generate(
     complete = _manifest(settings, counts, batch_size, "complete", failures=[], chunks=chunks)
     _write_manifest(manifest_path, complete)
     return out
+
+
+def _checked_options(
+    out: str | os.PathLike, num_train: int, num_test: int, settings: Any, batch_size: int
+) -> tuple[Path, dict[str, int], int]:
+    """``out``, the counts per split and the batch size of :func:`generate`, checked."""
+    out = Path(out)
+    counts = {
+        "train": _integer("num_train", num_train, 1),
+        "test": _integer("num_test", num_test, 1),
+    }
+    batch_size = _integer("batch_size", batch_size, 1)
+    if not isinstance(settings, SmokeSettings):
+        raise InputTypeError(f"settings must be a SmokeSettings, got {settings!r}")
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"out {out} is a file; expected a directory, new or holding a smoke store to resume"
+        )
+    return out, counts, batch_size
+
+
+def _check_resumable(
+    out: Path, settings: SmokeSettings, counts: dict[str, int], batch_size: int
+) -> None:
+    """Refuses a store in ``out`` made with other options, saying how to resume it instead."""
+    manifest_path = out / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return
+    previous = _read_manifest(manifest_path)
+    given = {"settings": asdict(settings), "counts": counts, "batch_size": batch_size}
+    for key, value in given.items():
+        if previous[key] != value:
+            command = _command(
+                out,
+                SmokeSettings(**previous["settings"]),
+                previous["counts"],
+                previous["batch_size"],
+            )
+            raise SmokeStoreError(
+                f"{out} holds a smoke store made with {key} = {previous[key]}, not {value}; "
+                f"resume it with `{command}`, or choose another --out"
+            )
+
+
+def _simulate_split(
+    group: Any, split: str, n: int, settings: SmokeSettings, batch_size: int, bar: tqdm
+) -> list[dict[str, Any]]:
+    """Simulates the split's plumes not yet done, writing each batch as soon as it finishes.
+
+    Returns:
+        A record (split, index, seed, error) of each simulation that failed.
+    """
+    density, params, done = _split_arrays(group, split, n, settings.resolution, batch_size)
+    todo = np.flatnonzero(~done[:]).tolist()
+    bar.update(n - len(todo))
+    failures = []
+    for indices in _batches(todo, batch_size):
+        seeds = [simulation_seed(settings, split, i) for i in indices]
+        parameters = np.stack([simulation_parameters(s) for s in seeds])
+        finished, fields, failed = _simulate_batch(split, indices, seeds, parameters, settings)
+        failures += failed
+        if finished:
+            rows = [indices.index(i) for i in finished]
+            density[finished] = fields
+            params[finished] = parameters[rows]
+            done[finished] = True  # last, so a simulation counts only once written
+        bar.update(len(indices))
+    return failures
+
+
+def _split_arrays(
+    group: Any, split: str, n: int, resolution: int, batch_size: int
+) -> tuple[Any, Any, Any]:
+    """The density, params and done arrays of a split, created if missing."""
+    res = resolution
+    density = group.require_array(
+        f"{split}/density",
+        shape=(n, res, res),
+        chunks=(min(n, batch_size), res, res),
+        dtype="float32",
+        fill_value=0.0,
+    )
+    params = group.require_array(
+        f"{split}/params", shape=(n, len(PARAMETER_NAMES)), dtype="float64", fill_value=0.0
+    )
+    done = group.require_array(f"{split}/done", shape=(n,), dtype="bool", fill_value=False)
+    return density, params, done
+
+
+def _simulate_batch(
+    split: str,
+    indices: list[int],
+    seeds: list[int],
+    parameters: np.ndarray,
+    settings: SmokeSettings,
+) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+    """Runs a batch of simulations, or, if it fails, each of them alone.
+
+    So a failure loses only the simulations that fail alone.
+
+    Returns:
+        The indices of the simulations that finished, their densities ``[finished, res, res]``,
+        and a record (split, index, seed, error) of each that failed.
+    """
+    try:
+        return indices, simulate(parameters, settings), []
+    except SimulationError:
+        pass
+    finished, fields, failures = [], [], []
+    for i, seed, p in zip(indices, seeds, parameters, strict=True):
+        try:
+            fields.append(simulate(p[None], settings)[0])
+            finished.append(i)
+        except SimulationError as error:
+            failures.append({"split": split, "index": i, "seed": seed, "error": str(error)})
+    res = settings.resolution
+    fields = np.stack(fields) if fields else np.empty((0, res, res), np.float32)
+    return finished, fields, failures
 
 
 def _check_keys(

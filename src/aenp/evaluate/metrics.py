@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from aenp.data.batch import Batch, target_loglik
-from aenp.data.experiments import EvaluationBatch
+from aenp.batch import Batch, EvaluationBatch, target_loglik
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
 
@@ -18,6 +19,40 @@ from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
 def is_approximate(model: NeuralProcess) -> bool:
     """Whether the model has fixed inputs (so it can also be evaluated strictly)."""
     return any(isinstance(m, FixedInputs) for m in model.modules())
+
+
+Means = TypeVar("Means", Tensor, np.ndarray)
+
+
+def predictive_mean(model: NeuralProcess, *inputs: Any) -> Tensor:
+    """The mean of the model's predictive distribution given ``inputs``."""
+    return model(*inputs).mean
+
+
+def departure_from_equivariance(
+    model: NeuralProcess,
+    *inputs: Any,
+    mean: Callable[..., Means] = predictive_mean,
+    as_trained: Means | None = None,
+) -> Means:
+    """``|μ − μ_strict|``: how far the predictive mean moves when the fixed inputs are zeroed.
+
+    Args:
+        model: An approximate model.
+        *inputs: What the model predicts from (a batch, or ``xc, yc, xt``).
+        mean: ``mean(model, *inputs)`` is μ (a tensor or an array of any shape), by default
+            the mean of ``model(*inputs)``; it is called again inside
+            :func:`strictly_equivariant` for μ_strict.
+        as_trained: μ, if already computed.
+
+    Returns:
+        ``|μ − μ_strict|`` per element, in the shape of μ.
+    """
+    if as_trained is None:
+        as_trained = mean(model, *inputs)
+    with strictly_equivariant(model):
+        strict = mean(model, *inputs)
+    return abs(as_trained - strict)
 
 
 def mean_and_stderr(values: Tensor) -> dict[str, float]:
@@ -68,9 +103,8 @@ def per_task_metrics(
                 add("gt_loglik", item.gt_loglik)
                 add("oracle_loglik", item.oracle_loglik)
             if measure_equiv:
-                with strictly_equivariant(model):
-                    strict_mean = model(batch).mean
-                add("delta_equiv", batch.target_average((pred.mean - strict_mean).abs().mean(-1)))
+                departure = departure_from_equivariance(model, batch, as_trained=pred.mean)
+                add("delta_equiv", batch.target_average(departure.mean(-1)))
     result = {name: torch.cat(values) for name, values in columns.items()}
     if "gt_loglik" in result:
         result["gap"] = result["gt_loglik"] - result["loglik"]
@@ -95,10 +129,3 @@ def evaluate_per_task(
         for name, items in splits.items()
         for strict in modes
     }
-
-
-def evaluate_splits(
-    model: NeuralProcess, splits: dict[str, Sequence[EvaluationBatch]]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean ± standard error of :func:`evaluate_per_task`."""
-    return summarise(evaluate_per_task(model, splits))

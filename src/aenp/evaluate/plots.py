@@ -15,16 +15,16 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from aenp.data.batch import Batch
+from aenp.batch import Batch, EvaluationBatch
 from aenp.data.climate import select_cells
-from aenp.data.experiments import GP1D, EvaluationBatch, Experiment
-from aenp.evaluate.metrics import is_approximate
+from aenp.data.experiments import GP1D, Experiment
+from aenp.evaluate.metrics import departure_from_equivariance, is_approximate
 from aenp.evaluate.tables import display_name
 from aenp.files import atomic_write
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.fixed_inputs import FixedInputs, strictly_equivariant
 from aenp.prediction import ExtrapolationWarning, predict
-from aenp.train.run import training_log
+from aenp.run_directory import RunDirectory
 
 AS_TRAINED_COLOUR = "tab:blue"
 STRICT_COLOUR = "tab:red"
@@ -68,10 +68,7 @@ def plot_predictions_1d(
         tasks: Evaluation batches per split; of each split, the first task of the batch with
             the fewest and of the batch with the most context points is drawn.
     """
-    columns = []
-    for split, items in tasks.items():
-        by_size = sorted(items, key=lambda item: item.batch.xc.shape[1])
-        columns += [(split, by_size[0].batch[0]), (split, by_size[-1].batch[0])]
+    columns = _fewest_and_most_contexts(tasks)
     fig = Figure(
         figsize=(4 * len(columns), 2.6 * len(models)), dpi=LINE_FIGURE_DPI, layout="constrained"
     )
@@ -93,38 +90,61 @@ def plot_predictions_1d(
                 "ground truth",
                 linestyle="--",
             )
-            model.eval()
-            pred = model(Batch(task.xc, task.yc, x))
-            _band(
-                ax, x[0, :, 0], pred.mean[0, :, 0], pred.stddev[0, :, 0], AS_TRAINED_COLOUR, "model"
-            )
-            if is_approximate(model):
-                with strictly_equivariant(model):
-                    strict = model(Batch(task.xc, task.yc, x))
-                _band(
-                    ax,
-                    x[0, :, 0],
-                    strict.mean[0, :, 0],
-                    strict.stddev[0, :, 0],
-                    STRICT_COLOUR,
-                    "fixed inputs zeroed",
-                )
-            ax.scatter(
-                task.xc[0, :, 0],
-                task.yc[0, :, 0],
-                s=10,
-                color=TRUTH_COLOUR,
-                zorder=3,
-                label="context",
-            )
-            for edge in experiment.train_range:
-                if low <= edge <= high:
-                    ax.axvline(edge, color="grey", linestyle=":", linewidth=1)
-            ax.set_xlim(low, high)
+            _model_bands(ax, model, Batch(task.xc, task.yc, x))
+            _context_and_training_range(ax, task, experiment.train_range, low, high)
             if col == 0:
                 ax.set_ylabel(display_name(key))
             if row == 0:
                 ax.set_title(f"{split}: {task.xc.shape[1]} context points")
+    _legend_below(fig, axes)
+    return fig
+
+
+def _fewest_and_most_contexts(
+    tasks: Mapping[str, list[EvaluationBatch]],
+) -> list[tuple[str, Batch]]:
+    """``(split, task)``: the first task of each split's batches with fewest and most contexts."""
+    columns = []
+    for split, items in tasks.items():
+        by_size = sorted(items, key=lambda item: item.batch.xc.shape[1])
+        columns += [(split, by_size[0].batch[0]), (split, by_size[-1].batch[0])]
+    return columns
+
+
+def _model_bands(ax, model: NeuralProcess, task: Batch) -> None:
+    """A model's predictive bands on a one-task batch: as trained and with fixed inputs zeroed."""
+    model.eval()
+    x = task.xt[0, :, 0]
+    pred = model(task)
+    _band(ax, x, pred.mean[0, :, 0], pred.stddev[0, :, 0], AS_TRAINED_COLOUR, "model")
+    if is_approximate(model):
+        with strictly_equivariant(model):
+            strict = model(task)
+        _band(
+            ax,
+            x,
+            strict.mean[0, :, 0],
+            strict.stddev[0, :, 0],
+            STRICT_COLOUR,
+            "fixed inputs zeroed",
+        )
+
+
+def _context_and_training_range(
+    ax, task: Batch, train_range: tuple[float, float], low: float, high: float
+) -> None:
+    """A task's context points, and the edges of the training range inside ``[low, high]``."""
+    ax.scatter(
+        task.xc[0, :, 0], task.yc[0, :, 0], s=10, color=TRUTH_COLOUR, zorder=3, label="context"
+    )
+    for edge in train_range:
+        if low <= edge <= high:
+            ax.axvline(edge, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(low, high)
+
+
+def _legend_below(fig: Figure, axes: np.ndarray) -> None:
+    """One legend under the figure, naming each label of its panels once."""
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -132,7 +152,6 @@ def plot_predictions_1d(
     fig.legend(
         list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles)
     )
-    return fig
 
 
 @torch.no_grad()
@@ -159,7 +178,7 @@ def plot_training_curves(run_dirs: Mapping[str, Path]) -> Figure:
     fig = Figure(figsize=(6, 4), dpi=LINE_FIGURE_DPI, layout="constrained")
     ax = fig.subplots()
     for key, run_dir in run_dirs.items():
-        rows = [r for r in training_log(run_dir) if r.get("val/loglik")]
+        rows = [r for r in RunDirectory(run_dir).training_log() if r.get("val/loglik")]
         if not rows:
             continue
         steps = np.array([float(r["step"]) for r in rows])
@@ -194,10 +213,7 @@ def plot_departure_1d(
         for item in items:
             b = item.batch
             xt = x[None, :, None].expand(len(b), -1, -1)
-            mean = model(Batch(b.xc, b.yc, xt)).mean
-            with strictly_equivariant(model):
-                strict = model(Batch(b.xc, b.yc, xt)).mean
-            departure.append((mean - strict).abs().sum(-1))
+            departure.append(departure_from_equivariance(model, Batch(b.xc, b.yc, xt)).mean(-1))
         ax.plot(x, torch.cat(departure).mean(0), label=display_name(key))
     ax.set_xlabel("x")
     ax.set_ylabel("mean |μ − μ_strict|")
@@ -253,11 +269,10 @@ def plot_maps_2d(
         _image(grid[row, 0], mean, extent, f"{display_name(key)}: mean", vmin=vmin, vmax=vmax)
         _image(grid[row, 1], (mean - truth).abs(), extent, "|error|", vmin=0, vmax=vmax - vmin)
         if is_approximate(model):
-            with strictly_equivariant(model):
-                strict = _dense_mean(model, everywhere)
-            image = _image(
-                grid[row, 2], (mean - strict).abs(), extent, "|μ − μ_strict|", cmap="magma"
+            departure = departure_from_equivariance(
+                model, everywhere, mean=_dense_mean, as_trained=mean
             )
+            image = _image(grid[row, 2], departure, extent, "|μ − μ_strict|", cmap="magma")
             fig.colorbar(image, ax=grid[row, 2], shrink=0.8)
         else:
             grid[row, 2].axis("off")
@@ -280,10 +295,7 @@ def departure_map(model: NeuralProcess, items: list[EvaluationBatch]) -> torch.T
     for item in items:
         b = item.batch
         everywhere = type(b)(b.y.nan_to_num(), b.context_mask, b.context_mask | True, b.axes)
-        mean = model(everywhere).mean
-        with strictly_equivariant(model):
-            strict = model(everywhere).mean
-        total = total + (mean - strict).abs().mean(-1).sum(0)
+        total = total + departure_from_equivariance(model, everywhere).mean(-1).sum(0)
         count += len(b)
     return total / count
 
@@ -359,9 +371,10 @@ def plot_region_maps(
         show(grid[row, 1], np.abs(mean - values), "|error|", cmap="magma")
         show(grid[row, 2], std, "std", cmap="viridis")
         if is_approximate(model):
-            with strictly_equivariant(model):
-                strict, _ = predicted(model)
-            show(grid[row, 3], np.abs(mean - strict), "|μ − μ_strict|", cmap="magma")
+            departure = departure_from_equivariance(
+                model, mean=lambda model: predicted(model)[0], as_trained=mean
+            )
+            show(grid[row, 3], departure, "|μ − μ_strict|", cmap="magma")
         else:
             grid[row, 3].axis("off")
     return fig

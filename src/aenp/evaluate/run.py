@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from aenp.errors import InputError, MissingFileError
+from aenp.errors import InputError
 from aenp.evaluate.metrics import evaluate_per_task, summarise
-from aenp.files import atomic_write, write_json
-from aenp.models.io import load
 from aenp.models.registry import model_name
-from aenp.train.run import MODEL_DIR, RUN_CONFIG, experiment_from_config
 
-METRICS_FILE = "metrics.json"
-PER_TASK_FILE = "per_task_loglik.npz"
+# The file names moved to aenp.run_directory (RunDirectory); they stay importable from here.
+from aenp.run_directory import METRICS_FILE as METRICS_FILE
+from aenp.run_directory import PER_TASK_FILE as PER_TASK_FILE
+from aenp.run_directory import RunDirectory
 
 
-def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, num_tasks: int | None = None) -> dict[str, Any]:
     """Evaluates the saved model of ``run_dir``; writes ``metrics.json`` and per-task logliks.
 
     ``metrics.json`` is strict JSON: a metric without a value (NaN) is ``null`` there, while
@@ -34,16 +32,17 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str,
 
     Returns:
         ``{"model": key, "splits": {split: {metric: {"mean", "stderr", "num_tasks"}}}}``.
+
+    Raises:
+        InputError: If ``num_tasks`` is not a positive integer or None.
+        MissingFileError: If ``run_dir`` holds no config or no saved model.
     """
     if num_tasks is not None and num_tasks < 1:
         raise InputError(f"num_tasks must be a positive integer or None, got {num_tasks}")
-    run_dir = Path(run_dir)
-    config_path = run_dir / RUN_CONFIG
-    if not config_path.is_file():
-        raise MissingFileError(f"{run_dir} is not a training run: {config_path} does not exist")
-    cfg = OmegaConf.load(config_path)
-    model = load(run_dir / MODEL_DIR)
-    experiment = experiment_from_config(cfg)
+    run = RunDirectory(run_dir)
+    cfg = run.config()
+    model = run.load_model()
+    experiment = run.experiment()
     if num_tasks is None:
         num_tasks = cfg.data.num_test_tasks
     splits = {
@@ -57,13 +56,10 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None) -> dict[str,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "splits": summarise(per_task),
     }
-    write_json(run_dir / METRICS_FILE, results)
-    with atomic_write(run_dir / PER_TASK_FILE) as tmp:
-        np.savez(tmp, **{k: v["loglik"].numpy() for k, v in per_task.items()})
+    run.write_results(results, {k: v["loglik"].numpy() for k, v in per_task.items()})
     return results
 
 
-def load_per_task_loglik(run_dir: str | Path) -> dict[str, np.ndarray]:
+def load_per_task_loglik(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The per-task log-likelihoods written by :func:`evaluate_run`."""
-    with np.load(Path(run_dir) / PER_TASK_FILE) as arrays:
-        return dict(arrays)
+    return RunDirectory(run_dir).per_task_loglik()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,26 +11,26 @@ import numpy as np
 import torch
 
 from aenp.evaluate.metrics import mean_and_stderr
-from aenp.models.registry import BUILDERS, EQUIVARIANT, strict_counterpart
-
-DISPLAY_NAMES = {
-    "tnp": "TNP",
-    "tetnp": "TE-TNP (T)",
-    "tetnp_approx": "TE-TNP (T̃)",
-    "pttnp": "PT-TNP",
-    "tepttnp": "TE-PT-TNP (T)",
-    "tepttnp_approx": "TE-PT-TNP (T̃)",
-    "convcnp": "ConvCNP (T)",
-    "convcnp_approx": "ConvCNP (T̃)",
-    "equivcnp": "EquivCNP (E)",
-    "equivcnp_approx": "EquivCNP (Ẽ)",
-    "relaxed_convcnp": "RelaxedConvCNP (T̃)",
-}
+from aenp.models.registry import MODEL_SPECS, strict_counterpart
 
 
 def display_name(key: str) -> str:
-    """The paper's name for a registry key."""
-    return DISPLAY_NAMES.get(key, key)
+    """The paper's name for a registry key (the key itself for any other name)."""
+    spec = MODEL_SPECS.get(key)
+    return key if spec is None else spec.display_name
+
+
+def __getattr__(name: str) -> Any:
+    """``DISPLAY_NAMES``, deprecated: the names are in ``MODEL_SPECS[key].display_name``."""
+    if name != "DISPLAY_NAMES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        "aenp.evaluate.tables.DISPLAY_NAMES is deprecated; use display_name(key) or "
+        "aenp.models.registry.MODEL_SPECS[key].display_name",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return {key: spec.display_name for key, spec in MODEL_SPECS.items()}
 
 
 SMALL = 0.01
@@ -192,11 +193,7 @@ def comparisons_table(
         for key, arrays in per_task.items()
     }
     num_seeds = max(len(values) for arrays in per_task.values() for values in arrays.values())
-    non_equivariant = [
-        k
-        for k in per_task
-        if k in BUILDERS and k not in EQUIVARIANT and strict_counterpart(k) is None
-    ]
+    non_equivariant = [k for k in per_task if k in MODEL_SPECS and MODEL_SPECS[k].symmetry is None]
     rows = []
     for key, arrays in per_task.items():
         base = strict_counterpart(key)

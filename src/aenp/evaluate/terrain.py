@@ -13,11 +13,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from aenp.data.climate import select_cells, terrain_elevation
+from aenp.data.climate import Climate, select_cells, terrain_elevation
 from aenp.errors import InputError
-from aenp.evaluate.metrics import is_approximate
+from aenp.evaluate.metrics import departure_from_equivariance, is_approximate
 from aenp.models.neural_process import NeuralProcess
-from aenp.nn.fixed_inputs import strictly_equivariant
 from aenp.prediction import ExtrapolationWarning, predict
 
 HIGH_GROUND = 1500.0
@@ -32,8 +31,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks["a"], ranks["b"])[0, 1])
 
 
+def _predicted_mean(model: NeuralProcess, context, truth, experiment: Climate) -> np.ndarray:
+    """The model's predictive mean at the cells of ``truth``, in the data's units."""
+    options = {"progress": False, "elevation": experiment.elevation}
+    return predict(model, context, truth, experiment.normalisation, **options)["mean"].values
+
+
 def departure_by_terrain(
-    model: NeuralProcess, experiment, every: int = 4, fraction: float = 0.3, seed: int = 0
+    model: NeuralProcess, experiment: Climate, every: int = 4, fraction: float = 0.3, seed: int = 0
 ) -> dict[str, float]:
     """How the departure of an approximate model from equivariance follows the terrain.
 
@@ -74,12 +79,10 @@ def departure_by_terrain(
         for step in range(0, field.sizes["time"], every):
             truth = field.isel(time=[step])
             context = truth.where(rng.random(truth.shape) < fraction)
-            args = (model, context, truth, experiment.normalisation)
-            options = {"progress": False, "elevation": experiment.elevation}
-            mean = predict(*args, **options)["mean"].values
-            with strictly_equivariant(model):
-                strict = predict(*args, **options)["mean"].values
-            departures.append(np.abs(mean - strict).reshape(metres.shape))
+            departure = departure_from_equivariance(
+                model, context, truth, experiment, mean=_predicted_mean
+            )
+            departures.append(departure.reshape(metres.shape))
     departure = np.mean(departures, axis=0)
     observed = np.isfinite(field.values).any(axis=0)
     departure, slope = departure[observed], np.hypot(*np.gradient(metres))[observed]

@@ -6,9 +6,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from aenp.data.grid import Grid
 from aenp.errors import InputError
-from aenp.nn.fixed_inputs import FixedInputs
+from aenp.grid import Grid
+from aenp.nn.cnn import CONV
+from aenp.nn.fixed_inputs import InjectionPoint
 from aenp.nn.mlp import MLP
 from aenp.nn.relaxed_conv import RelaxedConvNet
 from aenp.nn.setconv import (
@@ -23,17 +24,24 @@ def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
     """Number of inputs laid on the grid when the last ``channel_inputs`` are data channels.
 
     Raises:
-        ValueError: Unless ``0 <= channel_inputs < dim_x``.
+        ValueError: Unless ``0 <= channel_inputs < dim_x`` and the rest fit a CNN's grid.
     """
     if not 0 <= channel_inputs < dim_x:
         raise InputError(
             f"channel_inputs must lie in [0, dim_x={dim_x}) (one input at least is gridded), "
             f"got {channel_inputs}"
         )
-    return dim_x - channel_inputs
+    grid_dims = dim_x - channel_inputs
+    if grid_dims > max(CONV):
+        raise InputError(
+            f"convolutions act on grids of at most {max(CONV)} dimensions, but dim_x={dim_x} "
+            f"with channel_inputs={channel_inputs} grids {grid_dims}; feed inputs that are not "
+            "grid dimensions (e.g. elevation) as data channels with channel_inputs"
+        )
+    return grid_dims
 
 
-class ConvCNPBackbone(nn.Module):
+class ConvCNPBackbone(InjectionPoint):
     """Set convolution to a lattice grid, a CNN on the grid, set convolution to the targets.
 
     Exactly equivariant to shifts of the gridded inputs by multiples of ``1 / points_per_unit``,
@@ -65,7 +73,8 @@ class ConvCNPBackbone(nn.Module):
     """
 
     exact_positions = True
-    """Positions are read in the batch's precision (see :class:`aenp.models.NeuralProcess`)."""
+    """Positions are read in the batch's precision (see
+    :class:`aenp.models.neural_process.NeuralProcess`)."""
 
     def __init__(
         self,
@@ -79,24 +88,23 @@ class ConvCNPBackbone(nn.Module):
         max_grid_points: int = DEFAULT_MAX_GRID_POINTS,
         isotropic: bool = False,
     ):
-        super().__init__()
-        # The gridded inputs: those the CNN is equivariant along and fixed inputs vary over.
-        self.dim_x = gridded_inputs(dim_x, channel_inputs)
+        grid_dims = gridded_inputs(dim_x, channel_inputs)
+        # Fixed inputs vary over the gridded inputs, along which the CNN is equivariant.
+        super().__init__(position_dims=grid_dims, width=channels)
+        self.grid_dims = grid_dims
         self.channel_inputs = channel_inputs
         self.points_per_unit = points_per_unit
         self.margin = margin
         self.max_grid_points = max_grid_points
-        self.fixed_input_width = channels
-        self.fixed_inputs: FixedInputs | None = None
         init_lengthscale = 2 / points_per_unit
-        self.encoder = SetConvEncoder(self.dim_x, init_lengthscale, isotropic)
+        self.encoder = SetConvEncoder(grid_dims, init_lengthscale, isotropic)
         self.channel_encoder = (
-            SetConvEncoder(self.dim_x, init_lengthscale, isotropic) if channel_inputs else None
+            SetConvEncoder(grid_dims, init_lengthscale, isotropic) if channel_inputs else None
         )
         data_channels = dim_y + 1 + (channel_inputs + 1 if channel_inputs else 0)
         self.resize = nn.Linear(data_channels, channels)
         self.cnn = cnn
-        self.decoder = SetConvDecoder(self.dim_x, init_lengthscale, isotropic)
+        self.decoder = SetConvDecoder(grid_dims, init_lengthscale, isotropic)
         self.head = MLP(channels, 2 * dim_y, (channels,))
 
     def forward(
@@ -107,7 +115,7 @@ class ConvCNPBackbone(nn.Module):
         context_mask: Bool[Tensor, "batch nc"] | None = None,
     ) -> Float[Tensor, "batch nt 2*dy"]:
         """Target features for the likelihood; masked context points are ignored."""
-        gridded = self.dim_x
+        gridded = self.grid_dims
         x = torch.cat([xc, xt], dim=1)
         # Which points of x count (padding neither places the grid nor carries data).
         mask = None
@@ -154,9 +162,9 @@ class ConvCNPBackbone(nn.Module):
                 f"every axis for this CNN; crop or pad the grid, or use fewer U-Net levels"
             )
         given = 0 if extra_inputs is None else extra_inputs.shape[-1]
-        if len(grid.axes) != self.dim_x or given != self.channel_inputs:
+        if len(grid.axes) != self.grid_dims or given != self.channel_inputs:
             raise InputError(
-                f"this model grids {self.dim_x} input(s) and takes {self.channel_inputs} as "
+                f"this model grids {self.grid_dims} input(s) and takes {self.channel_inputs} as "
                 f"channels, but the data have {len(grid.axes)} grid axes and {given} extra "
                 "input(s)"
             )

@@ -41,7 +41,7 @@ def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | No
     Returns:
         The directory.
     """
-    if not model.config:
+    if not model.build_config:
         raise InputError("model has no build config; build it with aenp.build_model to save it")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

@@ -9,9 +9,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from aenp.data.batch import Batch, GridBatch
-from aenp.data.grid import Grid
-from aenp.errors import InputError
+from aenp.batch import Batch, GridBatch
+from aenp.errors import InputError, InputTypeError
+from aenp.grid import Grid
+from aenp.nn.fixed_inputs import injection_sites
 
 
 class NeuralProcess(nn.Module):
@@ -29,7 +30,8 @@ class NeuralProcess(nn.Module):
         likelihood: Module mapping those features to a distribution over ``yt``.
         dim_x: Input dimension ``dx``.
         dim_y: Output dimension ``dy``.
-        config: How the model was built (registry key and hyper-parameters), for saving.
+        config: How the model was built (registry key and hyper-parameters), for saving; see
+            :attr:`config`.
     """
 
     def __init__(
@@ -45,7 +47,33 @@ class NeuralProcess(nn.Module):
         self.likelihood = likelihood
         self.dim_x = dim_x
         self.dim_y = dim_y
-        self.config = config if config is not None else {}
+        self.build_config = config if config is not None else {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """How to rebuild the model, as :func:`aenp.save` writes it.
+
+        The build config (registry key, ``dim_x``, ``dim_y`` and ``hparams``) and, once the
+        model has fixed inputs, ``approximate``: the arguments of :func:`aenp.approximate` that
+        attached them.
+        """
+        sites = [site for site in injection_sites(self) if site.fixed_inputs is not None]
+        if not sites:
+            return dict(self.build_config)
+        (site,) = sites
+        fixed_inputs = site.fixed_inputs
+        domain = None
+        if fixed_inputs.bounds is not None:
+            # The inputs past the site's positions are data channels, which fixed inputs ignore.
+            channels = [[None, None]] * (self.dim_x - site.position_dims)
+            domain = [list(pair) for pair in fixed_inputs.bounds + channels]
+        approximate = {
+            "num_fixed_inputs": fixed_inputs.num_fixed_inputs,
+            "p_drop": fixed_inputs.p_drop,
+            "domain": domain,
+            "hidden": list(fixed_inputs.hidden),
+        }
+        return {**self.build_config, "approximate": approximate}
 
     def forward(
         self,
@@ -56,21 +84,30 @@ class NeuralProcess(nn.Module):
     ) -> Normal:
         """Predictive distribution over ``yt``, ``[batch, nt, dy]``.
 
-        Called as ``model(xc, yc, xt)`` (optionally with ``context_mask``, see
-        :class:`Batch`) or ``model(batch)``. Given a :class:`GridBatch`, the prediction has
-        the grid's shape ``[batch, *grid, dy]``: convolutional models predict every cell;
+        Called as ``model(xc, yc, xt)``, optionally with ``context_mask`` (see
+        :class:`Batch`), or as ``model(batch)``, which is :meth:`NeuralProcess.forward_batch`.
+        """
+        if not isinstance(xc, Batch | GridBatch):
+            return self.forward_batch(Batch(xc, yc, xt, context_mask=context_mask))
+        if context_mask is not None:
+            raise InputError(
+                "context_mask is given beside a batch; a batch carries its own mask "
+                "(Batch.context_mask)"
+            )
+        return self.forward_batch(xc)
+
+    def forward_batch(self, batch: Batch | GridBatch) -> Normal:
+        """Predictive distribution over the targets of a batch.
+
+        For a :class:`Batch` it is ``[batch, nt, dy]``. For a :class:`GridBatch` it has the
+        grid's shape ``[batch, *grid, dy]``: convolutional models predict every cell;
         point-set models (transformers) predict the target cells, seen as points, and leave a
         standard normal elsewhere.
         """
-        if isinstance(xc, Batch | GridBatch):
-            if context_mask is not None:
-                raise InputError(
-                    "context_mask is given beside a batch; a batch carries its own mask "
-                    "(Batch.context_mask)"
-                )
-            batch = xc
-        else:
-            batch = Batch(xc, yc, xt, context_mask=context_mask)
+        if not isinstance(batch, Batch | GridBatch):
+            raise InputTypeError(
+                f"batch must be an aenp.Batch or aenp.GridBatch, got {type(batch).__name__}"
+            )
         self._check(batch)
         dtype = next(self.parameters()).dtype
         if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):

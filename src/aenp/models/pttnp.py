@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from aenp.models.tnp import embed_tokens
 from aenp.nn.attention import AttentionBlock, MultiHeadAttention
-from aenp.nn.fixed_inputs import FixedInputs
+from aenp.nn.fixed_inputs import InjectionPoint
 from aenp.nn.mlp import MLP
 from aenp.nn.te_attention import TEMultiHeadAttention
 
@@ -82,7 +82,7 @@ class PTTNPBackbone(nn.Module):
         return self.head(zt)
 
 
-class TEPTTNPBackbone(nn.Module):
+class TEPTTNPBackbone(InjectionPoint):
     """Translation-equivariant PT-TNP: pseudo-tokens sit at learned offsets from the context.
 
     Every input is expressed relative to the mean (unmasked) context input (for an empty
@@ -116,10 +116,7 @@ class TEPTTNPBackbone(nn.Module):
         kernel_hidden: tuple[int, ...],
         offset_scale: float,
     ):
-        super().__init__()
-        self.dim_x = dim_x
-        self.fixed_input_width = embed_dim
-        self.fixed_inputs: FixedInputs | None = None
+        super().__init__(position_dims=dim_x, width=embed_dim)
         self.token_encoder = MLP(dim_y + 1, embed_dim, (embed_dim, embed_dim))
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, embed_dim))
         self.pseudo_offsets = nn.Parameter(offset_scale * torch.randn(num_pseudo_tokens, dim_x))

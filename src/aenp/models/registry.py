@@ -1,10 +1,15 @@
-"""Registry of neural processes by key; ``<key>_approx`` is ``<key>`` made approximate."""
+"""Registry of neural processes by key; ``<key>_approx`` is ``<key>`` made approximate.
+
+:data:`MODEL_SPECS` holds every fact about a key; each builder's keyword defaults are the
+model's default hyper-parameters (the training configs are generated from them).
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -205,26 +210,104 @@ def build_relaxed_convcnp(
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
 
-BUILDERS: dict[str, Callable[..., NeuralProcess]] = {
-    "tnp": build_tnp,
-    "tetnp": build_tetnp,
-    "pttnp": build_pttnp,
-    "tepttnp": build_tepttnp,
-    "convcnp": build_convcnp,
-    "equivcnp": build_equivcnp,
-    "relaxed_convcnp": build_relaxed_convcnp,
+TRANSLATION = "translation"
+"""Symmetry of shifts (of the lattice, for models on a grid)."""
+P4M = "p4m"
+"""Symmetry of lattice shifts, quarter turns and mirrors."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the registry knows about one model key.
+
+    Attributes:
+        key: The registry key; ``<key>_approx`` is ``<key>`` followed by
+            :func:`aenp.approximate`.
+        builder: Makes the model from ``dim_x``, ``dim_y`` and hyper-parameters, whose defaults
+            are its keyword defaults.
+        display_name: The paper's name, for tables and figures.
+        symmetry: The group the model is equivariant to (:data:`TRANSLATION` or :data:`P4M`),
+            exactly, or approximately for an approximate model; ``None`` for none.
+        strict_counterpart: The strictly equivariant model an approximate one relaxes (what
+            it is inside :func:`aenp.strictly_equivariant`); ``None`` for a strict model.
+    """
+
+    key: str
+    builder: Callable[..., NeuralProcess]
+    display_name: str
+    symmetry: str | None = None
+    strict_counterpart: str | None = None
+
+    @property
+    def approximate(self) -> bool:
+        """Whether the key always comes with fixed inputs."""
+        return self.strict_counterpart is not None
+
+    @property
+    def saved_key(self) -> str:
+        """The key a saved config holds: that of the builder, before :func:`aenp.approximate`."""
+        return self.key.removesuffix(APPROX_SUFFIX)
+
+    def default_hparams(self) -> dict[str, Any]:
+        """Every hyper-parameter with its default: the builder's, then ``approximate``'s."""
+        functions = [self.builder, *([approximate] if self.approximate else [])]
+        return {
+            name: parameter.default
+            for function in functions
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        # key, builder, display name, symmetry, strict counterpart
+        ModelSpec("tnp", build_tnp, "TNP"),
+        ModelSpec("tetnp", build_tetnp, "TE-TNP (T)", TRANSLATION),
+        ModelSpec("pttnp", build_pttnp, "PT-TNP"),
+        ModelSpec("tepttnp", build_tepttnp, "TE-PT-TNP (T)", TRANSLATION),
+        ModelSpec("convcnp", build_convcnp, "ConvCNP (T)", TRANSLATION),
+        ModelSpec("equivcnp", build_equivcnp, "EquivCNP (E)", P4M),
+        ModelSpec(
+            "relaxed_convcnp", build_relaxed_convcnp, "RelaxedConvCNP (T̃)", TRANSLATION, "convcnp"
+        ),
+        ModelSpec("tetnp_approx", build_tetnp, "TE-TNP (T̃)", TRANSLATION, "tetnp"),
+        ModelSpec("tepttnp_approx", build_tepttnp, "TE-PT-TNP (T̃)", TRANSLATION, "tepttnp"),
+        ModelSpec("convcnp_approx", build_convcnp, "ConvCNP (T̃)", TRANSLATION, "convcnp"),
+        ModelSpec("equivcnp_approx", build_equivcnp, "EquivCNP (Ẽ)", P4M, "equivcnp"),
+    )
 }
-EQUIVARIANT = ("tetnp", "tepttnp", "convcnp", "equivcnp")
-"""Strictly equivariant models; ``<key>_approx`` is each made approximate."""
-APPROXIMATE_ONLY = ("relaxed_convcnp",)
-"""Models whose registry key always comes with fixed inputs."""
+"""Every model by registry key, in the order :func:`model_keys` lists them."""
+
+_DEPRECATED = {
+    "BUILDERS": lambda: {k: s.builder for k, s in MODEL_SPECS.items() if k == s.saved_key},
+    "EQUIVARIANT": lambda: tuple(
+        k for k, s in MODEL_SPECS.items() if s.symmetry and not s.approximate
+    ),
+    "APPROXIMATE_ONLY": lambda: tuple(
+        k for k, s in MODEL_SPECS.items() if s.approximate and k == s.saved_key
+    ),
+}
+"""Former views of the registry, now read from :data:`MODEL_SPECS`."""
+
+
+def __getattr__(name: str) -> Any:
+    """Gives a deprecated view of :data:`MODEL_SPECS`, with a warning."""
+    if name not in _DEPRECATED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"aenp.models.registry.{name} is deprecated; read MODEL_SPECS (one ModelSpec per key)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _DEPRECATED[name]()
 
 
 def strict_counterpart(key: str) -> str | None:
     """The strictly equivariant model an approximate one relaxes (``None`` if not approximate)."""
-    if key in APPROXIMATE_ONLY:
-        return {"relaxed_convcnp": "convcnp"}[key]
-    return key.removesuffix(APPROX_SUFFIX) if key.endswith(APPROX_SUFFIX) else None
+    spec = MODEL_SPECS.get(key)
+    return None if spec is None else spec.strict_counterpart
 
 
 APPROXIMATE_HPARAMS = tuple(
@@ -367,8 +450,7 @@ def check_hparams(key: str, dim_x: int, hparams: dict[str, Any]) -> None:
         InputTypeError: If a value has the wrong type.
         InputError: If a value is out of range or inconsistent with another.
     """
-    base = key.removesuffix(APPROX_SUFFIX)
-    rules = {**RULES, **RULE_EXCEPTIONS.get(base, {})}
+    rules = {**RULES, **RULE_EXCEPTIONS.get(MODEL_SPECS[key].saved_key, {})}
     for name, value in hparams.items():
         rule = rules[name]
         if not rule.has_type(value):
@@ -381,14 +463,7 @@ def check_hparams(key: str, dim_x: int, hparams: dict[str, Any]) -> None:
                 f"model {key!r}: hyper-parameter {name} must be {rule.expected}, got {value!r}"
             )
     # Constraints between hyper-parameters see the builders' defaults too.
-    builders = [BUILDERS[base], *([approximate] if _approximates(key) else [])]
-    values = {
-        name: parameter.default
-        for function in builders
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
-    values.update(hparams)
+    values = {**MODEL_SPECS[key].default_hparams(), **hparams}
     if "num_heads" in values and values["embed_dim"] % values["num_heads"]:
         raise InputError(
             f"model {key!r}: hyper-parameter num_heads must divide embed_dim="
@@ -409,11 +484,7 @@ def check_hparams(key: str, dim_x: int, hparams: dict[str, Any]) -> None:
 
 def model_keys() -> list[str]:
     """Every registry key, approximate variants included."""
-    return [*BUILDERS, *(key + APPROX_SUFFIX for key in EQUIVARIANT)]
-
-
-def _approximates(key: str) -> bool:
-    return key.endswith(APPROX_SUFFIX) or key in APPROXIMATE_ONLY
+    return list(MODEL_SPECS)
 
 
 def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProcess:
@@ -436,9 +507,9 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
             the value given.
         InputTypeError: If a value has the wrong type.
     """
-    if not isinstance(key, str) or key not in model_keys():
+    if not isinstance(key, str) or key not in MODEL_SPECS:
         raise InputError(f"unknown model key {key!r}; available: {', '.join(model_keys())}")
-    base = key.removesuffix(APPROX_SUFFIX)
+    spec = MODEL_SPECS[key]
     for name, value in (("dim_x", dim_x), ("dim_y", dim_y)):
         if not _is_integer(value):
             raise InputTypeError(
@@ -446,22 +517,25 @@ def build_model(key: str, dim_x: int, dim_y: int, **hparams: Any) -> NeuralProce
             )
         if value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    builder = BUILDERS[base]
-    is_approx = _approximates(key)
-    approx_args = {k: hparams.pop(k) for k in APPROXIMATE_HPARAMS if is_approx and k in hparams}
-    accepted = set(inspect.signature(builder).parameters) - {"dim_x", "dim_y"}
-    unknown = set(hparams) - accepted
+    accepted = spec.default_hparams()
+    unknown = hparams.keys() - accepted.keys()
     if unknown:
-        valid = sorted(accepted | (set(APPROXIMATE_HPARAMS) if is_approx else set()))
         raise InputError(
-            f"unknown hyper-parameter(s) {sorted(unknown)} for model {key!r}; valid: {valid}"
+            f"unknown hyper-parameter(s) {sorted(unknown)} for model {key!r}; "
+            f"valid: {sorted(accepted)}"
         )
+    approx_args = {k: hparams.pop(k) for k in APPROXIMATE_HPARAMS if k in hparams}
     check_hparams(key, dim_x, {**hparams, **approx_args})
 
     def assemble() -> NeuralProcess:
-        model = builder(dim_x, dim_y, **hparams)
-        model.config = {"key": base, "dim_x": dim_x, "dim_y": dim_y, "hparams": _plain(hparams)}
-        if is_approx:
+        model = spec.builder(dim_x, dim_y, **hparams)
+        model.build_config = {
+            "key": spec.saved_key,
+            "dim_x": dim_x,
+            "dim_y": dim_y,
+            "hparams": _plain(hparams),
+        }
+        if spec.approximate:
             approximate(model, **approx_args)
         return model
 
@@ -489,9 +563,13 @@ def model_name(model: NeuralProcess) -> str:
 
 
 def registry_key(config: dict[str, Any]) -> str:
-    """The registry key of the model a build config describes."""
+    """The registry key of the model a build config describes.
+
+    A saved key with fixed inputs (``approximate``) names its ``_approx`` variant, where the
+    key has one (``relaxed_convcnp`` comes with fixed inputs under its own key).
+    """
     key = config["key"]
-    if "approximate" in config and key not in APPROXIMATE_ONLY:
+    if "approximate" in config and f"{key}{APPROX_SUFFIX}" in MODEL_SPECS:
         return key + APPROX_SUFFIX
     return key
 

@@ -9,7 +9,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aenp.nn.attention import AttentionBlock, MultiHeadAttention
-from aenp.nn.fixed_inputs import FixedInputs
+from aenp.nn.fixed_inputs import InjectionPoint
 from aenp.nn.mlp import MLP
 from aenp.nn.te_attention import TEMultiHeadAttention
 
@@ -89,7 +89,7 @@ class TNPBackbone(nn.Module):
         return self.head(zt)
 
 
-class TETNPBackbone(nn.Module):
+class TETNPBackbone(InjectionPoint):
     """Translation-equivariant TNP: tokens embed ``y`` only; inputs enter via ``x_i − x_j``.
 
     Fixed inputs (see :func:`aenp.approximate`) are added to the initial tokens.
@@ -114,10 +114,7 @@ class TETNPBackbone(nn.Module):
         ff_dim: int,
         kernel_hidden: tuple[int, ...],
     ):
-        super().__init__()
-        self.dim_x = dim_x
-        self.fixed_input_width = embed_dim
-        self.fixed_inputs: FixedInputs | None = None
+        super().__init__(position_dims=dim_x, width=embed_dim)
         self.token_encoder = MLP(dim_y + 1, embed_dim, (embed_dim, embed_dim))
         self.layers = nn.ModuleList(
             TNPLayer(

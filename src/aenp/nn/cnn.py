@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -13,15 +15,22 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-def check_conv_arguments(dim: int, kernel_size: int) -> None:
-    """Names an unsupported number of dimensions or an even kernel size."""
-    if dim not in CONV:
-        raise InputError(
-            f"convolutions support 1 to 3 spatial dimensions, got {dim}; feed inputs that are "
-            "not grid dimensions (e.g. elevation) as data channels with channel_inputs"
-        )
+def check_conv_arguments(
+    dim: int, kernel_size: int, network: str = "convolutions", dims: Collection[int] = CONV.keys()
+) -> None:
+    """Names a number of spatial dimensions outside ``dims`` or an even kernel size.
+
+    An even kernel has no centre cell: its output would sit half a cell off the grid, which
+    breaks equivariance.
+    """
+    if dim not in dims:
+        low, high = min(dims), max(dims)
+        supported = f"{low}-D" if low == high else f"{low}-D to {high}-D"
+        raise InputError(f"{network} act on {supported} grids, got {dim} spatial dimension(s)")
     if kernel_size % 2 == 0:
-        raise InputError(f"kernel_size must be odd so the output stays aligned, got {kernel_size}")
+        raise InputError(
+            f"kernel_size must be odd so filters have a centre cell, got {kernel_size}"
+        )
 
 
 class ConvNet(nn.Module):

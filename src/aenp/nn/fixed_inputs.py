@@ -11,13 +11,10 @@ This module is the whole mechanism:
   a bias-free projection to the backbone's width initialised at zero (so an approximate model
   starts equal to its strict one), one keep/drop flag per task drawn once per forward pass
   during training, and an on/off switch;
+* :class:`InjectionPoint` — the base class of a backbone that accepts fixed inputs;
 * :func:`approximate` — attaches fixed inputs to a backbone's single injection point;
 * :func:`strictly_equivariant` — a context manager that zeroes every fixed input of a model
   and restores the previous state on exit.
-
-A backbone opts in by exposing one injection point: a submodule with attributes ``dim_x``,
-``fixed_input_width`` and ``fixed_inputs`` (``None`` until :func:`approximate` sets it), whose
-forward pass adds ``fixed_inputs(x)`` to its features in exactly one place.
 """
 
 from __future__ import annotations
@@ -68,8 +65,10 @@ class FixedInputs(nn.Module):
         self.dim_x = dim_x
         self.num_fixed_inputs = num_fixed_inputs
         self.p_drop = p_drop
+        self.hidden = tuple(hidden)
         self.enabled = True
         if domain is None:
+            self.bounds = None
             self.active_dims = list(range(dim_x))
             self.register_buffer("domain", None)
         else:
@@ -84,6 +83,8 @@ class FixedInputs(nn.Module):
                     f"(None, None) for an ignored dimension, not all), got {domain}"
                 )
             self.register_buffer("domain", torch.tensor(active, dtype=torch.get_default_dtype()))
+            # The domain as given, exactly (the buffer rounds it to the default dtype).
+            self.bounds = [[None if b is None else float(b) for b in pair] for pair in pairs]
         self.basis = MLP(len(self.active_dims), num_fixed_inputs, hidden)
         _spread_hinges(self.basis)
         self.projection = nn.Linear(num_fixed_inputs, width, bias=False)
@@ -140,9 +141,29 @@ def _spread_hinges(mlp: MLP) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def injection_sites(model: nn.Module) -> list[nn.Module]:
+class InjectionPoint(nn.Module):
+    """The one place where an equivariant backbone takes fixed inputs.
+
+    A backbone subclasses this and, when :attr:`fixed_inputs` is set (by :func:`approximate`),
+    adds ``fixed_inputs(x)`` to its features in exactly one place.
+
+    Args:
+        position_dims: Number of leading input dimensions the fixed inputs are functions of
+            (all of a TE-TNP's; the gridded ones of a ConvCNP, whose other inputs are data
+            channels).
+        width: Width of the features the fixed inputs are added to.
+    """
+
+    def __init__(self, position_dims: int, width: int):
+        super().__init__()
+        self.position_dims = position_dims
+        self.fixed_input_width = width
+        self.fixed_inputs: FixedInputs | None = None
+
+
+def injection_sites(model: nn.Module) -> list[InjectionPoint]:
     """Submodules of ``model`` that accept fixed inputs (one per equivariant backbone)."""
-    return [m for m in model.modules() if hasattr(m, "fixed_input_width")]
+    return [m for m in model.modules() if isinstance(m, InjectionPoint)]
 
 
 def approximate(
@@ -174,44 +195,33 @@ def approximate(
     if len(sites) != 1:
         raise InputError(
             f"{type(model).__name__} has {len(sites)} injection points for fixed inputs; "
-            "approximate() needs exactly one (an equivariant backbone such as tetnp or convcnp)"
+            "approximate() needs exactly one (an equivariant backbone such as tetnp or convcnp, "
+            "whose injection point subclasses aenp.nn.fixed_inputs.InjectionPoint)"
         )
     (site,) = sites
     if site.fixed_inputs is not None:
         raise InputError(f"{type(model).__name__} is already approximately equivariant")
-    dim_x = getattr(model, "dim_x", site.dim_x)
+    dim_x = getattr(model, "dim_x", site.position_dims)
     if domain is not None and len(domain) != dim_x:
         raise InputError(
             f"domain must have one (low, high) pair per input dimension (dim_x={dim_x}), "
             f"got {len(domain)}: {domain}"
         )
     site_domain = domain
-    if domain is not None and len(domain) > site.dim_x:
+    if domain is not None and len(domain) > site.position_dims:
         # Inputs a backbone does not grid (data channels) cannot carry fixed inputs.
-        if any(tuple(pair) != (None, None) for pair in domain[site.dim_x :]):
+        if any(tuple(pair) != (None, None) for pair in domain[site.position_dims :]):
             raise InputError(
-                f"the fixed inputs of {type(model).__name__} vary over its first {site.dim_x} "
-                f"input(s), the others being data channels; give (None, None) for the rest "
-                f"of domain, got {domain}"
+                f"the fixed inputs of {type(model).__name__} vary over its first "
+                f"{site.position_dims} input(s), the others being data channels; give "
+                f"(None, None) for the rest of domain, got {domain}"
             )
-        site_domain = domain[: site.dim_x]
+        site_domain = domain[: site.position_dims]
     reference = next(model.parameters())
     site.fixed_inputs = FixedInputs(
-        site.dim_x, site.fixed_input_width, num_fixed_inputs, p_drop, site_domain, hidden
+        site.position_dims, site.fixed_input_width, num_fixed_inputs, p_drop, site_domain, hidden
     ).to(device=reference.device, dtype=reference.dtype)
-    if isinstance(getattr(model, "config", None), dict):
-        model.config["approximate"] = {
-            "num_fixed_inputs": num_fixed_inputs,
-            "p_drop": p_drop,
-            "domain": None if domain is None else [_bounds(b) for b in domain],
-            "hidden": list(hidden),
-        }
     return model
-
-
-def _bounds(pair: Sequence[float | None]) -> list[float | None]:
-    """A domain pair as JSON-compatible floats (None kept)."""
-    return [None if b is None else float(b) for b in pair]
 
 
 @contextmanager

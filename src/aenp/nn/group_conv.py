@@ -8,7 +8,7 @@ group convolutions, and pool over the group back to scalar fields, so they map
 ``[batch, channels, H, W]`` to ``[batch, channels, H, W]`` exactly like :mod:`aenp.nn.cnn`, and
 commute with the 8 rotations and reflections of the grid (an ``H × W`` grid becomes ``W × H``
 under a quarter turn). Exactness needs odd kernels, zero padding and, in the U-Net, even sizes at
-every level, which :attr:`resolution_multiple` states.
+every level, which :attr:`GroupUNet.resolution_multiple` states.
 
 Group elements are ``(k, m)``: mirror the last axis if ``m``, then rotate by ``k`` quarter turns.
 Their index is ``4 m + k``.
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from aenp.errors import InputError
+from aenp.nn.cnn import check_conv_arguments
 
 D4 = tuple((k, m) for m in (0, 1) for k in range(4))
 """The eight elements ``(k, m)`` of D4, in index order."""
@@ -114,15 +114,6 @@ def pool_group(f: Float[Tensor, "batch c 8 h w"]) -> Float[Tensor, "batch c h w"
     return f.mean(dim=2)
 
 
-def _check(dim: int, kernel_size: int) -> None:
-    if dim != 2:
-        raise InputError(f"dihedral group CNNs act on 2-D grids, got {dim} spatial dimension(s)")
-    if kernel_size % 2 == 0:
-        raise InputError(
-            f"kernel_size must be odd so rotations keep filters centred, got {kernel_size}"
-        )
-
-
 class GroupConvNet(nn.Module):
     """Lift, residual ``ReLU → group conv`` blocks at one resolution, pool over the group.
 
@@ -137,7 +128,7 @@ class GroupConvNet(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_layers: int, kernel_size: int):
         super().__init__()
-        _check(dim, kernel_size)
+        check_conv_arguments(dim, kernel_size, "dihedral group CNNs", dims=(2,))
         self.lift = LiftingConv(channels, channels, kernel_size)
         self.layers = nn.ModuleList(
             GroupConv(channels, channels, kernel_size) for _ in range(num_layers)
@@ -168,7 +159,7 @@ class GroupUNet(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_levels: int, kernel_size: int):
         super().__init__()
-        _check(dim, kernel_size)
+        check_conv_arguments(dim, kernel_size, "dihedral group CNNs", dims=(2,))
         self.resolution_multiple = 2**num_levels
         self.lift = LiftingConv(channels, channels, kernel_size)
         self.down = nn.ModuleList(

@@ -45,8 +45,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from aenp.data.grid import Grid
 from aenp.errors import InputError, InputTypeError
+from aenp.grid import Grid
 
 GRID_LETTERS = "uvw"
 DENSITY_EPS = 1e-8

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from aenp.data.batch import Batch
+from aenp.batch import Batch
 from aenp.errors import InputError
 
 TaskSampler = Callable[[int, torch.Generator], Batch]
@@ -35,7 +35,7 @@ class TaskStream(IterableDataset):
         batch_size: Tasks per batch.
         entropy: Integers seeding the stream (e.g. seed, epoch, rank).
         num_context: Pad every batch of point sets to this many context points (with a context
-            mask; see :meth:`aenp.data.Batch.pad_context`), or None to leave them as drawn.
+            mask; see :meth:`aenp.batch.Batch.pad_context`), or None to leave them as drawn.
     """
 
     def __init__(

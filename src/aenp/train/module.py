@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 
-from aenp.data.batch import Batch, GridBatch, target_loglik
+from aenp.batch import Batch, GridBatch, target_loglik
 from aenp.errors import InputError
 from aenp.models.io import weight_mismatches
 from aenp.models.neural_process import NeuralProcess

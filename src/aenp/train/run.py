@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import numbers
@@ -22,24 +20,30 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from aenp.data.experiments import Experiment, get_experiment
+from aenp.data.experiments import Experiment
 from aenp.errors import InputError, InputTypeError, MissingFileError
-from aenp.files import atomic_write, write_json
-from aenp.models.io import save
+from aenp.files import atomic_write
 from aenp.models.neural_process import NeuralProcess
 from aenp.models.registry import build_model
+from aenp.run_directory import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    LOG_DIR,
+    RunDirectory,
+    experiment_from_config,
+)
+
+# A run directory's file names moved to aenp.run_directory; they stay importable from here.
+from aenp.run_directory import CHECKPOINT_DIR as CHECKPOINT_DIR
+from aenp.run_directory import MODEL_DIR as MODEL_DIR
+from aenp.run_directory import RUN_CONFIG as RUN_CONFIG
+from aenp.run_directory import TRAINING_RECORD as TRAINING_RECORD
 from aenp.train.data import TaskDataModule
+from aenp.train.model_configs import register_model_configs
 from aenp.train.module import NeuralProcessModule, compiles
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAME = "train"
-RUN_CONFIG = "config.yaml"
-MODEL_DIR = "model"
-TRAINING_RECORD = "training.json"
-LOG_DIR = "logs"
-CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best"
-LAST_CHECKPOINT = "last"
 PROGRESS_EVERY_N_STEPS = 10
 """Steps between progress-bar updates."""
 PRESENTATION_KEYS = (
@@ -55,18 +59,13 @@ run started again may change them."""
 
 log = logging.getLogger(__name__)
 
+register_model_configs()
+
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
     """The training config with Hydra overrides applied (as ``aenp train`` would build it)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=CONFIG_NAME, overrides=list(overrides))
-
-
-def experiment_from_config(cfg: DictConfig) -> Experiment:
-    """The experiment a config names, built with its ``experiment.options``."""
-    options = cfg.experiment.get("options")
-    options = {} if options is None else OmegaConf.to_container(options, resolve=True)
-    return get_experiment(cfg.experiment.name, **options)
 
 
 def build_from_config(cfg: DictConfig) -> NeuralProcess:
@@ -274,21 +273,12 @@ def train(cfg: DictConfig) -> Path:
     """
     check_settings(cfg)
     resume = None if cfg.resume is None else local_checkpoint(cfg.resume)
-    run_dir = Path(cfg.run_dir)
+    run = RunDirectory(cfg.run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    recorded = recorded_config(run_dir)
-    if recorded is not None:
-        changes = config_changes(recorded, resolved)
-        if changes:
-            raise InputError(
-                f"{run_dir} holds a run of another config ({'; '.join(changes)}); a run "
-                "directory holds the model of one config: train into another directory, or "
-                "delete this one to start over"
-            )
-    record = training_record(run_dir)
-    if "config" in record and (run_dir / MODEL_DIR).is_dir():
-        log.info("%s is already trained with this config", run_dir)
-        return run_dir
+    _refuse_another_config(run, resolved)
+    if run.is_trained():
+        log.info("%s is already trained with this config", run.path)
+        return run.path
     start = time.perf_counter()
     # Sharp attention and small Adam statistics produce subnormal floats, which are ~50x
     # slower on x86 CPUs; flushing them to zero changes nothing measurable.
@@ -296,10 +286,39 @@ def train(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
+    trainer, best = _trainer(cfg, run)
+    compile_loss = compiles(cfg.trainer.compile, trainer.strategy.root_device)
+    module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss)
+    data = _task_data(cfg, experiment, compile_loss)
+    if trainer.is_global_zero:
+        run.write_config(cfg)
+    trainer.fit(module, datamodule=data, ckpt_path=_resume_from(resume, run))
+    if trainer.is_global_zero:
+        _save_best_model(run, module, best, experiment)
+        seconds = run.training_record().get("seconds", 0.0) + time.perf_counter() - start
+        run.write_training_record(seconds, resolved)
+    return run.path
+
+
+def _refuse_another_config(run: RunDirectory, resolved: dict[str, Any]) -> None:
+    """Raises :class:`InputError` if ``run`` holds a run of a config other than ``resolved``."""
+    recorded = run.recorded_config()
+    changes = [] if recorded is None else config_changes(recorded, resolved)
+    if changes:
+        raise InputError(
+            f"{run.path} holds a run of another config ({'; '.join(changes)}); a run "
+            "directory holds the model of one config: train into another directory, or "
+            "delete this one to start over"
+        )
+
+
+def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning trainer of a run, and its callback that keeps the best checkpoint."""
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    compile_setting = trainer_args.pop("compile")
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR,
+    del trainer_args["compile"]  # compiles the loss, which the module does
+    trainer_args["precision"] = _precision(trainer_args["precision"])
+    best = ModelCheckpoint(
+        dirpath=run.checkpoint_dir,
         filename=BEST_CHECKPOINT,
         monitor="val/loglik",
         mode="max",
@@ -308,61 +327,62 @@ def train(cfg: DictConfig) -> Path:
     # Unmonitored, it keeps the latest epoch whether or not it improved (``save_last`` would
     # only copy the checkpoints that the monitored one saves).
     latest = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, enable_version_counter=False
+        dirpath=run.checkpoint_dir, filename=LAST_CHECKPOINT, enable_version_counter=False
     )
-    trainer_args["precision"] = _precision(trainer_args["precision"])
-    callbacks = [checkpoints, latest]
+    callbacks = [best, latest]
     if trainer_args["enable_progress_bar"]:
         # The bar reads the loss from the device: updating it every step would make every step
         # wait for the device.
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY_N_STEPS))
     trainer = L.Trainer(
         **trainer_args,
-        default_root_dir=run_dir,
+        default_root_dir=run.path,
         callbacks=callbacks,
-        logger=CSVLogger(run_dir, name=LOG_DIR),
+        logger=CSVLogger(run.path, name=LOG_DIR),
         plugins=[LocalCheckpointIO()],
         reload_dataloaders_every_n_epochs=1,
     )
-    compile_loss = compiles(compile_setting, trainer.strategy.root_device)
-    module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss)
-    data = TaskDataModule(
+    return trainer, best
+
+
+def _task_data(cfg: DictConfig, experiment: Experiment, compiled: bool) -> TaskDataModule:
+    """The experiment's training and validation tasks, as the config's ``data`` sets them."""
+    validation = experiment.split("val", cfg.data.num_val_tasks, cfg.data.batch_size)
+    return TaskDataModule(
         sample=experiment.sample_train,
-        validation=[
-            item.batch
-            for item in experiment.split("val", cfg.data.num_val_tasks, cfg.data.batch_size)
-        ],
+        validation=[item.batch for item in validation],
         num_train_tasks=cfg.data.num_train_tasks,
         batch_size=cfg.data.batch_size,
         seed=cfg.seed,
-        num_context=padded_context_size(cfg.data.pad_context, experiment, compile_loss),
+        num_context=padded_context_size(cfg.data.pad_context, experiment, compiled),
         num_workers=sampling_workers(cfg.data.num_workers),
     )
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(run_dir / RUN_CONFIG) as partial:
-            OmegaConf.save(cfg, partial, resolve=True)
-    last = run_dir / CHECKPOINT_DIR / f"{LAST_CHECKPOINT}.ckpt"
-    if resume is None and last.is_file():
-        resume = last
-        log.info("Resuming from %s", last)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
-    if trainer.is_global_zero:
-        best = Path(checkpoints.best_model_path or last)
-        if not best.is_file():
-            raise InputError(
-                f"training stopped before its first checkpoint, so {run_dir} holds no model: "
-                "give it time for at least one epoch (trainer.max_time, trainer.max_steps)"
-            )
-        module.load_state_dict(load_checkpoint(best)["state_dict"])
-        metadata = {"experiment": experiment.name}
-        normalisation = getattr(experiment, "normalisation", None)
-        if normalisation is not None:
-            metadata["normalisation"] = normalisation.to_dict()
-        save(model.float().cpu(), run_dir / MODEL_DIR, metadata=metadata)
-        seconds = record.get("seconds", 0.0) + time.perf_counter() - start
-        write_json(run_dir / TRAINING_RECORD, {"seconds": seconds, "config": resolved})
-    return run_dir
+
+
+def _resume_from(resume: Path | None, run: RunDirectory) -> Path | None:
+    """The checkpoint training resumes from: ``resume``, else the run's last one, if any."""
+    if resume is None and run.last_checkpoint.is_file():
+        log.info("Resuming from %s", run.last_checkpoint)
+        return run.last_checkpoint
+    return resume
+
+
+def _save_best_model(
+    run: RunDirectory, module: NeuralProcessModule, best: ModelCheckpoint, experiment: Experiment
+) -> None:
+    """Saves the model of the best checkpoint (else of the last one) in ``run``."""
+    path = Path(best.best_model_path or run.last_checkpoint)
+    if not path.is_file():
+        raise InputError(
+            f"training stopped before its first checkpoint, so {run.path} holds no model: "
+            "give it time for at least one epoch (trainer.max_time, trainer.max_steps)"
+        )
+    module.load_state_dict(load_checkpoint(path)["state_dict"])
+    metadata = {"experiment": experiment.name}
+    normalisation = getattr(experiment, "normalisation", None)
+    if normalisation is not None:
+        metadata["normalisation"] = normalisation.to_dict()
+    run.save_model(module.model.float().cpu(), metadata)
 
 
 _ABSENT = object()
@@ -397,29 +417,16 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
-def recorded_config(run_dir: Path) -> dict[str, Any] | None:
-    """The resolved config a run directory was trained (or started) with; None if new."""
-    record = training_record(run_dir)
-    if "config" in record:
-        return record["config"]
-    path = Path(run_dir) / RUN_CONFIG
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+def recorded_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run directory's :meth:`~aenp.run_directory.RunDirectory.recorded_config`."""
+    return RunDirectory(run_dir).recorded_config()
 
 
-def training_record(run_dir: Path) -> dict:
-    """``training.json`` of a run (training seconds, finished config); ``{}`` if unfinished."""
-    path = Path(run_dir) / TRAINING_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
+def training_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run directory's :meth:`~aenp.run_directory.RunDirectory.training_record`."""
+    return RunDirectory(run_dir).training_record()
 
 
-def training_log(run_dir: Path) -> list[dict[str, str]]:
-    """Rows of a run's CSV logs, over every (re)start in order."""
-    logs = sorted(
-        (Path(run_dir) / LOG_DIR).glob("version_*/metrics.csv"),
-        key=lambda p: int(p.parent.name.removeprefix("version_")),
-    )
-    rows = []
-    for path in logs:
-        with path.open() as f:
-            rows.extend(csv.DictReader(f))
-    return rows
+def training_log(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The run directory's :meth:`~aenp.run_directory.RunDirectory.training_log`."""
+    return RunDirectory(run_dir).training_log()

@@ -1,0 +1,106 @@
+"""Prediction from files to a file: what ``aenp predict`` runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from aenp.data.climate import TIME_NAMES, open_elevation, open_field
+from aenp.data.climate.io import open_dataset
+from aenp.errors import InputError, MissingFileError
+from aenp.files import atomic_write
+from aenp.prediction.inputs import station_frame
+from aenp.prediction.predictor import DEFAULT_CHUNK_SIZE, predict
+
+
+def predict_files(
+    run_dir: str | os.PathLike,
+    context: str | os.PathLike,
+    targets: str | os.PathLike,
+    out: str | os.PathLike,
+    variable: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    elevation: str | os.PathLike | None = None,
+) -> Path:
+    """:func:`predict` from files to a file (what ``aenp predict`` runs).
+
+    ``context`` and ``targets`` are CSV tables (stations) or netCDF/zarr grids; ``out`` is
+    written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``, for CSV targets) by its
+    suffix, with :func:`aenp.files.atomic_write`: an existing file is only replaced by a
+    complete one, and an existing folder is never replaced. ``out`` is checked before
+    predicting. ``elevation`` (4-D models) is an elevation file (see
+    :func:`aenp.data.climate.open_elevation`) or ``"terrain"``.
+
+    Raises:
+        InputError: If ``out`` has another suffix, one unlike the targets' kind (a table for
+            CSV targets, else a grid), or is an existing folder; for an unreadable file; or as
+            :func:`predict`.
+        MissingFileError: If an input file, or the folder that should hold ``out``, is missing.
+    """
+    out = Path(out)
+    writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
+    if out.suffix not in writers:
+        raise InputError(f"--out must end in {', '.join(writers)}, got {out}")
+    table = Path(targets).suffix == ".csv"
+    if table != (out.suffix == ".csv"):
+        kind = "a table (CSV targets): use .csv" if table else "a grid: use .nc or .zarr"
+        raise InputError(f"the prediction will be {kind} for --out, got {out}")
+    if elevation is not None:
+        elevation = "terrain" if str(elevation) == "terrain" else open_elevation(elevation)
+    # Entering atomic_write checks out's folder before the prediction, which may take long.
+    with atomic_write(out) as tmp:
+        result = predict(
+            run_dir,
+            _read_table_or_grid(context, variable),
+            _read_table_or_grid(targets, None, values=False),
+            chunk_size=chunk_size,
+            elevation=elevation,
+        )
+        if table:
+            result.to_csv(tmp, index=False)
+        else:
+            getattr(result, writers[out.suffix])(tmp)
+    return out
+
+
+def _read_table_or_grid(
+    path: str | os.PathLike, variable: str | None, values: bool = True
+) -> pd.DataFrame | xr.DataArray | xr.Dataset:
+    """A CSV file as a DataFrame, or a netCDF/zarr grid (its field, or just its coordinates).
+
+    ``values``: the file is the context (a CSV needs a value column), not the targets.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"no file at {path}")
+    if path.suffix == ".csv":
+        return _read_table(path, values)
+    if values:
+        return open_field(path, variable)
+    return open_dataset(path)
+
+
+def _read_table(path: Path, values: bool) -> pd.DataFrame:
+    """A CSV table of stations (``values``) or target points, checked so errors name the file."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"{path} is empty; expected a CSV table: a header (e.g. lat,lon,value) and one row "
+            "per point"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path} as a CSV table: {error}") from error
+    for column in table.columns:
+        if str(column).lower() in TIME_NAMES:
+            try:
+                table[column] = table[column].astype("datetime64[ns]")
+            except (ValueError, TypeError) as error:
+                raise InputError(
+                    f"{path}: column {column!r} must hold dates such as 2020-07-01: {error}"
+                ) from error
+    station_frame(table, need_value=values, what=str(path))
+    return table
