@@ -1,8 +1,75 @@
+"""Shared fixtures, and the shape checks every test run makes.
+
+Every call the tests make into a module of aenp that annotates tensor shapes (one that uses
+jaxtyping) checks those shapes and the function's other annotations: jaxtyping's import hook
+decorates each function and dataclass of such a module with beartype as it is imported, so the
+hook is installed here, before aenp is first imported. Subprocesses the tests start (``aenp
+train``) run unchecked.
+"""
+
+import importlib.util
+import inspect
+import sys
+import typing
+from pathlib import Path
+
+import jaxtyping
 import pytest
 import torch
 from hypothesis import settings
 
-from aenp.data.smoke import SmokeSettings, generate
+TYPECHECKER = "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
+"""beartype, letting an int pass where a float is annotated, as static type checkers do."""
+
+UNCHECKED_MODULES = {
+    # Its warnings name the caller of aenp.predict by counting stack frames, which the checks'
+    # wrappers would add to.
+    "aenp.prediction.gridded",
+}
+
+
+def _modules_with_shapes() -> list[str]:
+    """The aenp modules that use jaxtyping, less :data:`UNCHECKED_MODULES`."""
+    root = Path(importlib.util.find_spec("aenp").origin).parent
+    names = (
+        ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for path in sorted(root.rglob("*.py"))
+        if "jaxtyping" in path.read_text(encoding="utf-8")
+    )
+    return [name for name in names if name not in UNCHECKED_MODULES]
+
+
+if "aenp" in sys.modules:
+    raise RuntimeError("aenp was imported before tests/conftest.py could check its shapes")
+if not __import__("os").environ.get("AENP_BASELINE"):
+    jaxtyping.install_import_hook(_modules_with_shapes(), TYPECHECKER)
+
+from aenp.batch import Batch, GridBatch  # noqa: E402
+from aenp.data.gp import GibbsSwitchKernel  # noqa: E402
+from aenp.data.smoke import SmokeSettings, generate  # noqa: E402
+from aenp.models.neural_process import NeuralProcess  # noqa: E402
+from aenp.nn.setconv import lattice_grid  # noqa: E402
+
+# These validate their arguments themselves and name what is wrong, which the tests check; the
+# checks would pre-empt those errors, so they are skipped here (jaxtyping reads the mark at each
+# call) and start one call further in.
+for validated in (
+    Batch.__init__,
+    Batch.pad_context,
+    GridBatch.__init__,
+    NeuralProcess.forward,
+    NeuralProcess.forward_batch,
+    GibbsSwitchKernel.forward,
+    lattice_grid,
+):
+    typing.no_type_check(inspect.unwrap(validated))
+
+
+@pytest.fixture
+def unchecked_shapes(monkeypatch):
+    """Turns the shape checks off, for a test that compiles: torch.compile cannot trace them."""
+    monkeypatch.setattr(jaxtyping.config, "jaxtyping_disable", True)
+
 
 # Property tests: repeatable examples by default, a wider random search on request
 # (``pytest --hypothesis-profile=explore``).

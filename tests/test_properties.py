@@ -22,17 +22,8 @@ from aenp.nn.fixed_inputs import FixedInputs
 from aenp.nn.group_conv import D4
 from aenp.testing import assert_equivariant, dihedral, dihedral_points, random_batch, translation
 
-from .models.test_contract import SMALL_CONVCNP, SMALL_TNP
+from .models.test_contract import SMALL_BY_KEY
 
-SMALL = {
-    "tnp": SMALL_TNP,
-    "tetnp": SMALL_TNP,
-    "pttnp": {**SMALL_TNP, "num_pseudo_tokens": 4},
-    "tepttnp": {**SMALL_TNP, "num_pseudo_tokens": 4},
-    "convcnp": SMALL_CONVCNP,
-    "relaxed_convcnp": SMALL_CONVCNP,
-    "equivcnp": {"points_per_unit": 8, "channels": 2, "num_layers": 2, "kernel_size": 3},
-}
 SMALL_GRIDS = {"max_grid_points": 2**14}  # far-flung data then meet the bound, cheaply
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 FIELDS = ("xc", "yc", "xt", "yt")
@@ -42,7 +33,7 @@ def small_model(key: str, dim_x: int, dim_y: int, dtype=torch.float64, **hparams
     torch.manual_seed(0)
     base = key.removesuffix("_approx")
     grids = SMALL_GRIDS if "max_grid_points" in MODEL_SPECS[key].default_hparams() else {}
-    hparams = {**SMALL[base], **grids, **hparams}
+    hparams = {**SMALL_BY_KEY[base], **grids, **hparams}
     return aenp.build_model(key, dim_x, dim_y, **hparams).to(dtype).eval()
 
 
@@ -163,7 +154,7 @@ def test_every_hyper_parameter_is_validated_at_build_time(key, value, data):
     names = sorted(set(inspect.signature(MODEL_SPECS[key].builder).parameters) - {"dim_x", "dim_y"})
     name = data.draw(st.sampled_from(names))
     dim_x = supported_dims(key)[0]
-    hparams = {**SMALL[base], name: value}
+    hparams = {**SMALL_BY_KEY[base], name: value}
     try:
         model = aenp.build_model(key, dim_x, 1, **hparams)
     except AenpError as error:
@@ -236,7 +227,7 @@ def test_translation_equivariance_for_any_shift(key, shift, seed):
 def test_lattice_translation_equivariance(key, cells, seed):
     model = small_model(key, 1, 1)
     randomise_fixed_inputs(model)
-    shift = cells / SMALL_CONVCNP["points_per_unit"]
+    shift = cells / SMALL_BY_KEY[key.removesuffix("_approx")]["points_per_unit"]
     with aenp.strictly_equivariant(model):
         assert_equivariant(model, random_batch(dtype=torch.float64, seed=seed), translation(shift))
 

@@ -186,6 +186,10 @@ class Batch:
             xc=torch.cat([self.xc, self.xt[:, :1].expand(-1, pad, -1)], dim=1),
             yc=torch.cat([self.yc, self.yc.new_zeros(batch_size, pad, self.dim_y)], dim=1),
             context_mask=torch.cat([mask, mask.new_zeros(batch_size, pad)], dim=1),
+            # A compiled step is specialised to strides too: targets sliced from a joint draw
+            # with the context would have strides that change with the context size.
+            xt=self.xt.contiguous(),
+            yt=None if self.yt is None else self.yt.contiguous(),
         )
 
     @classmethod
@@ -382,6 +386,14 @@ class GridBatch:
         """Averages a per-cell quantity over each task's target cells."""
         scored = torch.where(self.target_mask, values, 0.0).flatten(1).sum(1)
         return scored / self.target_mask.flatten(1).sum(1)
+
+    def with_every_cell_a_target(self) -> GridBatch:
+        """The same tasks with every cell a target, to map a prediction over the whole grid.
+
+        Missing values (NaN) become zero, so the batch is for predicting, not for scoring.
+        """
+        every_cell = torch.ones_like(self.target_mask)
+        return replace(self, y=self.y.nan_to_num(), target_mask=every_cell)
 
     def to_points(self) -> Batch:
         """The tasks as context and target point sets, cells in row-major order.

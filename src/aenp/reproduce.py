@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from aenp.data.experiments import Experiment
 from aenp.errors import InputError, RunError
 from aenp.evaluate.plots import experiment_figures
 from aenp.evaluate.report import ablation_markdown, results_markdown
@@ -353,11 +354,9 @@ def reproduce(
         summary["across_seeds"] = {
             key: across_seeds([r for r in results if r["model"] == key]) for key in keys
         }
-    normalisation = getattr(exp, "normalisation", None)
-    if normalisation is not None:
-        units = getattr(exp, "field", None)
-        units = "" if units is None else units.attrs.get("units", "")
-        summary["value_unit"] = {"size": normalisation.value_std, "units": units}
+    unit = _value_unit(exp)
+    if unit is not None:
+        summary["value_unit"] = unit
     first_runs = {key: runs[key, seed_list[0]] for key in keys}
     trained = {key: run.directory.load_model() for key, run in first_runs.items()}
     terrain = _terrain_rows(exp, trained)
@@ -385,9 +384,16 @@ def _stack(per_seed: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {split: np.stack([arrays[split] for arrays in per_seed]) for split in per_seed[0]}
 
 
-def _terrain_rows(experiment, models: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """:func:`departure_by_terrain` of every approximate model of a climate experiment."""
-    if not hasattr(experiment, "figure_field"):
+def _value_unit(experiment: Experiment) -> dict[str, Any] | None:
+    """Size and units of one standardised unit of the values (None: models see them as they are)."""
+    if experiment.normalisation is None:
+        return None
+    return {"size": experiment.normalisation.value_std, "units": experiment.units}
+
+
+def _terrain_rows(experiment: Experiment, models: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """:func:`departure_by_terrain` of every approximate model of an experiment on the Earth."""
+    if experiment.regions is None:
         return {}
     approximate = {k: m for k, m in models.items() if strict_counterpart(k) is not None}
     try:

@@ -23,7 +23,7 @@ from aenp.models.registry import build_model
 from aenp.nn.fixed_inputs import FixedInputs, injection_sites, strictly_equivariant
 from aenp.nn.group_conv import transform
 
-Transform = Callable[[Batch], Batch]
+Transform = Callable[[Batch | GridBatch], Batch | GridBatch]
 
 DEFAULT_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 1e-1}
 
@@ -33,7 +33,7 @@ def translation(offset: float | torch.Tensor) -> Transform:
     return lambda batch: batch.shift(offset)
 
 
-def _on_grid(x: torch.Tensor, g: tuple[int, int]) -> torch.Tensor:
+def _transform_cells(x: torch.Tensor, g: tuple[int, int]) -> torch.Tensor:
     """``transform`` applied to the two spatial dimensions of ``[batch, h, w, ...]``."""
     extra = x.ndim - 3
     moved = x.movedim(tuple(range(3, 3 + extra)), tuple(range(1, 1 + extra)))
@@ -51,14 +51,14 @@ def dihedral(g: tuple[int, int]) -> tuple[Transform, Callable[[Normal], Normal]]
     def on_batch(batch: GridBatch) -> GridBatch:
         axes = batch.axes[::-1] if g[0] % 2 else batch.axes
         return GridBatch(
-            _on_grid(batch.y, g),
-            _on_grid(batch.context_mask, g),
-            _on_grid(batch.target_mask, g),
+            _transform_cells(batch.y, g),
+            _transform_cells(batch.context_mask, g),
+            _transform_cells(batch.target_mask, g),
             tuple(axes),
         )
 
     def on_prediction(pred: Normal) -> Normal:
-        return Normal(_on_grid(pred.mean, g), _on_grid(pred.stddev, g))
+        return Normal(_transform_cells(pred.mean, g), _transform_cells(pred.stddev, g))
 
     return on_batch, on_prediction
 
@@ -85,7 +85,7 @@ def dihedral_points(g: tuple[int, int]) -> Transform:
 @torch.no_grad()
 def equivariance_error(
     model: nn.Module,
-    batch: Batch,
+    batch: Batch | GridBatch,
     transform: Transform,
     output_transform: Callable[[Normal], Normal] | None = None,
 ) -> float:
@@ -108,7 +108,7 @@ def equivariance_error(
 
 def assert_equivariant(
     model: nn.Module,
-    batch: Batch,
+    batch: Batch | GridBatch,
     transform: Transform,
     output_transform: Callable[[Normal], Normal] | None = None,
     atol: float | None = None,

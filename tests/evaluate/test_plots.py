@@ -100,9 +100,7 @@ def test_maps_show_truth_context_means_errors_and_departure():
     grid = np.array(fig.axes[:9]).reshape(3, 3)
     task = item.batch[0]
     truth = task.y[0, ..., 0]
-    everywhere = type(task)(
-        task.y.nan_to_num(), task.context_mask, task.context_mask | True, task.axes
-    )
+    everywhere = task.with_every_cell_a_target()
     # Images are [y, x] (transposed), drawn over the grid's own extent.
     np.testing.assert_array_equal(image(grid[0, 0]), truth.T.numpy())
     context = torch.where(task.context_mask[0], truth, torch.nan)
@@ -326,6 +324,7 @@ class GriddedExperiment:
 
     dim_x = 2
     evaluation_splits = ("test",)
+    regions = None
 
     def split(self, name, num_tasks, batch_size):
         return items()

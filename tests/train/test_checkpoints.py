@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from aenp.errors import InputError, MissingFileError
 from aenp.train.run import load_checkpoint, train
-from tests.train.test_training import tiny_config
+from tests.train.test_training import ONE_STEP, tiny_config
 
 
 class RunsCode:
@@ -103,13 +103,13 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_moved_run_resumes
         real_save(checkpoint, path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", fails_at_the_second_last_checkpoint)
-    cfg = tiny_config(tmp_path, epochs=2, extra=["data.num_train_tasks=32"])  # 4 steps an epoch
+    cfg = tiny_config(tmp_path, epochs=2, extra=ONE_STEP)
     with pytest.raises(OSError, match="No space left"):
         train(cfg)
     run_dir = tmp_path / "convcnp_approx"
     checkpoints = run_dir / "checkpoints"
     previous = load_checkpoint(checkpoints / "last.ckpt")
-    assert previous["epoch"] == 0 and previous["global_step"] == 4
+    assert previous["epoch"] == 0 and previous["global_step"] == 1
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert not (run_dir / "training.json").exists()
 
@@ -120,7 +120,7 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_moved_run_resumes
     cfg.run_dir = str(run_dir)
     train(cfg)
     last = load_checkpoint(checkpoints / "last.ckpt")
-    assert (last["epoch"], last["global_step"]) == (1, 8)
+    assert (last["epoch"], last["global_step"]) == (1, 2)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     # The second start trained epoch 1 only: it resumed rather than started over.
     with open(run_dir / "logs" / "version_1" / "metrics.csv") as f:
@@ -129,8 +129,8 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_moved_run_resumes
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_named(tmp_path):
-    last = train(tiny_config(tmp_path / "first")) / "checkpoints" / "last.ckpt"
-    other = tiny_config(tmp_path / "second", model="tnp", extra=[f"resume={last}"])
+    last = train(tiny_config(tmp_path / "first", extra=ONE_STEP)) / "checkpoints" / "last.ckpt"
+    other = tiny_config(tmp_path / "second", model="tnp", extra=[*ONE_STEP, f"resume={last}"])
     with pytest.raises(
         InputError, match=r"resume holds another model than the config builds: missing model\."
     ):

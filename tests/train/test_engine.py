@@ -87,6 +87,16 @@ class TestStaticShapes:
             torch.testing.assert_close(padded.yc[:, :nc], plain.yc, rtol=0, atol=0)
             torch.testing.assert_close(padded.yt, plain.yt, rtol=0, atol=0)
 
+    def test_padded_batches_have_one_layout_whatever_their_context_size(self):
+        # A compiled step is specialised to shapes and strides: one layout, one compilation.
+        stream = list(gp1d_stream(num_context=64))
+        assert len({int(batch.context_mask[0].sum()) for batch in stream}) > 1  # sizes differ
+        fields = ("xc", "yc", "xt", "yt", "context_mask")
+        layouts = {
+            tuple((getattr(b, f).shape, getattr(b, f).stride()) for f in fields) for b in stream
+        }
+        assert len(layouts) == 1
+
     def test_worker_process_samples_the_same_tasks(self):
         def batches(num_workers):
             module = TaskDataModule(
@@ -103,7 +113,7 @@ class TestStaticShapes:
 
 
 @pytest.fixture
-def quick_compile(monkeypatch):
+def quick_compile(monkeypatch, unchecked_shapes):
     """Compiles with AOTAutograd's eager backend: the same graphs as inductor, built fast."""
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda f, **kw: real(f, **kw, backend="aot_eager"))

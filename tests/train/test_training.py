@@ -28,6 +28,8 @@ from aenp.train.run import (
     training_record,
 )
 
+from ..models.test_contract import SMALL_BY_KEY
+
 TINY = {
     "tetnp_approx": [
         "model.hparams.embed_dim=16",
@@ -69,22 +71,14 @@ def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=(), run_dir=No
     )
 
 
+ONE_STEP = ["data.num_train_tasks=8", "data.num_val_tasks=8"]
+"""Overrides for :func:`tiny_config`: one training step and one validation batch an epoch."""
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished one-epoch run of a tiny ConvCNP (T̃); tests must leave it as it is."""
     return train(tiny_config(tmp_path_factory.mktemp("finished")))
-
-
-SMALL_TRANSFORMER = {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16}
-SMALL_MODELS = {
-    "tnp": SMALL_TRANSFORMER,
-    "tetnp": SMALL_TRANSFORMER,
-    "pttnp": {**SMALL_TRANSFORMER, "num_pseudo_tokens": 4},
-    "tepttnp": {**SMALL_TRANSFORMER, "num_pseudo_tokens": 4},
-    "convcnp": {"channels": 8, "num_layers": 2},
-    "relaxed_convcnp": {"channels": 8, "num_layers": 2},
-    "equivcnp": {"channels": 2, "num_layers": 2, "kernel_size": 3, "points_per_unit": 8},
-}
 
 
 @pytest.mark.parametrize("key", aenp.model_keys())
@@ -94,7 +88,7 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(key):
     torch.manual_seed(0)
     base = strict_counterpart(key) if key.endswith("_approx") else key
     dim_x = 2 if base == "equivcnp" else 1
-    hparams = dict(SMALL_MODELS[base])
+    hparams = dict(SMALL_BY_KEY[base])
     if strict_counterpart(key) is not None:
         hparams["domain"] = [[-4.0, 4.0]] * dim_x
     model = aenp.build_model(key, dim_x, 1, **hparams)
@@ -323,8 +317,7 @@ def test_slurm_run_keeps_its_files_in_run_dir_and_ignores_checkpoints_in_the_wor
     cwd.mkdir()
     shutil.copy(finished_run / "checkpoints" / "last.ckpt", cwd / "hpc_ckpt_1.ckpt")
     monkeypatch.chdir(cwd)
-    one_step = ["data.num_train_tasks=8", "data.num_val_tasks=8"]
-    run_dir = train(tiny_config(tmp_path, extra=one_step))
+    run_dir = train(tiny_config(tmp_path, extra=ONE_STEP))
     assert run_dir == tmp_path / "convcnp_approx"
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (0, 1)
@@ -377,7 +370,7 @@ def test_last_checkpoint_is_the_latest_epoch_even_without_improvement(tmp_path, 
         self.log("val/loglik", -float(self.current_epoch), batch_size=len(batch))
 
     monkeypatch.setattr(NeuralProcessModule, "validation_step", worse_every_epoch)
-    run_dir = train(tiny_config(tmp_path, epochs=2))
+    run_dir = train(tiny_config(tmp_path, epochs=2, extra=ONE_STEP))
     last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     best = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
     assert (best["epoch"], last["epoch"]) == (0, 1)

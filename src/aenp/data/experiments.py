@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
+import xarray as xr
 
 from aenp.batch import Batch, EvaluationBatch, GridBatch
-from aenp.data.climate import MIN_OBSERVED_FRACTION, Climate
+from aenp.data.climate import MIN_OBSERVED_FRACTION, Climate, Normalisation, Region
 from aenp.data.gp1d import GP1D
 from aenp.data.smoke2d import IN_MEMORY_BYTES, VALIDATION_FRACTION, Smoke2D
 from aenp.errors import InputError
@@ -26,6 +27,7 @@ __all__ = [
     "Climate",
     "EvaluationBatch",
     "Experiment",
+    "RegionalExperiment",
     "Smoke2D",
     "get_experiment",
 ]
@@ -44,6 +46,16 @@ class Experiment(Protocol):
     max_num_context: int | None
     """Largest context set of a training batch of point sets, to which training pads them
     (static shapes); None for gridded experiments, whose batches have one shape already."""
+    normalisation: Normalisation | None
+    """How values and coordinates were mapped to the model's units, fitted on the training data
+    (saved with the model, undone by prediction); None where the model sees the data as they
+    are (gp1d, smoke2d)."""
+    units: str
+    """Units of the values in the data; empty where they have none (gp1d, smoke2d)."""
+    regions: tuple[Region, Region] | None
+    """The training and the out-of-distribution region on the Earth, for maps over both and the
+    terrain analysis (the experiment is then a :class:`RegionalExperiment`); None where the data
+    do not lie on the Earth (gp1d, smoke2d)."""
 
     def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch | GridBatch:
         """Draws a batch of fresh training tasks."""
@@ -51,6 +63,29 @@ class Experiment(Protocol):
 
     def split(self, name: str, num_tasks: int, batch_size: int) -> list[EvaluationBatch]:
         """A fixed, seeded split (``"val"`` or one of :attr:`evaluation_splits`)."""
+        ...
+
+
+class RegionalExperiment(Experiment, Protocol):
+    """An experiment on the Earth: what maps of its regions and the terrain analysis need.
+
+    An experiment whose :attr:`~Experiment.regions` are not None is one (:class:`Climate`).
+    """
+
+    normalisation: Normalisation
+    regions: tuple[Region, Region]
+    elevation: xr.DataArray | None
+    """Surface elevation ``[lat, lon]`` (metres) of the field's cells for 4-D inputs, else
+    None."""
+    train_edge: float
+    """The longitude where the training region meets the out-of-distribution one (figures)."""
+
+    def figure_field(self) -> xr.DataArray:
+        """The field ``[1, lat, lon]`` over both regions in the first test year (figures)."""
+        ...
+
+    def split_field(self, split: str) -> xr.DataArray:
+        """A split's field ``[time, lat, lon]`` in the data's units."""
         ...
 
 

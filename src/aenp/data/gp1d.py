@@ -26,6 +26,10 @@ class GP1D:
     train_range = TARGET_RANGE
     """Interval the training targets cover, marked on figures."""
     max_num_context = NUM_CONTEXT[1]
+    normalisation = None
+    """Models see the synthetic values and inputs as they are."""
+    units = ""
+    regions = None
     ood_shift = GP1D_OOD_SHIFT
 
     def __init__(self) -> None:

@@ -48,6 +48,10 @@ class Smoke2D:
     dim_y = 1
     evaluation_splits = ("test",)
     ood_splits = ()
+    normalisation = None
+    """Models see the densities and the unit square's coordinates as they are."""
+    units = ""
+    regions = None
     domain = ((0.0, 1.0), (0.0, 1.0))
     split_seeds: ClassVar[dict[str, int]] = {"val": 2_025_001, "test": 2_025_002}
 

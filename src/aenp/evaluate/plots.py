@@ -17,7 +17,7 @@ from matplotlib.image import AxesImage
 
 from aenp.batch import Batch, EvaluationBatch
 from aenp.data.climate import select_cells
-from aenp.data.experiments import GP1D, Experiment
+from aenp.data.experiments import GP1D, Experiment, RegionalExperiment
 from aenp.evaluate.metrics import departure_from_equivariance, is_approximate
 from aenp.evaluate.tables import display_name
 from aenp.files import atomic_write
@@ -243,9 +243,7 @@ def plot_maps_2d(
     """
     batch = item.batch[task]
     # Ask every model for every cell, so maps are complete.
-    everywhere = type(batch)(
-        batch.y.nan_to_num(), batch.context_mask, batch.context_mask | True, batch.axes
-    )
+    everywhere = batch.with_every_cell_a_target()
     axes_x, axes_y = batch.axes
     extent = (axes_x[0].item(), axes_x[-1].item(), axes_y[0].item(), axes_y[-1].item())
     truth = batch.y[0, ..., 0]
@@ -293,10 +291,9 @@ def departure_map(model: NeuralProcess, items: list[EvaluationBatch]) -> torch.T
     model.eval()
     total, count = 0.0, 0
     for item in items:
-        b = item.batch
-        everywhere = type(b)(b.y.nan_to_num(), b.context_mask, b.context_mask | True, b.axes)
+        everywhere = item.batch.with_every_cell_a_target()
         total = total + departure_from_equivariance(model, everywhere).mean(-1).sum(0)
-        count += len(b)
+        count += len(everywhere)
     return total / count
 
 
@@ -316,7 +313,7 @@ def plot_departure_2d(models: Mapping[str, NeuralProcess], items: list[Evaluatio
 
 @torch.no_grad()
 def plot_region_maps(
-    models: Mapping[str, NeuralProcess], experiment, fraction: float = 0.3
+    models: Mapping[str, NeuralProcess], experiment: RegionalExperiment, fraction: float = 0.3
 ) -> Figure:
     """Maps over the training and OOD regions for one test year, in the data's units.
 
@@ -346,7 +343,7 @@ def plot_region_maps(
 
     show(grid[0, 0], values, f"truth ({truth['time'].dt.year.item()})", vmin=vmin, vmax=vmax)
     show(grid[0, 1], context.values[0], "context", vmin=vmin, vmax=vmax)
-    elevation = getattr(experiment, "elevation", None)
+    elevation = experiment.elevation
     if elevation is not None:
         show(
             grid[0, 2],
@@ -396,8 +393,9 @@ def experiment_figures(
     """Every figure of an experiment's results, written to ``out``.
 
     1-D experiments: predictive bands, learned fixed inputs, departure from equivariance.
-    2-D experiments: prediction and error maps, mean departure maps; climate: maps over
-    both regions (see :func:`plot_region_maps`). All: training curves.
+    2-D experiments: prediction and error maps, mean departure maps; experiments on the Earth
+    (with ``regions``, such as climate): maps over both regions (see :func:`plot_region_maps`).
+    All: training curves.
     """
     test = experiment.evaluation_splits[0]
     if experiment.dim_x == 1:
@@ -412,7 +410,7 @@ def experiment_figures(
             "fixed_inputs.png": plot_fixed_inputs_1d(models, low, high),
             "departure.png": plot_departure_1d(models, departure_items, low, high),
         }
-    elif hasattr(experiment, "figure_field"):
+    elif experiment.regions is not None:
         figures = {"maps.png": plot_region_maps(models, experiment)}
     else:
         items = experiment.split(test, DEPARTURE_TASKS, 16)

@@ -13,8 +13,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from aenp.data.climate import Climate, select_cells, terrain_elevation
-from aenp.errors import InputError
+from aenp.data.climate import select_cells, terrain_elevation
+from aenp.data.experiments import Experiment, RegionalExperiment
+from aenp.errors import InputError, InputTypeError
 from aenp.evaluate.metrics import departure_from_equivariance, is_approximate
 from aenp.models.neural_process import NeuralProcess
 from aenp.prediction import ExtrapolationWarning, predict
@@ -31,14 +32,20 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks["a"], ranks["b"])[0, 1])
 
 
-def _predicted_mean(model: NeuralProcess, context, truth, experiment: Climate) -> np.ndarray:
+def _predicted_mean(
+    model: NeuralProcess, context, truth, experiment: RegionalExperiment
+) -> np.ndarray:
     """The model's predictive mean at the cells of ``truth``, in the data's units."""
     options = {"progress": False, "elevation": experiment.elevation}
     return predict(model, context, truth, experiment.normalisation, **options)["mean"].values
 
 
 def departure_by_terrain(
-    model: NeuralProcess, experiment: Climate, every: int = 4, fraction: float = 0.3, seed: int = 0
+    model: NeuralProcess,
+    experiment: Experiment,
+    every: int = 4,
+    fraction: float = 0.3,
+    seed: int = 0,
 ) -> dict[str, float]:
     """How the departure of an approximate model from equivariance follows the terrain.
 
@@ -51,7 +58,8 @@ def departure_by_terrain(
 
     Args:
         model: An approximate model trained on ``experiment``.
-        experiment: A :class:`aenp.data.experiments.Climate` experiment.
+        experiment: An experiment on the Earth (a
+            :class:`~aenp.data.experiments.RegionalExperiment`, such as climate).
         every: Use one test year in this many.
         fraction: Share of the cells in the context.
         seed: Seed of the context cells.
@@ -62,11 +70,17 @@ def departure_by_terrain(
         Spearman correlations ``elevation`` and ``slope`` of the per-cell departure.
 
     Raises:
+        TypeError: If the experiment's data do not lie on the Earth (its ``regions`` are None).
         ValueError: If the model has no fixed inputs (it cannot depart from equivariance).
     """
+    if experiment.regions is None:
+        raise InputTypeError(
+            "departure_by_terrain needs an experiment on the Earth (with regions, such as "
+            f"climate), got {experiment.name}, whose data have no terrain"
+        )
     if not is_approximate(model):
         raise InputError("the model has no fixed inputs: it cannot depart from equivariance")
-    field = experiment.fields["test"]
+    field = experiment.split_field("test")
     if experiment.elevation is not None:
         metres = select_cells(experiment.elevation, field).values
     else:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from aenp.errors import InputError
 from aenp.grid import Grid
+from aenp.models.backbone import Backbone
 from aenp.nn.cnn import CONV
 from aenp.nn.fixed_inputs import InjectionPoint
 from aenp.nn.mlp import MLP
@@ -41,7 +42,7 @@ def gridded_inputs(dim_x: int, channel_inputs: int) -> int:
     return grid_dims
 
 
-class ConvCNPBackbone(InjectionPoint):
+class ConvCNPBackbone(InjectionPoint, Backbone):
     """Set convolution to a lattice grid, a CNN on the grid, set convolution to the targets.
 
     Exactly equivariant to shifts of the gridded inputs by multiples of ``1 / points_per_unit``,
@@ -73,8 +74,7 @@ class ConvCNPBackbone(InjectionPoint):
     """
 
     exact_positions = True
-    """Positions are read in the batch's precision (see
-    :class:`aenp.models.neural_process.NeuralProcess`)."""
+    takes_grids = True
 
     def __init__(
         self,
@@ -90,7 +90,7 @@ class ConvCNPBackbone(InjectionPoint):
     ):
         grid_dims = gridded_inputs(dim_x, channel_inputs)
         # Fixed inputs vary over the gridded inputs, along which the CNN is equivariant.
-        super().__init__(position_dims=grid_dims, width=channels)
+        super().__init__(position_dims=grid_dims, width=channels, input_dims=dim_x)
         self.grid_dims = grid_dims
         self.channel_inputs = channel_inputs
         self.points_per_unit = points_per_unit
@@ -106,6 +106,11 @@ class ConvCNPBackbone(InjectionPoint):
         self.cnn = cnn
         self.decoder = SetConvDecoder(grid_dims, init_lengthscale, isotropic)
         self.head = MLP(channels, 2 * dim_y, (channels,))
+
+    @property
+    def resolution_multiple(self) -> int:
+        """Every side of a grid is a multiple of this many cells: the CNN's."""
+        return self.cnn.resolution_multiple
 
     def forward(
         self,
@@ -125,7 +130,7 @@ class ConvCNPBackbone(InjectionPoint):
             x[..., :gridded],
             self.points_per_unit,
             self.margin,
-            self.cnn.resolution_multiple,
+            self.resolution_multiple,
             self.max_grid_points,
             mask=mask,
         )
@@ -136,7 +141,7 @@ class ConvCNPBackbone(InjectionPoint):
                 x[..., :gridded], x[..., gridded:].to(yc.dtype), grid, mask=mask
             )
             h = torch.cat([h, extra], dim=-1)
-        on_grid = self._on_grid(h, grid.absolute(h.device))
+        on_grid = self._grid_features(h, grid.absolute(h.device))
         return self.head(self.decoder(grid, on_grid, xt[..., :gridded]))
 
     def forward_grid(
@@ -148,14 +153,11 @@ class ConvCNPBackbone(InjectionPoint):
     ) -> Float[Tensor, "batch *grid 2*dy"]:
         """Features of every cell of a grid of data; the set convolutions are skipped.
 
-        Args:
-            yc: Values, zero outside the context.
-            context_mask: Observed cells.
-            grid: The cells' coordinates (the gridded inputs).
-            extra_inputs: The channel inputs at every cell; needed exactly when the model
-                has channel inputs.
+        See :meth:`~aenp.models.backbone.Backbone.forward_grid`: ``grid`` holds the gridded
+        inputs, and ``extra_inputs`` (the channel inputs) are needed exactly when the model has
+        any.
         """
-        multiple = self.cnn.resolution_multiple
+        multiple = self.resolution_multiple
         if any(size % multiple for size in grid.shape):
             raise InputError(
                 f"grid of shape {grid.shape} must have a multiple of {multiple} cells along "
@@ -173,9 +175,9 @@ class ConvCNPBackbone(InjectionPoint):
         if extra_inputs is not None:
             extra = extra_inputs.to(yc.dtype).expand(*yc.shape[:-1], given)
             h = torch.cat([h, torch.ones_like(density), extra], dim=-1)
-        return self.head(self._on_grid(h, grid))
+        return self.head(self._grid_features(h, grid))
 
-    def _on_grid(
+    def _grid_features(
         self, h: Float[Tensor, "batch *grid data_channels"], grid: Grid
     ) -> Float[Tensor, "batch *grid channels"]:
         """Density and data channels (plus fixed inputs) → CNN features, channels last."""
@@ -210,7 +212,7 @@ class RelaxedConvCNPBackbone(ConvCNPBackbone):
         )
         self.fixed_input_width = cnn.num_weights
 
-    def _on_grid(
+    def _grid_features(
         self, h: Float[Tensor, "batch *grid data_channels"], grid: Grid
     ) -> Float[Tensor, "batch *grid channels"]:
         """Density and data channels → relaxed CNN (weights from fixed inputs), channels last."""

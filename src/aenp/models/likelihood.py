@@ -23,8 +23,13 @@ class HeteroscedasticNormal(nn.Module):
             raise InputError(f"min_std must be positive, got {min_std}")
         self.min_std = min_std
 
-    def forward(self, z: Float[Tensor, "batch nt 2*dy"]) -> Normal:
-        """The first half of the features is the mean, the second the (raw) spread."""
+    def forward(self, z: Float[Tensor, "batch *targets features"]) -> Normal:
+        """The first half of the features is the mean, the second the (raw) spread.
+
+        Args:
+            z: Features ``[batch, nt, 2 dy]`` of point targets, or ``[batch, *grid, 2 dy]``
+                of every cell of a grid.
+        """
         mean, raw_std = z.chunk(2, dim=-1)
         # The scale is positive by construction; validation would cost a host sync per call.
         return Normal(mean, self.min_std + F.softplus(raw_std), validate_args=False)

@@ -12,6 +12,7 @@ from torch.distributions import Normal
 from aenp.batch import Batch, GridBatch
 from aenp.errors import InputError, InputTypeError
 from aenp.grid import Grid
+from aenp.models.backbone import Backbone
 from aenp.nn.fixed_inputs import injection_sites
 
 
@@ -19,29 +20,35 @@ class NeuralProcess(nn.Module):
     """A conditional neural process with a factorised Gaussian predictive.
 
     Inputs of any floating dtype are accepted and the prediction is in the model's dtype:
-    values are cast to it, and so are positions, unless the backbone sets
-    ``exact_positions = True`` (the ConvCNPs, which place positions on their lattice in
-    float64 before any float32 work, so float64 data keep them exactly equivariant however far
-    the data move).
+    values are cast to it, and so are positions, unless the backbone keeps them exact
+    (:attr:`~aenp.models.backbone.Backbone.exact_positions`).
 
     Args:
-        backbone: Module mapping ``(xc, yc, xt, context_mask)`` to features
-            ``[batch, nt, 2 * dy]``; masked context points (mask false) have no influence.
+        backbone: Maps ``(xc, yc, xt, context_mask)`` to features ``[batch, nt, 2 * dy]``
+            (see :class:`~aenp.models.backbone.Backbone`).
         likelihood: Module mapping those features to a distribution over ``yt``.
         dim_x: Input dimension ``dx``.
         dim_y: Output dimension ``dy``.
         config: How the model was built (registry key and hyper-parameters), for saving; see
             :attr:`config`.
+
+    Raises:
+        TypeError: If ``backbone`` is not a :class:`~aenp.models.backbone.Backbone`.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         likelihood: nn.Module,
         dim_x: int,
         dim_y: int,
         config: dict[str, Any] | None = None,
     ):
+        if not isinstance(backbone, Backbone):
+            raise InputTypeError(
+                "backbone must subclass aenp.models.backbone.Backbone, got "
+                f"{type(backbone).__name__}"
+            )
         super().__init__()
         self.backbone = backbone
         self.likelihood = likelihood
@@ -110,7 +117,7 @@ class NeuralProcess(nn.Module):
             )
         self._check(batch)
         dtype = next(self.parameters()).dtype
-        if isinstance(batch, GridBatch) and hasattr(self.backbone, "forward_grid"):
+        if isinstance(batch, GridBatch) and self.backbone.takes_grids:
             extra = batch.extra_inputs
             z = self.backbone.forward_grid(
                 batch.context_values().to(dtype),
@@ -125,10 +132,12 @@ class NeuralProcess(nn.Module):
             return batch.to_grid(self.likelihood(self._point_features(points, dtype)))
         return self.likelihood(self._point_features(batch, dtype))
 
-    def _point_features(self, batch: Batch, dtype: torch.dtype) -> Float[Tensor, "batch nt 2*dy"]:
+    def _point_features(
+        self, batch: Batch, dtype: torch.dtype
+    ) -> Float[Tensor, "batch nt features"]:
         """The backbone's features, with the batch cast to ``dtype`` (see the class docstring)."""
         xc, xt = batch.xc, batch.xt
-        if not getattr(self.backbone, "exact_positions", False):
+        if not self.backbone.exact_positions:
             xc, xt = xc.to(dtype), xt.to(dtype)
         return self.backbone(xc, batch.yc.to(dtype), xt, context_mask=batch.context_mask)
 

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from aenp.models.backbone import Backbone
 from aenp.models.tnp import embed_tokens
 from aenp.nn.attention import AttentionBlock, MultiHeadAttention
 from aenp.nn.fixed_inputs import InjectionPoint
@@ -33,7 +34,7 @@ class PTLayer(nn.Module):
         self.read = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=True)
 
 
-class PTTNPBackbone(nn.Module):
+class PTTNPBackbone(Backbone):
     """Non-equivariant PT-TNP: tokens embed ``(x, y)``; pseudo-tokens are learned vectors.
 
     Args:
@@ -82,7 +83,7 @@ class PTTNPBackbone(nn.Module):
         return self.head(zt)
 
 
-class TEPTTNPBackbone(InjectionPoint):
+class TEPTTNPBackbone(InjectionPoint, Backbone):
     """Translation-equivariant PT-TNP: pseudo-tokens sit at learned offsets from the context.
 
     Every input is expressed relative to the mean (unmasked) context input (for an empty

@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from aenp.models.backbone import Backbone
 from aenp.nn.attention import AttentionBlock, MultiHeadAttention
 from aenp.nn.fixed_inputs import InjectionPoint
 from aenp.nn.mlp import MLP
@@ -51,7 +52,7 @@ class TNPLayer(nn.Module):
         self.target = AttentionBlock(make_attention(), embed_dim, ff_dim, cross=True)
 
 
-class TNPBackbone(nn.Module):
+class TNPBackbone(Backbone):
     """Non-equivariant TNP: tokens embed ``(x, y)``; targets embed ``(x, 0)``.
 
     Args:
@@ -89,7 +90,7 @@ class TNPBackbone(nn.Module):
         return self.head(zt)
 
 
-class TETNPBackbone(InjectionPoint):
+class TETNPBackbone(InjectionPoint, Backbone):
     """Translation-equivariant TNP: tokens embed ``y`` only; inputs enter via ``x_i − x_j``.
 
     Fixed inputs (see :func:`aenp.approximate`) are added to the initial tokens.

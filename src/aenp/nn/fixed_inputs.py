@@ -54,7 +54,7 @@ class FixedInputs(nn.Module):
         width: int,
         num_fixed_inputs: int = 4,
         p_drop: float = 0.5,
-        domain: Sequence[Sequence[float]] | None = None,
+        domain: Sequence[Sequence[float | None]] | None = None,
         hidden: Sequence[int] = DEFAULT_HIDDEN,
     ):
         super().__init__()
@@ -103,7 +103,7 @@ class FixedInputs(nn.Module):
         return t * inside
 
     def forward(
-        self, x: Float[Tensor, "batch *shape dx"], num_tasks: int | None = None
+        self, x: Float[Tensor, "#batch *shape dx"], num_tasks: int | None = None
     ) -> Float[Tensor, "batch *shape width"]:
         """Projected fixed inputs at ``x``, zero for dropped tasks or when disabled.
 
@@ -152,11 +152,14 @@ class InjectionPoint(nn.Module):
             (all of a TE-TNP's; the gridded ones of a ConvCNP, whose other inputs are data
             channels).
         width: Width of the features the fixed inputs are added to.
+        input_dims: Number of input dimensions the backbone takes: the ``position_dims``, then
+            data channels. None: ``position_dims`` (no data channels).
     """
 
-    def __init__(self, position_dims: int, width: int):
+    def __init__(self, position_dims: int, width: int, input_dims: int | None = None):
         super().__init__()
         self.position_dims = position_dims
+        self.input_dims = position_dims if input_dims is None else input_dims
         self.fixed_input_width = width
         self.fixed_inputs: FixedInputs | None = None
 
@@ -170,7 +173,7 @@ def approximate(
     model: nn.Module,
     num_fixed_inputs: int = 4,
     p_drop: float = 0.5,
-    domain: Sequence[Sequence[float]] | None = None,
+    domain: Sequence[Sequence[float | None]] | None = None,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
 ) -> nn.Module:
     """Makes an equivariant model approximately equivariant, in place.
@@ -201,10 +204,9 @@ def approximate(
     (site,) = sites
     if site.fixed_inputs is not None:
         raise InputError(f"{type(model).__name__} is already approximately equivariant")
-    dim_x = getattr(model, "dim_x", site.position_dims)
-    if domain is not None and len(domain) != dim_x:
+    if domain is not None and len(domain) != site.input_dims:
         raise InputError(
-            f"domain must have one (low, high) pair per input dimension (dim_x={dim_x}), "
+            f"domain must have one (low, high) pair per input dimension (dim_x={site.input_dims}), "
             f"got {len(domain)}: {domain}"
         )
     site_domain = domain

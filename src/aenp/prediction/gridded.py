@@ -111,7 +111,7 @@ def predict_gridded(
     Warns:
         UserWarning: If context points off the grid are left out.
     """
-    multiple = getattr(model.backbone.cnn, "resolution_multiple", 1)
+    multiple = model.backbone.resolution_multiple
     model_grid = _model_grid(grid, GRID_DIMS[model.dim_x], normalisation, multiple)
     y, observed = _context_on_grid(tasks, model_grid, normalisation)
     extra = _cell_elevation(points, model_grid, normalisation) if model.dim_x == 4 else None

@@ -97,7 +97,7 @@ def predict(
             "needs one: select one, or give grid targets"
         )
     model.eval()
-    if hasattr(model.backbone, "forward_grid"):
+    if model.backbone.takes_grids:
         if grid is None:
             raise InputError(
                 "convolutional models predict on a grid: give the targets as an xarray grid"

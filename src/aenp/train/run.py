@@ -38,6 +38,7 @@ from aenp.run_directory import CHECKPOINT_DIR as CHECKPOINT_DIR
 from aenp.run_directory import MODEL_DIR as MODEL_DIR
 from aenp.run_directory import RUN_CONFIG as RUN_CONFIG
 from aenp.run_directory import TRAINING_RECORD as TRAINING_RECORD
+from aenp.train.cpu import flush_subnormal_floats
 from aenp.train.data import TaskDataModule
 from aenp.train.model_configs import register_model_configs
 from aenp.train.module import NeuralProcessModule, compiles
@@ -280,9 +281,7 @@ def train(cfg: DictConfig) -> Path:
         log.info("%s is already trained with this config", run.path)
         return run.path
     start = time.perf_counter()
-    # Sharp attention and small Adam statistics produce subnormal floats, which are ~50x
-    # slower on x86 CPUs; flushing them to zero changes nothing measurable.
-    torch.set_flush_denormal(True)
+    flush_subnormal_floats()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
@@ -379,9 +378,8 @@ def _save_best_model(
         )
     module.load_state_dict(load_checkpoint(path)["state_dict"])
     metadata = {"experiment": experiment.name}
-    normalisation = getattr(experiment, "normalisation", None)
-    if normalisation is not None:
-        metadata["normalisation"] = normalisation.to_dict()
+    if experiment.normalisation is not None:
+        metadata["normalisation"] = experiment.normalisation.to_dict()
     run.save_model(module.model.float().cpu(), metadata)
 
 

@@ -115,6 +115,7 @@ class Climate:
         self.elevation = _field_elevation(path, field, elevation) if dims == 4 else None
         """Surface elevation ``[lat, lon]`` (metres) of the field's cells, for 4-D inputs."""
         self.regions = (get_region(train_region), get_region(ood_region))
+        """The training and the out-of-distribution region."""
         self.test_years = tuple(test_years)
         train = select_years(select_region(field, train_region), train_years)
         self.normalisation = Normalisation.fit(
@@ -139,6 +140,11 @@ class Climate:
         self._elevation_cache: dict[str, torch.Tensor] = {}
 
     @property
+    def units(self) -> str:
+        """Units of the field's values (its ``units`` attribute; empty if it has none)."""
+        return self.field.attrs.get("units", "")
+
+    @property
     def figure_region(self) -> Region:
         """The smallest box holding the training and OOD regions (figures)."""
         return covering_region("figure", *self.regions)
@@ -158,6 +164,16 @@ class Climate:
         """
         years = select_years(self.field, (self.test_years[0], self.test_years[0]))
         return select_region(years.isel(time=[0]), self.figure_region).load()
+
+    def split_field(self, split: str) -> xr.DataArray:
+        """A split's field ``[time, lat, lon]`` in the data's units.
+
+        Raises:
+            ValueError: Unless ``split`` is ``train``, ``val``, ``test`` or ``ood``.
+        """
+        if split not in self.fields:
+            raise InputError(f"unknown climate split {split!r}; valid: {', '.join(self.fields)}")
+        return self.fields[split]
 
     def _values(self, split: str) -> np.ndarray:
         """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""
