@@ -13,9 +13,11 @@ import sys
 import typing
 from pathlib import Path
 
+import beartype  # noqa: F401 (imported before the hook, see below)
 import jaxtyping
 import pytest
 import torch
+import torch._dynamo
 from hypothesis import settings
 
 TYPECHECKER = "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
@@ -39,10 +41,12 @@ def _modules_with_shapes() -> list[str]:
     return [name for name in names if name not in UNCHECKED_MODULES]
 
 
+# Modules first imported while the hook loads a module of aenp are compiled afresh on every run
+# where Python writes no bytecode (PYTHONDONTWRITEBYTECODE); torch._dynamo (which nn.setconv's
+# torch.compiler.disable loads) and beartype are imported above so that they are not (3 s).
 if "aenp" in sys.modules:
     raise RuntimeError("aenp was imported before tests/conftest.py could check its shapes")
-if not __import__("os").environ.get("AENP_BASELINE"):
-    jaxtyping.install_import_hook(_modules_with_shapes(), TYPECHECKER)
+jaxtyping.install_import_hook(_modules_with_shapes(), TYPECHECKER)
 
 from aenp.batch import Batch, GridBatch  # noqa: E402
 from aenp.data.gp import GibbsSwitchKernel  # noqa: E402
