@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import aenp
+from aenp.errors import InputTypeError
 from aenp.grid import Grid
 from aenp.models.backbone import Backbone
 from aenp.models.convcnp import ConvCNPBackbone
@@ -31,7 +32,7 @@ def test_exactly_the_convolutional_backbones_take_grids(key):
     if not convolutional:
         assert backbone.resolution_multiple == 1
         grid = random_grid_batch()
-        with pytest.raises(NotImplementedError, match="takes point sets only"):
+        with pytest.raises(InputTypeError, match="takes point sets only"):
             backbone.forward_grid(grid.context_values(), grid.context_mask, Grid(grid.axes))
 
 

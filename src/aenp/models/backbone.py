@@ -5,6 +5,7 @@ from __future__ import annotations
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from aenp.errors import InputTypeError
 from aenp.grid import Grid
 
 
@@ -40,5 +41,11 @@ class Backbone(nn.Module):
             context_mask: Observed cells.
             grid: The cells' coordinates.
             extra_inputs: Inputs taken as data channels at every cell, if the backbone has any.
+
+        Raises:
+            InputTypeError: If the backbone takes point sets only.
         """
-        raise NotImplementedError(f"{type(self).__name__} takes point sets only")
+        raise InputTypeError(
+            f"{type(self).__name__} takes point sets only (takes_grids is False): give the "
+            "model a Batch of points, or use a backbone that takes grids (the ConvCNPs)"
+        )
