@@ -21,7 +21,7 @@ reproduce: install
 	$(BIN)/aenp reproduce gp1d --scale quick --parallel 2 --out $(OUT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: install
 	$(BIN)/ruff format --check src tests benchmarks scripts

@@ -9,6 +9,7 @@ train``) run unchecked.
 
 import importlib.util
 import inspect
+import os
 import sys
 import typing
 from pathlib import Path
@@ -67,6 +68,13 @@ for validated in (
     lattice_grid,
 ):
     typing.no_type_check(inspect.unwrap(validated))
+
+
+# Under pytest-xdist (``make test`` runs ``-n auto``) the workers share the cores: one worker
+# per core, each on its share of threads, instead of every worker's torch using them all.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture
