@@ -72,7 +72,7 @@ class NeuralProcess(nn.Module):
         domain = None
         if fixed_inputs.bounds is not None:
             # The inputs past the site's positions are data channels, which fixed inputs ignore.
-            channels = [[None, None]] * (self.dim_x - site.position_dims)
+            channels = [[None, None]] * (site.input_dims - site.position_dims)
             domain = [list(pair) for pair in fixed_inputs.bounds + channels]
         approximate = {
             "num_fixed_inputs": fixed_inputs.num_fixed_inputs,

@@ -41,7 +41,11 @@ def predict_files(
         MissingFileError: If an input file, or the folder that should hold ``out``, is missing.
     """
     out = Path(out)
-    writers = {".nc": "to_netcdf", ".zarr": "to_zarr", ".csv": "to_csv"}
+    writers = {
+        ".nc": lambda result, path: result.to_netcdf(path),
+        ".zarr": lambda result, path: result.to_zarr(path),
+        ".csv": lambda result, path: result.to_csv(path, index=False),
+    }
     if out.suffix not in writers:
         raise InputError(f"--out must end in {', '.join(writers)}, got {out}")
     table = Path(targets).suffix == ".csv"
@@ -59,10 +63,7 @@ def predict_files(
             chunk_size=chunk_size,
             elevation=elevation,
         )
-        if table:
-            result.to_csv(tmp, index=False)
-        else:
-            getattr(result, writers[out.suffix])(tmp)
+        writers[out.suffix](result, tmp)
     return out
 
 
