@@ -266,93 +266,127 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "evaluate":
-        from aenp.evaluate.run import evaluate_run
-        from aenp.files import to_json
+def _evaluate(args: argparse.Namespace) -> int:
+    from aenp.evaluate.run import evaluate_run
+    from aenp.files import to_json
 
-        print(to_json(evaluate_run(args.run_dir, args.num_tasks)))
-    elif args.command == "reproduce":
-        from aenp.reproduce import reproduce
-
-        experiment, overrides = _climate_overrides(args)
-        out = args.out or Path("results") / f"{experiment}-{args.scale}"
-        models = args.models.split(",") if args.models else None
-        reproduce(
-            experiment,
-            args.scale,
-            out,
-            models,
-            [*overrides, *args.overrides],
-            seeds=args.seeds,
-            parallel=args.parallel,
-        )
-        print(f"Results: {out / 'results.md'}")
-    elif args.command == "ablate":
-        from aenp.reproduce import ablate
-
-        parameter = "num_fixed_inputs" if args.num_fixed_inputs else "p_drop"
-        values = args.num_fixed_inputs or args.p_drop
-        experiment, overrides = _climate_overrides(args)
-        out = args.out or Path("results") / f"{experiment}-ablation-{parameter}"
-        ablate(
-            experiment,
-            args.scale,
-            args.model,
-            parameter,
-            values,
-            out,
-            [*overrides, *args.overrides],
-            parallel=args.parallel,
-        )
-        print(f"Ablation: {out / 'ablation.md'}")
-    elif args.command == "predict":
-        from aenp.prediction import predict_files
-
-        predict_files(
-            args.run_dir,
-            args.context,
-            args.targets,
-            args.out,
-            args.variable,
-            args.chunk_size,
-            args.elevation,
-        )
-        print(f"Wrote {args.out}")
-    elif args.command == "data" and args.data_command == "export":
-        from aenp.data.gp import (
-            GP1D_NUM_TASKS,
-            check_export_path,
-            export_tasks,
-            gp1d_generator,
-            gp1d_split,
-        )
-
-        check_export_path(args.out)  # before the minutes the tasks and ground truth take
-        num_tasks = GP1D_NUM_TASKS if args.num_tasks is None else args.num_tasks
-        items = gp1d_split(args.split, num_tasks)
-        export_tasks(args.out, items, gp1d_generator(args.split))
-        print(f"Wrote {sum(len(t) for t, _ in items)} {args.split} tasks to {args.out}")
-    elif args.command == "data" and args.data_command == "smoke":
-        from aenp.data.smoke import SimulationError, SmokeSettings, generate
-
-        options = {"num_steps": args.steps, "time_step": args.time_step}
-        settings = SmokeSettings(
-            resolution=args.resolution,
-            seed=args.seed,
-            **{name: value for name, value in options.items() if value is not None},
-        )
-        try:
-            generate(args.out, args.num_train, args.num_test, settings, args.batch_size)
-        except SimulationError as error:
-            print(f"aenp data smoke: error: {error}", file=sys.stderr)
-            return 1
-        print(f"Wrote {args.num_train + args.num_test} plumes to {args.out}")
-    elif args.command == "models":
-        from aenp.models.registry import model_keys
-
-        print("\n".join(model_keys()))
+    print(to_json(evaluate_run(args.run_dir, args.num_tasks)))
     return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from aenp.reproduce import reproduce
+
+    experiment, overrides = _climate_overrides(args)
+    out = args.out or Path("results") / f"{experiment}-{args.scale}"
+    models = args.models.split(",") if args.models else None
+    reproduce(
+        experiment,
+        args.scale,
+        out,
+        models,
+        [*overrides, *args.overrides],
+        seeds=args.seeds,
+        parallel=args.parallel,
+    )
+    print(f"Results: {out / 'results.md'}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from aenp.reproduce import ablate
+
+    parameter = "num_fixed_inputs" if args.num_fixed_inputs else "p_drop"
+    values = args.num_fixed_inputs or args.p_drop
+    experiment, overrides = _climate_overrides(args)
+    out = args.out or Path("results") / f"{experiment}-ablation-{parameter}"
+    ablate(
+        experiment,
+        args.scale,
+        args.model,
+        parameter,
+        values,
+        out,
+        [*overrides, *args.overrides],
+        parallel=args.parallel,
+    )
+    print(f"Ablation: {out / 'ablation.md'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from aenp.prediction import predict_files
+
+    predict_files(
+        args.run_dir,
+        args.context,
+        args.targets,
+        args.out,
+        args.variable,
+        args.chunk_size,
+        args.elevation,
+    )
+    print(f"Wrote {args.out}")
+    return 0
+
+
+def _export_gp_tasks(args: argparse.Namespace) -> int:
+    from aenp.data.gp import (
+        GP1D_NUM_TASKS,
+        check_export_path,
+        export_tasks,
+        gp1d_generator,
+        gp1d_split,
+    )
+
+    check_export_path(args.out)  # before the minutes the tasks and ground truth take
+    num_tasks = GP1D_NUM_TASKS if args.num_tasks is None else args.num_tasks
+    items = gp1d_split(args.split, num_tasks)
+    export_tasks(args.out, items, gp1d_generator(args.split))
+    print(f"Wrote {sum(len(t) for t, _ in items)} {args.split} tasks to {args.out}")
+    return 0
+
+
+def _simulate_smoke(args: argparse.Namespace) -> int:
+    from aenp.data.smoke import SimulationError, SmokeSettings, generate
+
+    options = {"num_steps": args.steps, "time_step": args.time_step}
+    settings = SmokeSettings(
+        resolution=args.resolution,
+        seed=args.seed,
+        **{name: value for name, value in options.items() if value is not None},
+    )
+    try:
+        generate(args.out, args.num_train, args.num_test, settings, args.batch_size)
+    except SimulationError as error:
+        print(f"aenp data smoke: error: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {args.num_train + args.num_test} plumes to {args.out}")
+    return 0
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from aenp.models.registry import model_keys
+
+    print("\n".join(model_keys()))
+    return 0
+
+
+_COMMANDS = {
+    "evaluate": _evaluate,
+    "reproduce": _reproduce,
+    "ablate": _ablate,
+    "predict": _predict,
+    "data export": _export_gp_tasks,
+    "data smoke": _simulate_smoke,
+    "models": _list_models,
+}
+"""Each subcommand but ``train`` (Hydra's), by its words on the command line."""
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    words = f"{args.command} {args.data_command}" if args.command == "data" else args.command
+    return _COMMANDS[words](args)
 
 
 if __name__ == "__main__":
