@@ -128,6 +128,12 @@ def _add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--variable", default=None, help="the context's data variable")
     predict.add_argument("--chunk-size", type=positive_int, default=65_536, help="targets per pass")
     predict.add_argument(
+        "--block-time", type=positive_int, default=8, help=".zarr out: time steps per block"
+    )
+    predict.add_argument(
+        "--block-side", type=positive_int, default=512, help=".zarr out: cells per block side"
+    )
+    predict.add_argument(
         "--elevation",
         default=None,
         help="4-D models: an elevation file, or 'terrain' for the built-in terrain map",
@@ -325,6 +331,8 @@ def _predict(args: argparse.Namespace) -> int:
         args.variable,
         args.chunk_size,
         args.elevation,
+        args.block_time,
+        args.block_side,
     )
     print(f"Wrote {args.out}")
     return 0

@@ -22,6 +22,7 @@ from aenp.train.run import (
     _precision,
     build_from_config,
     compose_config,
+    config_changes,
     experiment_from_config,
     train,
     training_log,
@@ -261,6 +262,20 @@ def test_finished_run_refuses_another_config_naming_what_differs(finished_run):
     )
     assert "trainer" not in str(error.value)
     assert run_files(finished_run) == files
+
+
+def test_an_experiment_option_added_since_a_run_was_recorded_counts_only_off_its_default():
+    new = OmegaConf.to_container(compose_config(["experiment=climate"]), resolve=True)
+    old = OmegaConf.to_container(compose_config(["experiment=climate"]), resolve=True)
+    del old["experiment"]["options"]["max_in_memory_bytes"]  # recorded before the option
+    assert config_changes(old, new) == []
+    changed = compose_config(["experiment=climate", "experiment.options.max_in_memory_bytes=0"])
+    assert config_changes(old, OmegaConf.to_container(changed, resolve=True)) == [
+        "experiment.options.max_in_memory_bytes: (absent) → 0"
+    ]
+    assert config_changes(new, old) == [
+        "experiment.options.max_in_memory_bytes: 1073741824 → (absent)"
+    ]
 
 
 def test_run_dir_of_another_architecture_is_refused(finished_run):

@@ -17,14 +17,19 @@ NPs) take the targets in chunks, with a progress bar, so a large target grid nev
 for all of them at once. Convolutional models, trained on gridded data, predict on the target
 grid itself, which must have the training data's cell size: the context is placed on its
 nearest cells (points off the grid are left out, with a warning), and tasks go through in
-chunks. Predicting far outside the training region or years gives a warning.
+chunks. Predicting far outside the training region or years gives a warning. A prediction
+larger than memory goes to a zarr store block by block, resumably
+(:func:`~aenp.prediction.streaming.predict_to_zarr`, or ``out=`` of :func:`predict`).
 
 One step per module: :mod:`~aenp.prediction.inputs` (context and targets from xarray or
 pandas), :mod:`~aenp.prediction.model_inputs` (coordinates in model units),
 :mod:`~aenp.prediction.elevation`, :mod:`~aenp.prediction.extrapolation`, the two inference
 strategies :mod:`~aenp.prediction.points` and :mod:`~aenp.prediction.gridded`,
-:mod:`~aenp.prediction.output`, :mod:`~aenp.prediction.predictor` (:func:`predict`) and
-:mod:`~aenp.prediction.io` (files).
+:mod:`~aenp.prediction.output`, :mod:`~aenp.prediction.preparation` (the model and options),
+:mod:`~aenp.prediction.predictor` (:func:`predict`), :mod:`~aenp.prediction.io` (files), and
+for predictions written block by block :mod:`~aenp.prediction.reader` (the context, a region
+at a time), :mod:`~aenp.prediction.store` (the resumable store) and
+:mod:`~aenp.prediction.streaming` (:func:`~aenp.prediction.streaming.predict_to_zarr`).
 """
 
 from aenp.prediction.elevation import Elevation
@@ -32,11 +37,15 @@ from aenp.prediction.extrapolation import EXTRAPOLATION_MARGIN, ExtrapolationWar
 from aenp.prediction.gridded import CELL_SIZE_RTOL
 from aenp.prediction.inputs import COORDINATE_COLUMNS, GRID_DIMS, INPUTS
 from aenp.prediction.io import predict_files
-from aenp.prediction.predictor import DEFAULT_CHUNK_SIZE, load_predictor, predict
+from aenp.prediction.predictor import predict
+from aenp.prediction.preparation import DEFAULT_CHUNK_SIZE, load_predictor
+from aenp.prediction.streaming import DEFAULT_BLOCK_SIDE, DEFAULT_BLOCK_TIME, predict_to_zarr
 
 __all__ = [
     "CELL_SIZE_RTOL",
     "COORDINATE_COLUMNS",
+    "DEFAULT_BLOCK_SIDE",
+    "DEFAULT_BLOCK_TIME",
     "DEFAULT_CHUNK_SIZE",
     "EXTRAPOLATION_MARGIN",
     "GRID_DIMS",
@@ -46,4 +55,5 @@ __all__ = [
     "load_predictor",
     "predict",
     "predict_files",
+    "predict_to_zarr",
 ]

@@ -28,13 +28,10 @@ def context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
     if isinstance(context, pd.DataFrame):
         frame = station_frame(context, need_value=True, what="context")
     elif isinstance(context, xr.DataArray | xr.Dataset):
-        field = normalise_conventions(_as_field(context))
+        field = normalise_conventions(as_field(context))
         frame = _coords_frame(field)
     else:
-        raise InputTypeError(
-            f"context must be an xarray DataArray/Dataset or a pandas DataFrame, got "
-            f"{type(context).__name__}"
-        )
+        raise context_type_error(context)
     frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
     if frame.empty:
         raise InputError("the context has no observed (finite) value")
@@ -43,20 +40,22 @@ def context_tasks(context, dim_x: int) -> list[pd.DataFrame]:
     return [group for _, group in frame.groupby("time", sort=True)]
 
 
+def context_type_error(context) -> InputTypeError:
+    """The error for a context that is neither xarray nor pandas."""
+    return InputTypeError(
+        f"context must be an xarray DataArray/Dataset or a pandas DataFrame, got "
+        f"{type(context).__name__}"
+    )
+
+
 def target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | None]:
     """Target coordinates as rows, and the target grid (None for DataFrame targets)."""
     if isinstance(targets, pd.DataFrame):
         points = station_frame(targets, need_value=False, what="targets")
         grid = None
     elif isinstance(targets, xr.DataArray | xr.Dataset):
-        grid = targets
-        names = coordinate_names(grid)
-        if dim_x >= 3 and "time" not in names:
-            raise InputError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
-        keep = [d for d in COORDINATE_COLUMNS if d in names and (d != "time" or dim_x >= 3)]
-        mesh = np.meshgrid(*(grid[names[d]].values for d in keep), indexing="ij")
-        points = pd.DataFrame({d: m.ravel() for d, m in zip(keep, mesh, strict=True)})
-        points = points.reindex(columns=list(COORDINATE_COLUMNS))
+        grid = checked_grid(targets, dim_x)
+        points = grid_points(grid, dim_x)
     else:
         raise InputTypeError(
             f"targets must be an xarray DataArray/Dataset or a pandas DataFrame, got "
@@ -65,6 +64,36 @@ def target_points(targets, dim_x: int) -> tuple[pd.DataFrame, xr.DataArray | Non
     if dim_x >= 3 and points["time"].isna().any():
         raise InputError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
     return points, grid
+
+
+def checked_grid(grid: xr.DataArray | xr.Dataset, dim_x: int) -> xr.DataArray | xr.Dataset:
+    """The target grid, if it has the coordinates a model of ``dim_x`` inputs needs.
+
+    Raises:
+        InputError: If latitude or longitude is missing, or time (or a time) for a 3-D or 4-D
+            model.
+    """
+    names = coordinate_names(grid)
+    if dim_x >= 3 and ("time" not in names or pd.isna(grid[names["time"]].values).any()):
+        raise InputError(f"a {dim_x}-D model (time, ...) needs targets with a time coordinate")
+    return grid
+
+
+def grid_points(
+    grid: xr.DataArray | xr.Dataset, dim_x: int, cells: tuple[slice, ...] | None = None
+) -> pd.DataFrame:
+    """The target grid's cells as rows (columns time, lat, lon), in its own order.
+
+    ``cells`` picks a range of indices along each of the grid's dimensions
+    (:data:`GRID_DIMS`); None takes them all.
+    """
+    names = coordinate_names(grid)
+    axes = [grid[names[d]].values for d in GRID_DIMS[dim_x]]
+    if cells is not None:
+        axes = [axis[c] for axis, c in zip(axes, cells, strict=True)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    points = pd.DataFrame({d: m.ravel() for d, m in zip(GRID_DIMS[dim_x], mesh, strict=True)})
+    return points.reindex(columns=list(COORDINATE_COLUMNS))
 
 
 def grid_axes(data) -> tuple[np.ndarray, np.ndarray] | None:
@@ -129,7 +158,7 @@ def _numeric(frame: pd.DataFrame, column, what: str) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
-def _as_field(data: xr.DataArray | xr.Dataset) -> xr.DataArray:
+def as_field(data: xr.DataArray | xr.Dataset) -> xr.DataArray:
     """A DataArray from a one-variable Dataset, or the DataArray itself."""
     if isinstance(data, xr.Dataset):
         names = list(data.data_vars)

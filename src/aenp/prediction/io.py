@@ -13,7 +13,10 @@ from aenp.data.climate.io import open_dataset
 from aenp.errors import InputError, MissingFileError
 from aenp.files import atomic_write
 from aenp.prediction.inputs import station_frame
-from aenp.prediction.predictor import DEFAULT_CHUNK_SIZE, predict
+from aenp.prediction.predictor import predict
+from aenp.prediction.preparation import DEFAULT_CHUNK_SIZE
+from aenp.prediction.store import check_out
+from aenp.prediction.streaming import DEFAULT_BLOCK_SIDE, DEFAULT_BLOCK_TIME, predict_to_zarr
 
 
 def predict_files(
@@ -24,14 +27,19 @@ def predict_files(
     variable: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     elevation: str | os.PathLike | None = None,
+    block_time: int = DEFAULT_BLOCK_TIME,
+    block_side: int = DEFAULT_BLOCK_SIDE,
 ) -> Path:
     """:func:`predict` from files to a file (what ``aenp predict`` runs).
 
     ``context`` and ``targets`` are CSV tables (stations) or netCDF/zarr grids; ``out`` is
     written as netCDF (``.nc``), zarr (``.zarr``) or CSV (``.csv``, for CSV targets) by its
     suffix, with :func:`aenp.files.atomic_write`: an existing file is only replaced by a
-    complete one, and an existing folder is never replaced. ``out`` is checked before
-    predicting. ``elevation`` (4-D models) is an elevation file (see
+    complete one, and an existing folder is never replaced. A zarr store is written block by
+    block (``block_time`` time steps by ``block_side`` cells a side) by
+    :func:`~aenp.prediction.streaming.predict_to_zarr`, reading the context a block at a time,
+    and resumes where an interrupted run stopped. ``out`` is checked before predicting.
+    ``elevation`` (4-D models) is an elevation file (see
     :func:`aenp.data.climate.open_elevation`) or ``"terrain"``.
 
     Raises:
@@ -43,17 +51,29 @@ def predict_files(
     out = Path(out)
     writers = {
         ".nc": lambda result, path: result.to_netcdf(path),
-        ".zarr": lambda result, path: result.to_zarr(path),
         ".csv": lambda result, path: result.to_csv(path, index=False),
     }
-    if out.suffix not in writers:
-        raise InputError(f"--out must end in {', '.join(writers)}, got {out}")
+    suffixes = [".nc", ".zarr", ".csv"]
+    if out.suffix not in suffixes:
+        raise InputError(f"--out must end in {', '.join(suffixes)}, got {out}")
     table = Path(targets).suffix == ".csv"
     if table != (out.suffix == ".csv"):
         kind = "a table (CSV targets): use .csv" if table else "a grid: use .nc or .zarr"
         raise InputError(f"the prediction will be {kind} for --out, got {out}")
     if elevation is not None:
         elevation = "terrain" if str(elevation) == "terrain" else open_elevation(elevation)
+    if out.suffix == ".zarr":
+        check_out(out)
+        return predict_to_zarr(
+            run_dir,
+            _read_table_or_grid(context, variable),
+            _read_table_or_grid(targets, None, values=False),
+            out,
+            chunk_size=chunk_size,
+            block_time=block_time,
+            block_side=block_side,
+            elevation=elevation,
+        )
     # Entering atomic_write checks out's folder before the prediction, which may take long.
     with atomic_write(out) as tmp:
         result = predict(

@@ -13,7 +13,9 @@ from aenp.prediction.inputs import INPUTS
 def model_coordinate(dim: str, values: np.ndarray, normalisation: Normalisation) -> np.ndarray:
     """One input (time, lat, lon or elevation) in model units; times as datetimes or cftime."""
     if dim == "time":
-        values = decimal_years(values)
+        # Each distinct time once: every point of a time step shares it, and cftime is slow.
+        codes, times = pd.factorize(np.asarray(values), use_na_sentinel=False)
+        values = decimal_years(np.asarray(times))[codes]
     return normalisation.normalise_input(dim, np.asarray(values, dtype=float))
 
 

@@ -22,18 +22,28 @@ def prediction_dataset(
     A 2-D model predicts once per context time step: with several, the Dataset gets a time
     dimension named as the grid's (or ``time``), holding the context's time steps.
     """
-    names = coordinate_names(grid)
-    coords = {names[d]: grid[names[d]].values for d in GRID_DIMS[dim_x]}
+    coords = prediction_coords(grid, [t["time"].iloc[0] for t in tasks], dim_x)
     shape = tuple(len(v) for v in coords.values())
-    if dim_x == 2 and len(tasks) > 1:
-        coords = {names.get("time", "time"): [t["time"].iloc[0] for t in tasks], **coords}
-        shape = (len(tasks), *shape)
     dims = list(coords)
     data = {
         name: (dims, np.stack(values).reshape(shape))
         for name, values in (("mean", means), ("std", stds))
     }
     return xr.Dataset(data, coords=coords)
+
+
+def prediction_coords(
+    grid: xr.DataArray | xr.Dataset, task_times: list | np.ndarray, dim_x: int
+) -> dict[str, np.ndarray]:
+    """The coordinates of a prediction on a grid by dimension, in order.
+
+    ``task_times`` are the time steps of the tasks; see :func:`prediction_dataset`.
+    """
+    names = coordinate_names(grid)
+    coords = {names[d]: grid[names[d]].values for d in GRID_DIMS[dim_x]}
+    if dim_x == 2 and len(task_times) > 1:
+        coords = {names.get("time", "time"): task_times, **coords}
+    return coords
 
 
 def prediction_table(

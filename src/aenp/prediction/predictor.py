@@ -1,4 +1,4 @@
-"""From a trained model and data to predictions: :func:`load_predictor` and :func:`predict`."""
+"""From a trained model and data to predictions: :func:`predict`."""
 
 from __future__ import annotations
 
@@ -9,36 +9,15 @@ import xarray as xr
 
 from aenp.data.climate import Normalisation
 from aenp.errors import InputError
-from aenp.models.io import load, load_config
 from aenp.models.neural_process import NeuralProcess
 from aenp.prediction.elevation import Elevation, with_elevation
 from aenp.prediction.extrapolation import warn_if_extrapolating
 from aenp.prediction.gridded import predict_gridded
-from aenp.prediction.inputs import INPUTS, context_tasks, grid_axes, target_points
+from aenp.prediction.inputs import context_tasks, grid_axes, target_points
 from aenp.prediction.output import prediction_dataset, prediction_table
 from aenp.prediction.points import predict_points
-from aenp.run_directory import model_directory
-
-DEFAULT_CHUNK_SIZE = 65_536
-"""Target points per forward pass."""
-
-
-def load_predictor(path: str | os.PathLike) -> tuple[NeuralProcess, Normalisation]:
-    """A trained model and the normalisation saved with it, from a run or model directory.
-
-    Raises:
-        FileNotFoundError: If there is no saved model.
-        ValueError: If the model was saved without a normalisation (not trained on climate
-            data): pass one to :func:`predict` instead.
-    """
-    directory = model_directory(path)
-    params = load_config(directory).get("metadata", {}).get("normalisation")
-    if params is None:
-        raise InputError(
-            f"the model at {directory} was saved without a normalisation (it was not trained "
-            "on climate data); pass normalisation= to predict"
-        )
-    return load(directory), Normalisation.from_dict(params)
+from aenp.prediction.preparation import DEFAULT_CHUNK_SIZE, prepared_model
+from aenp.prediction.streaming import predict_to_zarr
 
 
 def predict(
@@ -49,6 +28,7 @@ def predict(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
     elevation: Elevation = None,
+    out: str | os.PathLike | None = None,
 ) -> xr.Dataset | pd.DataFrame:
     """Predictive mean and standard deviation at the targets, in the data's units.
 
@@ -63,11 +43,13 @@ def predict(
         elevation: For a 4-D model: surface elevation ``[lat, lon]`` in metres (interpolated
             bilinearly), or ``"terrain"`` for the built-in terrain map (cell means over a
             grid, point values at stations). A DataFrame's ``elevation`` column comes first.
+        out: For a prediction larger than memory: a new ``.zarr`` path, written block by block
+            and resumably by :func:`~aenp.prediction.streaming.predict_to_zarr`.
 
     Returns:
         For grid targets, a Dataset with ``mean`` and ``std`` on the targets' coordinates (with
-        the context's time steps for a 2-D model); for DataFrame targets, a copy with ``mean``
-        and ``std`` columns.
+        the context's time steps for a 2-D model), in memory, or with ``out`` the store opened
+        lazily; for DataFrame targets, a copy with ``mean`` and ``std`` columns.
 
     Raises:
         ValueError: For a missing normalisation, coordinate or value column, a table without
@@ -81,10 +63,10 @@ def predict(
         UserWarning: If context points off the target grid of a convolutional model are left
             out.
     """
-    if not isinstance(model, NeuralProcess):
-        model, saved = load_predictor(model)
-        normalisation = normalisation or saved
-    _check_options(model, normalisation, chunk_size, elevation)
+    if out is not None:
+        options = {"chunk_size": chunk_size, "progress": progress, "elevation": elevation}
+        return xr.open_zarr(predict_to_zarr(model, context, targets, out, normalisation, **options))
+    model, normalisation = prepared_model(model, normalisation, chunk_size, elevation)
     tasks = context_tasks(context, model.dim_x)
     points, grid = target_points(targets, model.dim_x)
     if model.dim_x == 4:
@@ -110,22 +92,3 @@ def predict(
     if grid is None:
         return prediction_table(targets, means, stds)
     return prediction_dataset(grid, means, stds, tasks, model.dim_x)
-
-
-def _check_options(
-    model: NeuralProcess,
-    normalisation: Normalisation | None,
-    chunk_size: int,
-    elevation: Elevation,
-) -> None:
-    """Refuses a missing normalisation, a bad chunk size, model or elevation source."""
-    if normalisation is None:
-        raise InputError("predict needs the normalisation the model was trained with")
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be positive, got {chunk_size}")
-    if model.dim_x not in INPUTS:
-        raise InputError(
-            f"predict needs a model of 2-D, 3-D or 4-D inputs, got dim_x={model.dim_x}"
-        )
-    if model.dim_x == 4 and isinstance(elevation, str) and elevation != "terrain":
-        raise InputError(f"elevation must be a DataArray, 'terrain' or None, got {elevation!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
+import dask
 import lightning as L
 import numpy as np
 import torch
@@ -129,6 +130,7 @@ class TaskDataModule(L.LightningDataModule):
             collate_fn=_identity,
             num_workers=self.num_workers,
             prefetch_factor=4 if self.num_workers else None,
+            worker_init_fn=_compute_dask_in_this_thread,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -138,3 +140,13 @@ class TaskDataModule(L.LightningDataModule):
 
 def _identity(batch: Batch) -> Batch:
     return batch
+
+
+def _compute_dask_in_this_thread(worker_id: int) -> None:
+    """Makes a sampling worker read lazy fields (dask arrays) without dask's thread pool.
+
+    The worker is a fork of the training process and inherits none of its threads: a read
+    through the parent's dask thread pool, or its ``dask.distributed`` client, would wait for
+    ever.
+    """
+    dask.config.set(scheduler="synchronous")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import numbers
@@ -20,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from aenp.data.experiments import Experiment
+from aenp.data.experiments import EXPERIMENTS, Experiment
 from aenp.errors import InputError, InputTypeError, MissingFileError
 from aenp.files import atomic_write
 from aenp.models.neural_process import NeuralProcess
@@ -221,6 +222,16 @@ def _precision(setting: str) -> str:
     return "bf16-mixed" if torch.cuda.is_available() else "32-true"
 
 
+def _strategy(setting: Any) -> Any:
+    """The Lightning strategy for ``trainer.strategy``: ``ddp`` tolerates unused parameters.
+
+    A model given gridded batches (climate, smoke2d) skips its set-convs, whose lengthscales
+    then get no gradient, and plain DDP stops at the first step. Finding them costs one walk of
+    the autograd graph a step; ``ddp_find_unused_parameters_false`` opts out.
+    """
+    return "ddp_find_unused_parameters_true" if setting == "ddp" else setting
+
+
 def padded_context_size(setting: Any, experiment: Experiment, compiled: bool) -> int | None:
     """Context size training batches are padded to for ``data.pad_context``.
 
@@ -316,6 +327,7 @@ def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckp
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     del trainer_args["compile"]  # compiles the loss, which the module does
     trainer_args["precision"] = _precision(trainer_args["precision"])
+    trainer_args["strategy"] = _strategy(trainer_args["strategy"])
     best = ModelCheckpoint(
         dirpath=run.checkpoint_dir,
         filename=BEST_CHECKPOINT,
@@ -402,8 +414,11 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old → new`` for every entry in which two resolved configs differ.
 
     Entries of :data:`PRESENTATION_KEYS` are left out: they do not change what a run trains.
+    Nor is an experiment option that ``old`` lacks and ``new`` sets to the experiment's
+    default: an option added to aenp after ``old`` was recorded (such as climate's
+    ``max_in_memory_bytes``), so that runs recorded before it can be resumed and skipped.
     """
-    old, new = _flatten(old), _flatten(new)
+    old, new = _flatten(_with_added_options(old, new)), _flatten(new)
 
     def shown(value: Any) -> str:
         return "(absent)" if value is _ABSENT else repr(value)
@@ -413,6 +428,27 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for key in sorted(old.keys() | new.keys())
         if key not in PRESENTATION_KEYS and old.get(key, _ABSENT) != new.get(key, _ABSENT)
     ]
+
+
+def _with_added_options(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the experiment options it lacks that ``new`` sets to their defaults."""
+    experiment = new.get("experiment") or {}
+    if experiment.get("name") not in EXPERIMENTS or "experiment" not in old:
+        return old
+    defaults = inspect.signature(EXPERIMENTS[experiment["name"]]).parameters
+    recorded = old["experiment"].get("options") or {}
+    added = {
+        name: value
+        for name, value in (experiment.get("options") or {}).items()
+        if name not in recorded
+        and name in defaults
+        and defaults[name].default is not inspect.Parameter.empty
+        and value == defaults[name].default
+    }
+    if not added:
+        return old
+    options = {**recorded, **added}
+    return {**old, "experiment": {**old["experiment"], "options": options}}
 
 
 def recorded_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -10,6 +10,10 @@ ones. A region whose west edge lies east of its east edge crosses the antimeridi
 to 110°W); its selection continues past 180° (to 250°), so longitudes increase without a jump,
 and model coordinates treat longitude as periodic.
 
+A field larger than memory stays lazy (dask-backed) and is read chunk by chunk
+(:mod:`~aenp.data.climate.chunks`); :func:`synthetic_field` builds a CF-compliant one of any
+size without a download, and :func:`write_synthetic_field` writes it to a zarr store.
+
 Surface elevation, the fourth input of 4-D tasks, comes from a file (:func:`open_elevation`:
 WFDE5 ``ASurf``, ERA5 or WeatherBench2 surface geopotential, ``orog``) or, offline, from the
 global 1/12° terrain map that pvlib ships (:func:`terrain_elevation`), and is interpolated to
@@ -22,10 +26,11 @@ there in 2040-2059, tests in distribution there in 2060-2099, and tests out of d
 the eastern half (``na_east``) in 2060-2099 — the analogue of the paper's Europe to central US.
 
 One concern per module: :mod:`~aenp.data.climate.cf` (conventions), :mod:`~aenp.data.climate.io`
-(files), :mod:`~aenp.data.climate.terrain` (elevation), :mod:`~aenp.data.climate.regions`
-(regions and years), :mod:`~aenp.data.climate.normalisation`,
-:mod:`~aenp.data.climate.longitude`, :mod:`~aenp.data.climate.default_data` and
-:mod:`~aenp.data.climate.experiment` (the experiment).
+(files), :mod:`~aenp.data.climate.chunks` (reading lazy fields),
+:mod:`~aenp.data.climate.terrain` (elevation), :mod:`~aenp.data.climate.regions` (regions and
+years), :mod:`~aenp.data.climate.normalisation`, :mod:`~aenp.data.climate.longitude`,
+:mod:`~aenp.data.climate.default_data`, :mod:`~aenp.data.climate.synthetic` (the synthetic
+field) and :mod:`~aenp.data.climate.experiment` (the experiment).
 """
 
 from aenp.data.climate.cf import (
@@ -43,13 +48,22 @@ from aenp.data.climate.cf import (
     normalise_conventions,
     observed_mask,
 )
+from aenp.data.climate.chunks import (
+    CACHE_BYTES,
+    OBSERVED_SAMPLE_STEPS,
+    BlockCache,
+    ChunkReader,
+    observed_fraction,
+    time_blocks,
+)
 from aenp.data.climate.default_data import DEFAULT_DATASET, default_data_path
-from aenp.data.climate.experiment import MIN_OBSERVED_FRACTION, Climate
+from aenp.data.climate.experiment import MAX_IN_MEMORY_BYTES, MIN_OBSERVED_FRACTION, Climate
 from aenp.data.climate.io import (
     ELEVATION_VARIABLES,
     GEOPOTENTIAL_UNITS,
     GRAVITY,
     ZARR_MARKERS,
+    FieldSource,
     elevation_variables,
     open_elevation,
     open_field,
@@ -61,7 +75,7 @@ from aenp.data.climate.longitude import (
     unwrap_longitude,
     wrap_longitude,
 )
-from aenp.data.climate.normalisation import FLAT_ELEVATION_SCALE, Normalisation
+from aenp.data.climate.normalisation import FLAT_ELEVATION_SCALE, Normalisation, value_moments
 from aenp.data.climate.regions import (
     REGIONS,
     Region,
@@ -71,9 +85,11 @@ from aenp.data.climate.regions import (
     select_region,
     select_years,
 )
+from aenp.data.climate.synthetic import synthetic_field, write_synthetic_field
 from aenp.data.climate.terrain import TERRAIN_RESOLUTION, elevation_at, terrain_elevation
 
 __all__ = [
+    "CACHE_BYTES",
     "CELL_TOLERANCE",
     "DEFAULT_DATASET",
     "DIMS",
@@ -88,14 +104,19 @@ __all__ = [
     "LAT_UNITS",
     "LON_NAMES",
     "LON_UNITS",
+    "MAX_IN_MEMORY_BYTES",
     "MIN_OBSERVED_FRACTION",
+    "OBSERVED_SAMPLE_STEPS",
     "REGIONS",
     "REGRID_HINT",
     "TERRAIN_RESOLUTION",
     "TIME_NAMES",
     "ZARR_MARKERS",
     "ArrayT",
+    "BlockCache",
+    "ChunkReader",
     "Climate",
+    "FieldSource",
     "Normalisation",
     "Region",
     "coordinate_names",
@@ -106,15 +127,20 @@ __all__ = [
     "elevation_variables",
     "get_region",
     "normalise_conventions",
+    "observed_fraction",
     "observed_mask",
     "open_elevation",
     "open_field",
     "select_cells",
     "select_region",
     "select_years",
+    "synthetic_field",
     "terrain_elevation",
+    "time_blocks",
     "unwrap_longitude",
+    "value_moments",
     "wrap_longitude",
+    "write_synthetic_field",
 ]
 
 _REMOVED = ("DEFAULT_SPLITS", "Split", "select_split")

@@ -107,7 +107,8 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
     Latitude, longitude and time are found by name or CF attributes and renamed. ERA5's
     ``expver`` is merged (each time step is under one version); a size-1 ensemble dimension,
     other size-1 dimensions and coordinates other than time, lat and lon are dropped; a time
-    dimension of length 1 is added when missing.
+    dimension of length 1 is added when missing. A lazy (dask-backed) field stays lazy:
+    nothing here reads its values.
 
     Args:
         da: A field with latitude and longitude dimensions, in any order and convention.
@@ -153,7 +154,25 @@ def normalise_conventions(da: xr.DataArray) -> xr.DataArray:
         lat=("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
         lon=("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
     )
-    return da.transpose(*DIMS).sortby(["lat", "lon"])
+    return _ascending(_ascending(da.transpose(*DIMS), "lat"), "lon")
+
+
+def _ascending(da: xr.DataArray, dim: str) -> xr.DataArray:
+    """``da`` ordered by its coordinate ``dim``, ascending, by slices where the stored order allows.
+
+    Slices (an axis stored descending, such as latitude north to south, is reversed; a 0-360
+    longitude axis is cut at 180° into two) keep a lazy field's chunks aligned with its store,
+    which an indexed selection would cut anew. Any other order is one indexed selection.
+    """
+    if (np.diff(da[dim].values) < 0).sum() > da.sizes[dim] // 2:
+        da = da.isel({dim: slice(None, None, -1)})
+    order = np.argsort(da[dim].values, kind="stable")
+    runs = np.split(order, np.flatnonzero(np.diff(order) != 1) + 1)
+    if len(runs) == 1:
+        return da
+    if len(runs) > 2:
+        return da.isel({dim: order})
+    return xr.concat([da.isel({dim: slice(run[0], run[-1] + 1)}) for run in runs], dim=dim)
 
 
 def observed_mask(da: xr.DataArray) -> xr.DataArray:

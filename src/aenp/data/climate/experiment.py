@@ -10,8 +10,24 @@ import xarray as xr
 
 from aenp.batch import EvaluationBatch, GridBatch
 from aenp.data.climate.cf import decimal_years
+from aenp.data.climate.chunks import (
+    CACHE_BYTES,
+    BlockCache,
+    ChunkReader,
+    float32_bytes,
+    is_lazy,
+    observed_fraction,
+    patch_windows,
+    require_small_chunks,
+)
 from aenp.data.climate.default_data import default_data_path
-from aenp.data.climate.io import elevation_variables, open_elevation, open_field
+from aenp.data.climate.io import (
+    FieldSource,
+    describe_source,
+    elevation_variables,
+    open_elevation,
+    open_field,
+)
 from aenp.data.climate.longitude import FULL_TURN
 from aenp.data.climate.normalisation import Normalisation
 from aenp.data.climate.regions import (
@@ -27,6 +43,8 @@ from aenp.errors import InputError
 
 MIN_OBSERVED_FRACTION = 0.5
 """Least share of observed (finite) cells of a climate patch, averaged over time."""
+MAX_IN_MEMORY_BYTES = 2**30
+"""Default bound (float32 bytes) of a field or split held in memory; larger ones stay lazy."""
 
 
 class Climate:
@@ -46,12 +64,23 @@ class Climate:
     ``test`` in the training region in ``test_years`` (in distribution), ``ood`` in the OOD
     region in ``test_years``.
 
+    Fields larger than memory: a field whose float32 values fit ``max_in_memory_bytes`` is
+    loaded whole, and so is each split that fits; those are sampled from memory. A split too
+    large stays lazy and is read chunk by chunk: its normalisation in one pass over blocks of
+    time, its valid patches from the observed fraction of each cell over at most 64 evenly
+    spaced steps (:func:`~aenp.data.climate.chunks.observed_fraction`), and each batch from one
+    block of whole time chunks over the patch's chunks, through an LRU cache of
+    ``cache_bytes`` (:class:`~aenp.data.climate.chunks.ChunkReader`). Either way the same seed
+    gives the same tasks; a lazy split's tasks differ from those the same split would give in
+    memory.
+
     Args:
-        data: A netCDF file or zarr store; None: the offline default
+        data: A netCDF file or zarr store (read lazily, in its own chunks), or a Dataset or
+            DataArray already opened; None: the offline default
             (:func:`aenp.data.climate.default_data_path`).
         variable: The data variable; None picks the only gridded one.
         dims: 2 (lat, lon), 3 (time, lat, lon) or 4 (time, lat, lon, elevation).
-        elevation: For ``dims`` 4: a file holding a surface elevation field (see
+        elevation: For ``dims`` 4: a file (or Dataset) holding a surface elevation field (see
             :func:`aenp.data.climate.open_elevation`), interpolated to the data's cells, or
             ``"terrain"`` for the built-in global terrain map
             (:func:`aenp.data.climate.terrain_elevation`); None: the data file's own elevation
@@ -67,6 +96,14 @@ class Climate:
         context_fraction: Range ``(low, high)`` of the fraction of observed cells in the context.
         max_targets: At most this many target cells per task (a random subset of the other
             observed cells); None: all of them.
+        max_in_memory_bytes: Load the field, or else a split, whose float32 values take at
+            most this many bytes; larger ones stay lazy (and must be stored in chunks of at
+            most :data:`~aenp.data.climate.chunks.MAX_CHUNK_BYTES`). 0: keep every split of a
+            file lazy; None: load the field whatever its size. A field given in memory stays
+            there.
+        cache_bytes: Bound of the cache of blocks read from lazy splits, all splits together.
+        progress: Show progress bars while lazy splits are read (normalisation, valid
+            patches).
     """
 
     name = "climate"
@@ -78,10 +115,10 @@ class Climate:
 
     def __init__(
         self,
-        data: str | None = None,
+        data: FieldSource | None = None,
         variable: str | None = None,
         dims: int = 2,
-        elevation: str | None = None,
+        elevation: FieldSource | None = None,
         train_region: str = "na_west",
         ood_region: str = "na_east",
         train_years: tuple[int, int] = (1860, 2039),
@@ -91,6 +128,9 @@ class Climate:
         window: int = 8,
         context_fraction: tuple[float, float] = (0.05, 0.5),
         max_targets: int | None = None,
+        max_in_memory_bytes: int | None = MAX_IN_MEMORY_BYTES,
+        cache_bytes: int = CACHE_BYTES,
+        progress: bool = True,
     ):
         if dims not in (2, 3, 4):
             raise InputError(
@@ -104,29 +144,41 @@ class Climate:
             )
         if max_targets is not None and max_targets < 1:
             raise InputError(f"max_targets must be at least 1 or None, got {max_targets}")
+        if (max_in_memory_bytes is not None and max_in_memory_bytes < 0) or cache_bytes < 0:
+            raise InputError(
+                "max_in_memory_bytes must be at least 0 or None and cache_bytes at least 0, "
+                f"got {max_in_memory_bytes} and {cache_bytes}"
+            )
+        self.max_in_memory_bytes = max_in_memory_bytes
+        self.progress = progress
         path = default_data_path() if data is None else data
-        field = open_field(path, variable)
+        field = self._load_if_small(open_field(path, variable))
         self.max_targets = max_targets
         self.dim_x = dims
         self.patch = patch
         self.window = window if dims >= 3 else 1
         self.context_fraction = (low, high)
         self.field = field
-        self.elevation = _field_elevation(path, field, elevation) if dims == 4 else None
+        self.elevation = _field_elevation(path, field, elevation, progress) if dims == 4 else None
         """Surface elevation ``[lat, lon]`` (metres) of the field's cells, for 4-D inputs."""
         self.regions = (get_region(train_region), get_region(ood_region))
         """The training and the out-of-distribution region."""
         self.test_years = tuple(test_years)
-        train = select_years(select_region(field, train_region), train_years)
-        self.normalisation = Normalisation.fit(
-            train, None if self.elevation is None else select_region(self.elevation, train_region)
-        )
-        self.fields = {
-            "train": train,
-            "val": select_years(select_region(field, train_region), val_years),
-            "test": select_years(select_region(field, train_region), test_years),
-            "ood": select_years(select_region(field, ood_region), test_years),
+        splits = {
+            "train": (train_region, train_years),
+            "val": (train_region, val_years),
+            "test": (train_region, test_years),
+            "ood": (ood_region, test_years),
         }
+        self.fields = {
+            split: self._load_if_small(select_years(select_region(field, region), years))
+            for split, (region, years) in splits.items()
+        }
+        self.normalisation = Normalisation.fit(
+            self.fields["train"],
+            None if self.elevation is None else select_region(self.elevation, train_region),
+            progress=progress,
+        )
         for split, part in self.fields.items():
             _, num_lat, num_lon = part.shape
             if min(num_lat, num_lon) < patch or part.sizes["time"] < self.window:
@@ -138,6 +190,18 @@ class Climate:
         self._values_cache: dict[str, np.ndarray] = {}
         self._corners_cache: dict[str, np.ndarray] = {}
         self._elevation_cache: dict[str, torch.Tensor] = {}
+        self._readers: dict[str, ChunkReader] = {}
+        self._block_cache = BlockCache(cache_bytes)
+
+    def _load_if_small(self, da: xr.DataArray) -> xr.DataArray:
+        """``da`` loaded if its float32 values fit :attr:`max_in_memory_bytes`, else as it is.
+
+        A field given in memory stays there.
+        """
+        limit = self.max_in_memory_bytes
+        if limit is None or float32_bytes(da) <= limit:
+            return da.compute()
+        return require_small_chunks(da) if is_lazy(da) else da
 
     @property
     def units(self) -> str:
@@ -166,7 +230,7 @@ class Climate:
         return select_region(years.isel(time=[0]), self.figure_region).load()
 
     def split_field(self, split: str) -> xr.DataArray:
-        """A split's field ``[time, lat, lon]`` in the data's units.
+        """A split's field ``[time, lat, lon]`` in the data's units (lazy if too large).
 
         Raises:
             ValueError: Unless ``split`` is ``train``, ``val``, ``test`` or ``ood``.
@@ -176,7 +240,7 @@ class Climate:
         return self.fields[split]
 
     def _values(self, split: str) -> np.ndarray:
-        """Normalised values ``[time, lat, lon]`` of a split (NaN where missing), cached."""
+        """Normalised values ``[time, lat, lon]`` of a split in memory (NaN where missing)."""
         if split not in self._values_cache:
             values = self.fields[split].values.astype(np.float32)
             self._values_cache[split] = self.normalisation.normalise_values(values)
@@ -185,11 +249,15 @@ class Climate:
     def _corners(self, split: str) -> np.ndarray:
         """Patch corners ``[n, 2]`` (lat, lon) whose cells are observed at least half the time.
 
+        The time a lazy split's cells are observed is estimated from a sample of steps
+        (:func:`~aenp.data.climate.chunks.observed_fraction`).
+
         Raises:
             ValueError: If no patch of the split is.
         """
         if split not in self._corners_cache:
-            observed = np.isfinite(self._values(split)).mean(axis=0) >= MIN_OBSERVED_FRACTION
+            fraction = observed_fraction(self.fields[split], progress=self.progress)
+            observed = fraction >= MIN_OBSERVED_FRACTION
             sums = np.pad(observed.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
             p = self.patch
             counts = sums[p:, p:] - sums[:-p, p:] - sums[p:, :-p] + sums[:-p, :-p]
@@ -214,7 +282,7 @@ class Climate:
         axes = [torch.as_tensor(x_lat), torch.as_tensor(x_lon)]
         if self.dim_x >= 3:
             years = self.normalisation.normalise_time(
-                decimal_years(part)[time : time + self.window]
+                decimal_years(part["time"][time : time + self.window])
             )
             # Evenly spaced from the first step (months of unequal length are equal steps).
             step = np.diff(years).mean() if self.window > 1 else 1.0
@@ -232,19 +300,28 @@ class Climate:
         block = self._elevation_cache[split][lat : lat + self.patch, lon : lon + self.patch]
         return block[None, ..., None].expand(self.window, *block.shape, 1)
 
+    def _reader(self, split: str) -> ChunkReader:
+        """The reader of a lazy split's windows, sharing one cache with the other splits."""
+        if split not in self._readers:
+            self._readers[split] = ChunkReader(
+                self.fields[split],
+                self.window,
+                self.normalisation.normalise_values,
+                self._block_cache,
+            )
+        return self._readers[split]
+
     def _tasks(self, split: str, batch_size: int, generator: torch.Generator) -> GridBatch:
         """A batch of tasks at one random patch location and random times."""
-        values = self._values(split)
-        num_time = values.shape[0]
         corners = self._corners(split)
         lat, lon = map(int, corners[int(torch.randint(len(corners), (), generator=generator))])
-        starts = torch.randint(num_time - self.window + 1, (batch_size,), generator=generator)
-        blocks = np.stack(
-            [
-                values[t : t + self.window, lat : lat + self.patch, lon : lon + self.patch]
-                for t in starts.tolist()
-            ]
-        )
+        if is_lazy(self.fields[split]):
+            starts, blocks = self._reader(split).sample(lat, lon, self.patch, batch_size, generator)
+        else:
+            values = self._values(split)
+            num_starts = values.shape[0] - self.window + 1
+            starts = torch.randint(num_starts, (batch_size,), generator=generator).tolist()
+            blocks = patch_windows(values, starts, lat, lon, self.window, self.patch)
         y = torch.from_numpy(blocks if self.dim_x >= 3 else blocks[:, 0])
         # Every task gets as many context and target cells (so point-set models see equal
         # sets): cells are ranked at random, missing ones last.
@@ -264,7 +341,7 @@ class Climate:
             torch.nan_to_num(y)[..., None].to(torch.get_default_dtype()),
             context,
             target,
-            self._axes(split, int(starts[0]), lat, lon),
+            self._axes(split, starts[0], lat, lon),
             self._extra_inputs(split, lat, lon),
         )
 
@@ -285,30 +362,36 @@ class Climate:
         ]
 
 
-def _field_elevation(path, field: xr.DataArray, source: str | None) -> xr.DataArray:
+def _field_elevation(
+    path: FieldSource, field: xr.DataArray, source: FieldSource | None, progress: bool
+) -> xr.DataArray:
     """Surface elevation (metres) at a field's cells; 0 (sea level) where it is missing.
 
     Args:
-        path: The field's file, searched for an elevation variable when ``source`` is None.
+        path: The field's source, searched for an elevation variable when ``source`` is None.
         field: The field ``[time, lat, lon]``.
-        source: An elevation file, ``"terrain"``, or None (see :class:`Climate`).
+        source: An elevation file or Dataset, ``"terrain"``, or None (see :class:`Climate`).
+        progress: Show a progress bar while a lazy field's observed cells are found.
 
     Raises:
-        ValueError: If the elevation is missing at a cell where the field is observed.
+        ValueError: If the elevation is missing at a cell where the field is observed (of a
+            lazy field, at one of the steps :func:`~aenp.data.climate.chunks.observed_fraction`
+            reads).
     """
     lat, lon = field["lat"].values, field["lon"].values
     if source is None:
-        source = str(path) if elevation_variables(path) else "terrain"
-    if source == "terrain":
+        source = path if elevation_variables(path) else "terrain"
+    if isinstance(source, str) and source == "terrain":
         return terrain_elevation(lat, lon)
     elevation = open_elevation(source)
     grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
     values = elevation_at(elevation, grid_lat, grid_lon, allow_missing=True)
-    observed = np.isfinite(field.values).any(axis=0)
+    observed = observed_fraction(field, progress=progress) > 0
     missing = int((~np.isfinite(values[observed])).sum())
     if missing:
         raise InputError(
-            f"the elevation from {source} is missing at {missing} observed cell(s) of the data"
+            f"the elevation from {describe_source(source)} is missing at {missing} observed "
+            "cell(s) of the data"
         )
     return xr.DataArray(
         np.nan_to_num(values),

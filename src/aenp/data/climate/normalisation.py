@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from aenp.data.climate.cf import decimal_years, observed_mask
+from aenp.data.climate.chunks import is_lazy, streaming_blocks
 from aenp.data.climate.longitude import FULL_TURN, ArrayT, on_branch, unwrap_longitude
 from aenp.errors import InputError
 
@@ -63,23 +65,27 @@ class Normalisation:
                 raise InputError(f"{name} must be positive, got {value}")
 
     @classmethod
-    def fit(cls, da: xr.DataArray, elevation: xr.DataArray | None = None) -> Normalisation:
+    def fit(
+        cls, da: xr.DataArray, elevation: xr.DataArray | None = None, progress: bool = False
+    ) -> Normalisation:
         """Fits to a training field ``[time, lat, lon]``, ignoring missing values.
 
-        The region's centre becomes the spatial origin and half its larger side one unit, so
-        the training region maps into [-1, 1]² (its longitudes taken along the shortest arc
-        holding them, :func:`unwrap_longitude`); the time span maps to [-1, 1] likewise when the
-        field has two or more distinct times. Given the region's ``elevation`` ``[lat, lon]``
+        The values' mean and standard deviation come from :func:`value_moments`: of a lazy
+        field, in one pass over blocks of time (with a progress bar if ``progress``). The
+        region's centre becomes the spatial origin and half its larger side one unit, so the
+        training region maps into [-1, 1]² (its longitudes taken along the shortest arc holding
+        them, :func:`unwrap_longitude`); the time span maps to [-1, 1] likewise when the field
+        has two or more distinct times. Given the region's ``elevation`` ``[lat, lon]``
         (metres), its mean becomes 0 and its standard deviation (1 km if flat) one unit. The
         region's extent and cell size are kept, so predictions can be checked against them.
 
         Raises:
             ValueError: If the field has no finite value, is constant, or is a single cell.
         """
-        values = da.values[observed_mask(da).values].astype(np.float64)
-        if values.size == 0 or values.std() == 0:
+        count, mean, std = value_moments(da, progress)
+        if count == 0 or std == 0:
             raise InputError(
-                f"cannot fit a normalisation: the field has {values.size} finite values, "
+                f"cannot fit a normalisation: the field has {count} finite values, "
                 "and they must not all be equal"
             )
         lat, lon = da["lat"].values, unwrap_longitude(da["lon"].values)
@@ -92,8 +98,8 @@ class Normalisation:
             time_origin, time_scale = (years.min() + years.max()) / 2, np.ptp(years) / 2
         return cls.from_dict(
             {
-                "value_mean": values.mean(),
-                "value_std": values.std(),
+                "value_mean": mean,
+                "value_std": std,
                 "coord_scale": half_side,
                 "lat_origin": (lat.min() + lat.max()) / 2,
                 "lon_origin": (lon.min() + lon.max()) / 2,
@@ -183,6 +189,34 @@ class Normalisation:
                 f"{sorted(names - required)}, got {sorted(params)}"
             )
         return cls(**{k: None if v is None else float(v) for k, v in params.items()})
+
+
+def value_moments(da: xr.DataArray, progress: bool = False) -> tuple[int, float, float]:
+    """Count, mean and standard deviation of a field's finite values, in float64.
+
+    A field in memory is reduced at once. A lazy one is read in one pass over blocks of whole
+    time chunks (:func:`~aenp.data.climate.chunks.streaming_blocks`): each block's count, mean
+    and sum of squared deviations, merged with the pairwise formula of Chan, Golub and LeVeque
+    (1979), which is stable however many blocks there are; the result equals the in-memory one
+    to float64 rounding.
+    """
+    if not is_lazy(da):
+        values = da.values[observed_mask(da).values].astype(np.float64)
+        return (values.size, values.mean(), values.std()) if values.size else (0, np.nan, np.nan)
+    count, mean, squares = 0, 0.0, 0.0
+    blocks = streaming_blocks(da)
+    for block in tqdm(blocks, desc="normalisation", unit="block", disable=not progress):
+        values = da.isel(time=block).values
+        values = values[np.isfinite(values)].astype(np.float64)
+        if values.size == 0:
+            continue
+        block_mean = values.mean()
+        delta = block_mean - mean
+        total = count + values.size
+        squares += ((values - block_mean) ** 2).sum() + delta**2 * count * values.size / total
+        mean += delta * values.size / total
+        count = total
+    return count, mean, (np.sqrt(squares / count) if count else np.nan)
 
 
 FLAT_ELEVATION_SCALE = 1000.0

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from aenp.data.climate.cf import describe_extent, field_years, observed_mask
+from aenp.data.climate.chunks import is_lazy
 from aenp.data.climate.longitude import CELL_TOLERANCE, FULL_TURN, on_branch
 from aenp.errors import InputError
 
@@ -77,12 +78,15 @@ REGIONS = {
 
 
 def _require_observed(selection: xr.DataArray, what: str, field: xr.DataArray) -> xr.DataArray:
-    """Returns the selection, refusing one that is empty or has no finite value."""
+    """Returns the selection, refusing one that is empty or (in memory) has no finite value.
+
+    A lazy selection's values are not read here: that would read all of them.
+    """
     if selection.size == 0:
         raise InputError(
             f"{what} selects nothing of the field, whose extent is {describe_extent(field)}"
         )
-    if not observed_mask(selection).any():
+    if not is_lazy(selection) and not observed_mask(selection).any():
         raise InputError(f"{what} selects only missing (NaN) values of the field")
     return selection
 
@@ -122,7 +126,8 @@ def select_region(da: xr.DataArray, region: str | Region) -> xr.DataArray:
         for 150°E to 110°W), so neighbouring cells never differ by a full turn.
 
     Raises:
-        ValueError: If no cell lies in the region or all of its values are missing.
+        ValueError: If no cell lies in the region or, for a field in memory, all of its values
+            are missing (a lazy field's values are not read).
     """
     region = get_region(region)
     west, east = region.lon
@@ -179,7 +184,8 @@ def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArra
     """The time steps of a field in an inclusive range of years (any calendar); None keeps all.
 
     Raises:
-        ValueError: If the range is reversed or selects no time step or only missing values.
+        ValueError: If the range is reversed or selects no time step or (for a field in memory,
+            as in :func:`select_region`) only missing values.
     """
     if years is None:
         return da
@@ -187,5 +193,9 @@ def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArra
     if first > last:
         raise InputError(f"years must be (first, last) with first <= last, got {years}")
     year = field_years(da)
-    selection = da.isel(time=np.flatnonzero((year >= first) & (year <= last)))
+    steps = np.flatnonzero((year >= first) & (year <= last))
+    if len(steps) and steps[-1] - steps[0] == len(steps) - 1:
+        # Consecutive steps as a slice keep a lazy field's chunks aligned with its store.
+        steps = slice(steps[0], steps[-1] + 1)
+    selection = da.isel(time=steps)
     return _require_observed(selection, f"years {first}-{last}", da)
