@@ -18,6 +18,17 @@ def test_steps_within_the_tolerance_count_as_even_and_beyond_it_do_not(dtype):
     assert not is_evenly_spaced(axis(2 * GRID_SPACING_RTOL))
 
 
+def test_steps_small_against_the_values_are_even_within_their_rounding():
+    # Eight hourly steps 20 years into a normalised time axis: float32 rounds each step by up to
+    # 1% of its length, far beyond GRID_SPACING_RTOL.
+    step = 1 / (8766 * 10)
+    hours = (0.9 + step * torch.arange(8, dtype=torch.float64)).to(torch.float32)
+    assert not torch.allclose(hours.diff(), hours.diff().mean(), rtol=GRID_SPACING_RTOL, atol=0)
+    assert is_evenly_spaced(hours)
+    # A step off by a tenth is not rounding.
+    assert not is_evenly_spaced(torch.cat([hours, hours[-1:] + 1.1 * step]))
+
+
 def test_an_axis_must_increase():
     axis = torch.linspace(0.0, 1.0, 5)
     assert is_evenly_spaced(axis)

@@ -10,18 +10,23 @@ from torch import Tensor
 
 GRID_SPACING_RTOL = 1e-4
 """Relative tolerance within which a grid axis counts as evenly spaced."""
+ROUNDING_ULPS = 4
+"""Units in the last place (of an axis's largest value) its steps may differ by in rounding."""
 
 
 def is_evenly_spaced(axis: Float[Tensor, " size"]) -> bool:
     """Whether ``axis`` increases in steps equal to within :data:`GRID_SPACING_RTOL`.
 
-    A single point counts as evenly spaced.
+    Or equal to within the rounding of the axis's dtype: steps small against the values (hours
+    within decades of time, in float32) differ by up to a few units in the last place of the
+    largest value. A single point counts as evenly spaced.
     """
     if len(axis) < 2:
         return True
     steps = axis.diff()
+    rounding = ROUNDING_ULPS * torch.finfo(axis.dtype).eps * float(axis.abs().max())
     return bool((steps > 0).all()) and torch.allclose(
-        steps, steps.mean().expand_as(steps), rtol=GRID_SPACING_RTOL, atol=0
+        steps, steps.mean().expand_as(steps), rtol=GRID_SPACING_RTOL, atol=rounding
     )
 
 

@@ -65,14 +65,14 @@ class Climate:
     region in ``test_years``.
 
     Fields larger than memory: a field whose float32 values fit ``max_in_memory_bytes`` is
-    loaded whole, and so is each split that fits; those are sampled from memory. A split too
-    large stays lazy and is read chunk by chunk: its normalisation in one pass over blocks of
-    time, its valid patches from the observed fraction of each cell over at most 64 evenly
-    spaced steps (:func:`~aenp.data.climate.chunks.observed_fraction`), and each batch from one
-    block of whole time chunks over the patch's chunks, through an LRU cache of
-    ``cache_bytes`` (:class:`~aenp.data.climate.chunks.ChunkReader`). Either way the same seed
-    gives the same tasks; a lazy split's tasks differ from those the same split would give in
-    memory.
+    loaded whole and sampled from memory. A larger one stays lazy, every split of it (so
+    memory stays bounded whatever the sizes of the splits), and is read chunk by chunk: its
+    normalisation in one pass over blocks of time, its valid patches from the observed
+    fraction of each cell over at most 64 evenly spaced steps
+    (:func:`~aenp.data.climate.chunks.observed_fraction`), and each batch from one block of
+    whole time chunks over the patch's chunks, through an LRU cache of ``cache_bytes``
+    (:class:`~aenp.data.climate.chunks.ChunkReader`). Either way the same seed gives the same
+    tasks; a lazy split's tasks differ from those the same split would give in memory.
 
     Args:
         data: A netCDF file or zarr store (read lazily, in its own chunks), or a Dataset or
@@ -96,11 +96,10 @@ class Climate:
         context_fraction: Range ``(low, high)`` of the fraction of observed cells in the context.
         max_targets: At most this many target cells per task (a random subset of the other
             observed cells); None: all of them.
-        max_in_memory_bytes: Load the field, or else a split, whose float32 values take at
-            most this many bytes; larger ones stay lazy (and must be stored in chunks of at
-            most :data:`~aenp.data.climate.chunks.MAX_CHUNK_BYTES`). 0: keep every split of a
-            file lazy; None: load the field whatever its size. A field given in memory stays
-            there.
+        max_in_memory_bytes: Load the field if its float32 values take at most this many
+            bytes; a larger one stays lazy (and must be stored in chunks of at most
+            :data:`~aenp.data.climate.chunks.MAX_CHUNK_BYTES`). 0: keep a file lazy; None:
+            load the field whatever its size. A field given in memory stays there.
         cache_bytes: Bound of the cache of blocks read from lazy splits, all splits together.
         progress: Show progress bars while lazy splits are read (normalisation, valid
             patches).
@@ -152,7 +151,7 @@ class Climate:
         self.max_in_memory_bytes = max_in_memory_bytes
         self.progress = progress
         path = default_data_path() if data is None else data
-        field = self._load_if_small(open_field(path, variable))
+        field = self._loaded_if_small(open_field(path, variable))
         self.max_targets = max_targets
         self.dim_x = dims
         self.patch = patch
@@ -171,7 +170,7 @@ class Climate:
             "ood": (ood_region, test_years),
         }
         self.fields = {
-            split: self._load_if_small(select_years(select_region(field, region), years))
+            split: select_years(select_region(field, region), years)
             for split, (region, years) in splits.items()
         }
         self.normalisation = Normalisation.fit(
@@ -193,15 +192,15 @@ class Climate:
         self._readers: dict[str, ChunkReader] = {}
         self._block_cache = BlockCache(cache_bytes)
 
-    def _load_if_small(self, da: xr.DataArray) -> xr.DataArray:
-        """``da`` loaded if its float32 values fit :attr:`max_in_memory_bytes`, else as it is.
+    def _loaded_if_small(self, field: xr.DataArray) -> xr.DataArray:
+        """The field, loaded if its float32 values fit :attr:`max_in_memory_bytes`.
 
         A field given in memory stays there.
         """
         limit = self.max_in_memory_bytes
-        if limit is None or float32_bytes(da) <= limit:
-            return da.compute()
-        return require_small_chunks(da) if is_lazy(da) else da
+        if limit is None or float32_bytes(field) <= limit:
+            return field.compute()
+        return require_small_chunks(field) if is_lazy(field) else field
 
     @property
     def units(self) -> str:
