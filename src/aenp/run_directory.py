@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from aenp.data.experiments import Experiment, get_experiment
 from aenp.errors import MissingFileError
 from aenp.files import atomic_write, write_json
-from aenp.models.io import load, save
+from aenp.models.io import load, load_config, save
 from aenp.models.neural_process import NeuralProcess
 
 RUN_CONFIG = "config.yaml"
@@ -47,11 +47,11 @@ TRAIN_LOG = "train.log"
 """Output of a run that ``aenp reproduce --parallel`` trains in a process of its own."""
 
 
-def experiment_from_config(cfg: DictConfig) -> Experiment:
-    """The experiment a config names, built with its ``experiment.options``."""
+def experiment_from_config(cfg: DictConfig, **extra: Any) -> Experiment:
+    """The experiment a config names, built with its ``experiment.options`` and ``extra``."""
     options = cfg.experiment.get("options")
     options = {} if options is None else OmegaConf.to_container(options, resolve=True)
-    return get_experiment(cfg.experiment.name, **options)
+    return get_experiment(cfg.experiment.name, **options, **extra)
 
 
 def model_directory(path: str | os.PathLike) -> Path:
@@ -161,8 +161,21 @@ class RunDirectory:
         return load(self.model_path, map_location)
 
     def experiment(self) -> Experiment:
-        """The experiment the run was trained on, rebuilt from its config."""
-        return experiment_from_config(self.config())
+        """The experiment the run was trained on, rebuilt from its config.
+
+        A model saved with a normalisation (climate) lends it to the experiment, which then
+        need not fit it again: for a field larger than memory, a full pass over its training
+        split.
+        """
+        saved = None
+        if self.model_path.is_dir():
+            saved = load_config(self.model_path).get("metadata", {}).get("normalisation")
+        if saved is None:
+            return experiment_from_config(self.config())
+        from aenp.data.climate import Normalisation  # xarray, only for climate runs
+
+        normalisation = Normalisation.from_dict(saved)
+        return experiment_from_config(self.config(), normalisation=normalisation)
 
     def per_task_loglik(self) -> dict[str, np.ndarray]:
         """The per-task log-likelihoods ``{split: [num_tasks]}`` that evaluation wrote."""

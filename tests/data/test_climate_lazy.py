@@ -1,13 +1,16 @@
 """Fields larger than memory: lazy opening, streaming normalisation, chunk-aware sampling."""
 
 import contextlib
+import dataclasses
 
 import dask
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from omegaconf import OmegaConf
 
+import aenp
 import aenp.data.climate.chunks
 from aenp.data.climate import (
     BlockCache,
@@ -25,6 +28,7 @@ from aenp.data.climate import (
     write_synthetic_field,
 )
 from aenp.errors import InputError, InputTypeError
+from aenp.run_directory import RunDirectory
 
 SIZES = (40, 30, 40)
 """Steps every 73 days over 2000-2007, 30 × 40 cells over 35-72°N, 25°W-45°E."""
@@ -332,3 +336,30 @@ def test_bad_memory_options_are_named(store):
         make(store, max_in_memory_bytes=-1)
     with pytest.raises(ValueError, match="cache_bytes at least 0, got 0 and -5"):
         make(store, cache_bytes=-5)
+
+
+def test_a_trained_run_rebuilds_its_lazy_experiment_with_the_saved_normalisation(
+    store, tmp_path, monkeypatch
+):
+    fitted = make(store, dims=2)
+    run = RunDirectory(tmp_path / "run")
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in SPLITS.items()}
+    options.update(data=str(store), max_in_memory_bytes=0)
+    run.write_config(OmegaConf.create({"experiment": {"name": "climate", "options": options}}))
+    # A saved normalisation that fitting would not give: the rebuilt experiment must use it.
+    saved = dataclasses.replace(fitted.normalisation, value_mean=1.0, value_std=2.0)
+    model = aenp.build_model("convcnp", 2, 1, channels=4, num_layers=1)
+    run.save_model(model, {"normalisation": saved.to_dict()})
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the normalisation was fitted again: a full pass over the split")
+
+    monkeypatch.setattr(Normalisation, "fit", refit)
+    rebuilt = run.experiment()
+    assert rebuilt.normalisation == saved
+    batch = rebuilt.sample_train(2, torch.Generator().manual_seed(0))
+    expected = fitted.sample_train(2, torch.Generator().manual_seed(0))
+    # The same cells, normalised with the saved mean and standard deviation.
+    observed = expected.context_mask | expected.target_mask
+    raw = fitted.normalisation.denormalise_values(expected.y[observed])
+    torch.testing.assert_close(batch.y[observed], saved.normalise_values(raw))

@@ -103,6 +103,8 @@ class Climate:
         cache_bytes: Bound of the cache of blocks read from lazy splits, all splits together.
         progress: Show progress bars while lazy splits are read (normalisation, valid
             patches).
+        normalisation: The normalisation fitted to this training split before (a trained
+            model's, which evaluation reuses); None fits it, a full pass over a lazy split.
     """
 
     name = "climate"
@@ -130,6 +132,7 @@ class Climate:
         max_in_memory_bytes: int | None = MAX_IN_MEMORY_BYTES,
         cache_bytes: int = CACHE_BYTES,
         progress: bool = True,
+        normalisation: Normalisation | None = None,
     ):
         if dims not in (2, 3, 4):
             raise InputError(
@@ -173,7 +176,7 @@ class Climate:
             split: select_years(select_region(field, region), years)
             for split, (region, years) in splits.items()
         }
-        self.normalisation = Normalisation.fit(
+        self.normalisation = normalisation or Normalisation.fit(
             self.fields["train"],
             None if self.elevation is None else select_region(self.elevation, train_region),
             progress=progress,
