@@ -6,6 +6,7 @@ import sys
 from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -276,6 +277,12 @@ def test_an_experiment_option_added_since_a_run_was_recorded_counts_only_off_its
     assert config_changes(new, old) == [
         "experiment.options.max_in_memory_bytes: 1073741824 → (absent)"
     ]
+    del old["optimizer"]["warmup_steps"]
+    assert config_changes(old, new) == []
+    warm = compose_config(["experiment=climate", "optimizer.warmup_steps=100"])
+    assert config_changes(old, OmegaConf.to_container(warm, resolve=True)) == [
+        "optimizer.warmup_steps: (absent) → 100"
+    ]
 
 
 def test_run_dir_of_another_architecture_is_refused(finished_run):
@@ -368,6 +375,8 @@ def test_default_run_dir_holds_one_seed():
         ("optimizer.lr=abc", InputTypeError, "optimizer.lr must be a finite number > 0"),
         ("optimizer.weight_decay=-1", InputError, "optimizer.weight_decay must be a finite"),
         ("optimizer.cosine_schedule=maybe", InputTypeError, "cosine_schedule must be true or"),
+        ("optimizer.warmup_steps=-1", InputError, "optimizer.warmup_steps must be an integer >= 0"),
+        ("optimizer.warmup_steps=0.5", InputTypeError, "optimizer.warmup_steps must be an integer"),
         ("trainer.max_epochs=0", InputError, "trainer.max_epochs must be a positive integer"),
         ("seed=-1", InputError, r"seed must be an integer in \[0, 2\*\*32 - 1\], got -1"),
     ],
@@ -457,3 +466,22 @@ def test_trains_and_evaluates_on_smoke2d(tmp_path, model, smoke_store):
     test = results["splits"]["test"]
     assert test["loglik"]["num_tasks"] == 4 and test["delta_equiv"]["num_tasks"] == 4
     assert set(results["splits"]) == {"test", "test_strict"}
+
+
+@pytest.mark.parametrize("warmup, cosine", [(4, True), (4, False), (0, True)])
+def test_the_learning_rate_warms_up_linearly_then_follows_the_cosine(warmup, cosine):
+    model = aenp.build_model("convcnp", 1, 1, channels=4, num_layers=1)
+    module = NeuralProcessModule(model, lr=0.1, cosine_schedule=cosine, warmup_steps=warmup)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=20)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.1 * (k + 1) / warmup for k in range(warmup)] + [
+        0.1 * (0.5 * (1 + math.cos(math.pi * k / (20 - warmup))) if cosine else 1.0)
+        for k in range(20 - warmup)
+    ]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)

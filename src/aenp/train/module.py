@@ -9,7 +9,9 @@ progress bar asks for it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import lightning as L
 import torch
@@ -72,6 +74,20 @@ def adamw(
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def warmup_then_cosine(step: int, warmup: int, total: int, cosine: bool = True) -> float:
+    """The learning rate's factor at ``step`` (counted from 0).
+
+    A linear warm-up over the first ``warmup`` steps, then (if ``cosine``) a cosine from 1 to 0
+    over the remaining steps of ``total``.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class NeuralProcessModule(L.LightningModule):
     """Maximises the mean predictive log-likelihood of target points.
 
@@ -80,6 +96,8 @@ class NeuralProcessModule(L.LightningModule):
         lr: Learning rate of AdamW.
         weight_decay: Weight decay of AdamW.
         cosine_schedule: Anneal the learning rate to zero over training with a cosine.
+        warmup_steps: Raise the learning rate linearly from ``lr / warmup_steps`` to ``lr``
+            over the first steps (then anneal it over the rest with the cosine); 0: none.
         compile: Compile the training loss (see :func:`compiles`) when training starts.
     """
 
@@ -89,6 +107,7 @@ class NeuralProcessModule(L.LightningModule):
         lr: float = 5e-4,
         weight_decay: float = 0.0,
         cosine_schedule: bool = True,
+        warmup_steps: int = 0,
         compile: bool = False,
     ):
         super().__init__()
@@ -96,6 +115,7 @@ class NeuralProcessModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.cosine_schedule = cosine_schedule
+        self.warmup_steps = warmup_steps
         self.compile = compile
         self.loss: Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor] = negative_mean_loglik
 
@@ -127,12 +147,21 @@ class NeuralProcessModule(L.LightningModule):
             )
 
     def configure_optimizers(self):
-        """AdamW (see :func:`adamw`), optionally with a per-step cosine schedule."""
+        """AdamW (see :func:`adamw`), optionally with a warm-up and a per-step cosine schedule."""
         optimizer = adamw(self.model.parameters(), self.lr, self.weight_decay, self.device)
-        if not self.cosine_schedule:
+        total = max(1, self.trainer.estimated_stepping_batches)
+        if self.warmup_steps:
+            schedule = partial(
+                warmup_then_cosine,
+                warmup=self.warmup_steps,
+                total=total,
+                cosine=self.cosine_schedule,
+            )
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        elif self.cosine_schedule:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        else:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -101,6 +101,11 @@ SETTINGS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], bool]]] = 
         _is_number,
         lambda value: math.isfinite(value) and value >= 0,
     ),
+    "optimizer.warmup_steps": (
+        "an integer >= 0",
+        _is_integer,
+        lambda value: value >= 0,
+    ),
     "optimizer.cosine_schedule": (
         "true or false",
         lambda value: isinstance(value, bool),
@@ -414,9 +419,10 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old → new`` for every entry in which two resolved configs differ.
 
     Entries of :data:`PRESENTATION_KEYS` are left out: they do not change what a run trains.
-    Nor is an experiment option that ``old`` lacks and ``new`` sets to the experiment's
+    Nor is an experiment or optimizer option that ``old`` lacks and ``new`` sets to its
     default: an option added to aenp after ``old`` was recorded (such as climate's
-    ``max_in_memory_bytes``), so that runs recorded before it can be resumed and skipped.
+    ``max_in_memory_bytes`` or ``optimizer.warmup_steps``), so that runs recorded before it can
+    be resumed and skipped.
     """
     old, new = _flatten(_with_added_options(old, new)), _flatten(new)
 
@@ -431,24 +437,43 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _with_added_options(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` with the experiment options it lacks that ``new`` sets to their defaults."""
-    experiment = new.get("experiment") or {}
-    if experiment.get("name") not in EXPERIMENTS or "experiment" not in old:
-        return old
-    defaults = inspect.signature(EXPERIMENTS[experiment["name"]]).parameters
-    recorded = old["experiment"].get("options") or {}
-    added = {
-        name: value
-        for name, value in (experiment.get("options") or {}).items()
-        if name not in recorded
-        and name in defaults
-        and defaults[name].default is not inspect.Parameter.empty
-        and value == defaults[name].default
-    }
-    if not added:
-        return old
-    options = {**recorded, **added}
-    return {**old, "experiment": {**old["experiment"], "options": options}}
+    """``old`` with the options it lacks that ``new`` sets to their defaults.
+
+    Experiment options default as the experiment's constructor, optimizer options as
+    :class:`NeuralProcessModule`'s.
+    """
+    experiment = (new.get("experiment") or {}).get("name")
+    sections = {("optimizer",): NeuralProcessModule}
+    if experiment in EXPERIMENTS:
+        sections["experiment", "options"] = EXPERIMENTS[experiment]
+    for path, takes_options in sections.items():
+        recorded, given = _section(old, path), _section(new, path)
+        if recorded is None or given is None:
+            continue
+        defaults = inspect.signature(takes_options).parameters
+        added = {
+            name: value
+            for name, value in given.items()
+            if name not in recorded
+            and name in defaults
+            and defaults[name].default is not inspect.Parameter.empty
+            and value == defaults[name].default
+        }
+        old = _with_section(old, path, {**recorded, **added})
+    return old
+
+
+def _section(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The mapping at ``path`` in a nested config, or None."""
+    for key in path:
+        config = config.get(key) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def _with_section(config: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of a nested config with ``value`` at ``path``."""
+    head, *rest = path
+    return {**config, head: _with_section(config[head], tuple(rest), value) if rest else value}
 
 
 def recorded_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
