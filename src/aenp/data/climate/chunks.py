@@ -102,11 +102,10 @@ def observed_fraction(
     num_time = da.sizes["time"]
     steps = np.unique(np.linspace(0, num_time - 1, min(num_time, max_steps)).round().astype(int))
     counts = np.zeros((da.sizes["lat"], da.sizes["lon"]), dtype=np.int64)
-    blocks = time_blocks(da)
-    for block in tqdm(blocks, desc="observed cells", unit="chunk", disable=not progress):
-        inside = steps[(steps >= block.start) & (steps < block.stop)]
-        if len(inside):
-            counts += np.isfinite(da.isel(time=inside).values).sum(axis=0)
+    by_block = [steps[(steps >= b.start) & (steps < b.stop)] for b in time_blocks(da)]
+    by_block = [inside for inside in by_block if len(inside)]
+    for inside in tqdm(by_block, desc="observed cells", unit="chunk", disable=not progress):
+        counts += np.isfinite(da.isel(time=inside).values).sum(axis=0)
     return counts / len(steps)
 
 

@@ -44,7 +44,7 @@ from aenp.errors import InputError
 MIN_OBSERVED_FRACTION = 0.5
 """Least share of observed (finite) cells of a climate patch, averaged over time."""
 MAX_IN_MEMORY_BYTES = 2**30
-"""Default bound (float32 bytes) of a field or split held in memory; larger ones stay lazy."""
+"""Default bound (float32 bytes) of a field held in memory; a larger one stays lazy."""
 
 
 class Climate:
