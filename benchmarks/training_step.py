@@ -181,7 +181,11 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from aenp import Batch, build_model
-    from aenp.batch import target_loglik
+
+    try:
+        from aenp.batch import target_loglik
+    except ImportError:  # code from before the batch types moved to aenp.batch
+        from aenp.data.batch import target_loglik
 
     device = torch.device(spec["device"])
     batches = [

@@ -275,7 +275,8 @@ class SetConv(nn.Module):
             if self.banded:
                 weight = torch.where(z.abs() <= TRUNCATION_RADIUS, weight, 0.0)
             if width < size:
-                weight = weight.new_zeros(*weight.shape[:-1], size).scatter(-1, points, weight)
+                # In place: scattering into a copy of the zeros writes the weights twice.
+                weight = weight.new_zeros(*weight.shape[:-1], size).scatter_(-1, points, weight)
             weights.append(weight)
         return weights
 

@@ -21,9 +21,10 @@ from aenp.errors import InputError
 class PairwiseKernel(nn.Module):
     """MLP of ``(q_i · k_j per head, x_i − x_j)`` giving one attention logit per head.
 
-    Works channels-first on ``[batch, channels, nq, nk]`` so no pairwise tensor is ever
-    transposed. The first layer is linear in ``x_i − x_j``, so its contribution is computed
-    as ``W x_i − W x_j`` without materialising the pairwise differences.
+    Works on ``[channels, batch, nq, nk]``: channels lead, so each layer is one matrix product
+    over the flattened pairs and no pairwise tensor is ever permuted or copied. The first layer
+    is linear in ``x_i − x_j``, so its contribution is computed as ``W x_i − W x_j`` without
+    materialising the pairwise differences.
 
     Args:
         num_heads: Number of heads (input dot products and output logits).
@@ -42,25 +43,26 @@ class PairwiseKernel(nn.Module):
 
     def forward(
         self,
-        dots: Float[Tensor, "batch heads nq nk"],
+        dots: Float[Tensor, "heads batch nq nk"],
         xq: Float[Tensor, "batch nq dx"],
         xk: Float[Tensor, "batch nk dx"],
-    ) -> Float[Tensor, "batch heads nq nk"]:
+    ) -> Float[Tensor, "heads batch nq nk"]:
         """Attention logits."""
-        h = _channel_linear(self.dots_in, dots)
+        h = _leading_linear(self.dots_in, dots)
         h = (
             h
-            + self.x_in(xq).transpose(1, 2)[..., :, None]
-            - self.x_in(xk).transpose(1, 2)[..., None, :]
+            + self.x_in(xq).permute(2, 0, 1)[..., :, None]
+            - self.x_in(xk).permute(2, 0, 1)[..., None, :]
         )
         for layer in self.layers:
-            h = _channel_linear(layer, F.relu(h))
+            h = _leading_linear(layer, F.relu(h))
         return h
 
 
-def _channel_linear(layer: nn.Linear, h: Tensor) -> Tensor:
-    """Applies ``layer`` along dimension 1 of ``[batch, channels, nq, nk]``."""
-    return torch.einsum("oi,biqk->boqk", layer.weight, h) + layer.bias[:, None, None]
+def _leading_linear(layer: nn.Linear, h: Tensor) -> Tensor:
+    """Applies ``layer`` along dimension 0 of ``[channels, *pairs]``: one matrix product."""
+    out = torch.addmm(layer.bias[:, None], layer.weight, h.flatten(1))
+    return out.view(layer.out_features, *h.shape[1:])
 
 
 class TEMultiHeadAttention(nn.Module):
@@ -96,15 +98,16 @@ class TEMultiHeadAttention(nn.Module):
         key_mask: Bool[Tensor, "batch nk"] | None = None,
     ) -> Float[Tensor, "batch nq embed"]:
         """Queries ``zq`` at ``xq`` attend to tokens ``zk`` at ``xk`` (where ``key_mask``)."""
-        q = rearrange(self.to_q(zq), "b n (h d) -> b h n d", h=self.num_heads)
-        k, v = rearrange(self.to_kv(zk), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
-        logits = self.kernel(q @ k.transpose(-1, -2) * self.scale, xq, xk)
+        # Heads lead every pairwise tensor (see PairwiseKernel).
+        q = rearrange(self.to_q(zq) * self.scale, "b n (h d) -> h b n d", h=self.num_heads)
+        k, v = rearrange(self.to_kv(zk), "b n (two h d) -> two h b n d", two=2, h=self.num_heads)
+        logits = self.kernel(q @ k.transpose(-1, -2), xq, xk)
         if key_mask is None:
             out = torch.softmax(logits, dim=-1) @ v
         else:
             # The lowest finite logit gives weight exactly 0 beside any valid key, and no NaN
             # (a uniform average, then zeroed) where a task has none.
-            key_mask = key_mask[:, None, None, :]
+            key_mask = key_mask[None, :, None, :]
             logits = logits.masked_fill(~key_mask, torch.finfo(logits.dtype).min)
             out = (torch.softmax(logits, dim=-1) @ v) * key_mask.any(dim=-1, keepdim=True)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        return self.to_out(rearrange(out, "h b n d -> b n (h d)"))
