@@ -48,12 +48,12 @@ class PairwiseKernel(nn.Module):
         xk: Float[Tensor, "batch nk dx"],
     ) -> Float[Tensor, "heads batch nq nk"]:
         """Attention logits."""
-        h = _leading_linear(self.dots_in, dots)
-        h = (
-            h
-            + self.x_in(xq).permute(2, 0, 1)[..., :, None]
-            - self.x_in(xk).permute(2, 0, 1)[..., None, :]
-        )
+        # The first layer's bias rides on the query term and the key term enters negated, so
+        # neither costs a pass over the pairwise tensor, forward or backward.
+        at_query = (self.x_in(xq) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
+        at_key = (-self.x_in(xk)).permute(2, 0, 1)[..., None, :]
+        h = (self.dots_in.weight @ dots.flatten(1)).view(self.dots_in.out_features, *dots.shape[1:])
+        h = h + at_query + at_key
         for layer in self.layers:
             h = _leading_linear(layer, F.relu(h))
         return h
