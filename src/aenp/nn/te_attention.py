@@ -48,8 +48,8 @@ class PairwiseKernel(nn.Module):
         xk: Float[Tensor, "batch nk dx"],
     ) -> Float[Tensor, "heads batch nq nk"]:
         """Attention logits."""
-        # The first layer's bias rides on the query term and the key term enters negated, so
-        # neither costs a pass over the pairwise tensor, forward or backward.
+        # The first layer's bias rides on the query term and the key term enters negated: no
+        # pass over the pairwise tensor adds the bias, or negates its gradient in backward.
         at_query = (self.x_in(xq) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
         at_key = (-self.x_in(xk)).permute(2, 0, 1)[..., None, :]
         h = (self.dots_in.weight @ dots.flatten(1)).view(self.dots_in.out_features, *dots.shape[1:])
