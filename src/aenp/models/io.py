@@ -48,9 +48,7 @@ def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | No
         raise InputError(
             f"{directory} is a file; a model is saved as a folder: choose another path"
         )
-    weights = save_weights(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    )
+    weights = weights_bytes(model)
     config = {
         "format_version": FORMAT_VERSION,
         "name": model_name(model),
@@ -71,6 +69,11 @@ def save(model: NeuralProcess, directory: str | os.PathLike, metadata: dict | No
     with atomic_write(directory / CONFIG_FILE) as tmp:
         tmp.write_text(text)
     return directory
+
+
+def weights_bytes(model: NeuralProcess) -> bytes:
+    """The model's weights serialised as the ``model.safetensors`` file holds them."""
+    return save_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 def load_config(directory: str | os.PathLike) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from aenp.data.climate import normalise_conventions, terrain_elevation
+from aenp.data.climate.chunks import as_slice
 from aenp.prediction.elevation import Elevation, with_elevation
 from aenp.prediction.inputs import (
     COORDINATE_COLUMNS,
@@ -90,7 +91,7 @@ class FieldContext:
             steps = steps[keep("time", self.times[steps])]
             lat_index, lon_index = lat_index[keep("lat", lat)], lon_index[keep("lon", lon)]
         index = {"time": self._order[steps], "lat": lat_index, "lon": lon_index}
-        values = self._field.isel({d: _as_slice(i) for d, i in index.items()}).values
+        values = self._field.isel({d: as_slice(i) for d, i in index.items()}).values
         observed = np.isfinite(values)
         t, i, j = np.nonzero(observed)
         i, j = lat_index[i], lon_index[j]
@@ -110,7 +111,7 @@ class FieldContext:
         keep_lat, keep_lon = keep("lat", lat), keep("lon", lon)
         keep_time = keep("time", self.times)
         for steps in tqdm(self._groups(), disable=not progress, desc="read context"):
-            values = self._field.isel(time=_as_slice(self._order[steps])).values
+            values = self._field.isel(time=as_slice(self._order[steps])).values
             digest.update(np.ascontiguousarray(values).tobytes())
             observed = np.isfinite(values)
             points[steps] = observed.sum(axis=(1, 2))
@@ -188,13 +189,6 @@ def _kept(frame: pd.DataFrame, keep: Keep) -> np.ndarray:
     for d in COORDINATE_COLUMNS:
         mask &= keep(d, frame[d].to_numpy())
     return mask
-
-
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
-    """Consecutive indices as a slice, which lazy arrays read far faster; others as they are."""
-    if len(index) and (np.diff(index) == 1).all():
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
 
 
 def _coordinates_hash(*axes: np.ndarray) -> bytes:

@@ -32,11 +32,11 @@ import dask.array
 import numpy as np
 import pandas as pd
 import xarray as xr
-from safetensors.torch import save as save_weights
 from tqdm.auto import tqdm
 
 from aenp.data.climate import Normalisation, coordinate_names
 from aenp.errors import InputError, InputTypeError
+from aenp.models.io import weights_bytes
 from aenp.models.neural_process import NeuralProcess
 from aenp.prediction.elevation import Elevation, with_elevation
 from aenp.prediction.extrapolation import warn_if_extrapolating
@@ -398,12 +398,9 @@ def _inputs(
     layout: _Layout,
 ) -> dict[str, str]:
     """Digests of everything a prediction depends on, by name, to recognise it on resumption."""
-    weights = save_weights(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    )
     return {
         "aenp": __version__,
-        "model": _digest(json.dumps(model.config, sort_keys=True), weights),
+        "model": _digest(json.dumps(model.config, sort_keys=True), weights_bytes(model)),
         "normalisation": _digest(json.dumps(normalisation.to_dict(), sort_keys=True)),
         "context": summary.digest,
         "elevation": _elevation_digest(elevation) if model.dim_x == 4 else "",

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from aenp.data.climate.cf import describe_extent, field_years, observed_mask
-from aenp.data.climate.chunks import is_lazy
+from aenp.data.climate.chunks import as_slice, is_lazy
 from aenp.data.climate.longitude import CELL_TOLERANCE, FULL_TURN, on_branch
 from aenp.errors import InputError
 
@@ -193,9 +193,5 @@ def select_years(da: xr.DataArray, years: tuple[int, int] | None) -> xr.DataArra
     if first > last:
         raise InputError(f"years must be (first, last) with first <= last, got {years}")
     year = field_years(da)
-    steps = np.flatnonzero((year >= first) & (year <= last))
-    if len(steps) and steps[-1] - steps[0] == len(steps) - 1:
-        # Consecutive steps as a slice keep a lazy field's chunks aligned with its store.
-        steps = slice(steps[0], steps[-1] + 1)
-    selection = da.isel(time=steps)
+    selection = da.isel(time=as_slice(np.flatnonzero((year >= first) & (year <= last))))
     return _require_observed(selection, f"years {first}-{last}", da)
