@@ -39,9 +39,11 @@ def test_strict_models_are_equivariant(key):
         assert_equivariant(model, batch, translation(shift))
 
 
-def test_tetnp_is_equivariant_to_vector_shifts_in_2d():
+@pytest.mark.parametrize("kernel_lengthscale", [1.0, 0.03])
+def test_tetnp_is_equivariant_to_vector_shifts_in_2d(kernel_lengthscale):
     torch.manual_seed(0)
-    model = aenp.build_model("tetnp", 2, 1, **SMALL_TNP).double().eval()
+    model = aenp.build_model("tetnp", 2, 1, **SMALL_TNP, kernel_lengthscale=kernel_lengthscale)
+    model = model.double().eval()
     batch = random_batch(dim_x=2, dtype=torch.float64)
     assert_equivariant(model, batch, translation(torch.tensor([3.7, -0.2], dtype=torch.float64)))
 

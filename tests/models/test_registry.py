@@ -231,6 +231,12 @@ def test_rules_state_the_range_they_accept():
             ValueError,
             r"kernel_hidden must be a non-empty list of integers >= 1, got \[16, 0\]",
         ),
+        (
+            "tetnp",
+            {"kernel_lengthscale": 0.0},
+            ValueError,
+            "kernel_lengthscale must be a finite number > 0, got 0.0",
+        ),
         ("tepttnp", {"num_pseudo_tokens": 0}, ValueError, "num_pseudo_tokens must be an integer"),
         (
             "tepttnp",

@@ -10,8 +10,8 @@ from aenp.errors import InputError
 from aenp.nn.te_attention import TEMultiHeadAttention
 
 
-def te_attention_over_pairs(attention, zq, zk, xq, xk):
-    """The layer's output with the pairwise differences ``x_i − x_j`` materialised."""
+def te_attention_over_pairs(attention, zq, zk, xq, xk, lengthscale=1.0):
+    """The layer's output with the pairwise differences ``(x_i − x_j) / lengthscale``."""
     embed_dim = zq.shape[-1]
     head_dim = embed_dim // attention.num_heads
     kernel = attention.kernel
@@ -22,7 +22,7 @@ def te_attention_over_pairs(attention, zq, zk, xq, xk):
     dots = torch.stack(
         [(zq @ w_q[r].T) @ (zk @ w_k[r].T).transpose(-1, -2) for r in rows], dim=-1
     ) / math.sqrt(head_dim)
-    differences = xq[:, :, None, :] - xk[:, None, :, :]
+    differences = (xq[:, :, None, :] - xk[:, None, :, :]) / lengthscale
     hidden = F.linear(dots, kernel.dots_in.weight, kernel.dots_in.bias)
     hidden = hidden + differences @ kernel.x_in.weight.T
     for layer in kernel.layers:
@@ -31,16 +31,23 @@ def te_attention_over_pairs(attention, zq, zk, xq, xk):
     return F.linear(torch.cat(heads, dim=-1), attention.to_out.weight, attention.to_out.bias)
 
 
-def test_matches_a_dense_computation_over_pairs():
+@pytest.mark.parametrize("lengthscale", [1.0, 0.03])
+def test_matches_a_dense_computation_over_pairs(lengthscale):
     torch.manual_seed(0)
-    attention = TEMultiHeadAttention(embed_dim=8, num_heads=2, dim_x=2, kernel_hidden=(6, 5))
-    attention = attention.double()
+    attention = TEMultiHeadAttention(
+        embed_dim=8, num_heads=2, dim_x=2, kernel_hidden=(6, 5), kernel_lengthscale=lengthscale
+    ).double()
     batch, nq, nk = 3, 4, 5
     zq, zk = torch.randn(batch, nq, 8).double(), torch.randn(batch, nk, 8).double()
     xq, xk = torch.randn(batch, nq, 2).double(), torch.randn(batch, nk, 2).double()
-    torch.testing.assert_close(
-        attention(zq, zk, xq, xk), te_attention_over_pairs(attention, zq, zk, xq, xk)
-    )
+    expected = te_attention_over_pairs(attention, zq, zk, xq, xk, lengthscale)
+    torch.testing.assert_close(attention(zq, zk, xq, xk), expected)
+
+
+@pytest.mark.parametrize("lengthscale", [0.0, -0.1, math.inf, math.nan])
+def test_a_kernel_lengthscale_that_is_not_positive_and_finite_is_refused(lengthscale):
+    with pytest.raises(InputError, match="lengthscale must be positive and finite"):
+        TEMultiHeadAttention(8, 2, 1, (4,), kernel_lengthscale=lengthscale)
 
 
 def test_num_heads_that_do_not_divide_embed_dim_are_refused():

@@ -103,6 +103,8 @@ class TEPTTNPBackbone(InjectionPoint, Backbone):
         num_pseudo_tokens: Number ``M`` of pseudo-tokens.
         kernel_hidden: Hidden widths of the attention-logit MLP.
         offset_scale: Spread of the initial pseudo-token offsets, in input units.
+        kernel_lengthscale: Unit in which the attention-logit MLP measures ``x_i − x_j`` (see
+            :class:`~aenp.nn.te_attention.PairwiseKernel`).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class TEPTTNPBackbone(InjectionPoint, Backbone):
         num_pseudo_tokens: int,
         kernel_hidden: tuple[int, ...],
         offset_scale: float,
+        kernel_lengthscale: float = 1.0,
     ):
         super().__init__(position_dims=dim_x, width=embed_dim)
         self.token_encoder = MLP(dim_y + 1, embed_dim, (embed_dim, embed_dim))
@@ -123,7 +126,9 @@ class TEPTTNPBackbone(InjectionPoint, Backbone):
         self.pseudo_offsets = nn.Parameter(offset_scale * torch.randn(num_pseudo_tokens, dim_x))
         self.layers = nn.ModuleList(
             PTLayer(
-                lambda: TEMultiHeadAttention(embed_dim, num_heads, dim_x, kernel_hidden),
+                lambda: TEMultiHeadAttention(
+                    embed_dim, num_heads, dim_x, kernel_hidden, kernel_lengthscale
+                ),
                 embed_dim,
                 ff_dim,
             )

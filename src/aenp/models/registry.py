@@ -53,11 +53,19 @@ def build_tetnp(
     num_layers: int = 5,
     ff_dim: int = 128,
     kernel_hidden: Sequence[int] = (16,),
+    kernel_lengthscale: float = 1.0,
     min_std: float = 1e-3,
 ) -> NeuralProcess:
     """Translation-equivariant transformer neural process (TE-TNP)."""
     backbone = TETNPBackbone(
-        dim_x, dim_y, embed_dim, num_heads, num_layers, ff_dim, tuple(kernel_hidden)
+        dim_x,
+        dim_y,
+        embed_dim,
+        num_heads,
+        num_layers,
+        ff_dim,
+        tuple(kernel_hidden),
+        kernel_lengthscale,
     )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
@@ -89,6 +97,7 @@ def build_tepttnp(
     num_pseudo_tokens: int = 64,
     kernel_hidden: Sequence[int] = (16,),
     offset_scale: float = 1.0,
+    kernel_lengthscale: float = 1.0,
     min_std: float = 1e-3,
 ) -> NeuralProcess:
     """Translation-equivariant pseudo-token TNP (TE-PT-TNP)."""
@@ -102,6 +111,7 @@ def build_tepttnp(
         num_pseudo_tokens,
         tuple(kernel_hidden),
         offset_scale,
+        kernel_lengthscale,
     )
     return NeuralProcess(backbone, HeteroscedasticNormal(min_std), dim_x, dim_y)
 
@@ -405,6 +415,7 @@ RULES: dict[str, Rule] = {
     "num_layers": integer(1, MAX_LAYERS),
     "ff_dim": integer(1),
     "kernel_hidden": widths(non_empty=True),
+    "kernel_lengthscale": number(0, include_low=False),
     "num_pseudo_tokens": integer(1),
     "offset_scale": number(0),
     # Convolutional models.

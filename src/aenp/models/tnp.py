@@ -103,6 +103,8 @@ class TETNPBackbone(InjectionPoint, Backbone):
         num_layers: Transformer layers.
         ff_dim: Hidden width of the feed-forward networks.
         kernel_hidden: Hidden widths of the attention-logit MLP.
+        kernel_lengthscale: Unit in which the attention-logit MLP measures ``x_i − x_j`` (see
+            :class:`~aenp.nn.te_attention.PairwiseKernel`).
     """
 
     def __init__(
@@ -114,12 +116,15 @@ class TETNPBackbone(InjectionPoint, Backbone):
         num_layers: int,
         ff_dim: int,
         kernel_hidden: tuple[int, ...],
+        kernel_lengthscale: float = 1.0,
     ):
         super().__init__(position_dims=dim_x, width=embed_dim)
         self.token_encoder = MLP(dim_y + 1, embed_dim, (embed_dim, embed_dim))
         self.layers = nn.ModuleList(
             TNPLayer(
-                lambda: TEMultiHeadAttention(embed_dim, num_heads, dim_x, kernel_hidden),
+                lambda: TEMultiHeadAttention(
+                    embed_dim, num_heads, dim_x, kernel_hidden, kernel_lengthscale
+                ),
                 embed_dim,
                 ff_dim,
             )

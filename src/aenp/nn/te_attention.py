@@ -7,6 +7,7 @@ equivariant to translations of every input.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import torch
@@ -26,16 +27,27 @@ class PairwiseKernel(nn.Module):
     is linear in ``x_i − x_j``, so its contribution is computed as ``W x_i − W x_j`` without
     materialising the pairwise differences.
 
+    Differences are measured in units of ``lengthscale``: at initialisation the first layer's
+    ramps bend over about one such unit, and training moves them at a rate proportional to its
+    inverse. Set it near the finest lengthscale of the data, or the MLP spends most of a short
+    training run learning to resolve it.
+
     Args:
         num_heads: Number of heads (input dot products and output logits).
         dim_x: Input dimension ``dx``.
         hidden: Hidden widths (at least one layer).
+        lengthscale: Unit of ``x_i − x_j`` for the MLP, in input units.
     """
 
-    def __init__(self, num_heads: int, dim_x: int, hidden: tuple[int, ...]):
+    def __init__(
+        self, num_heads: int, dim_x: int, hidden: tuple[int, ...], lengthscale: float = 1.0
+    ):
         super().__init__()
         if not hidden:
             raise InputError("the attention kernel needs at least one hidden layer")
+        if not 0 < lengthscale < math.inf:
+            raise InputError(f"the kernel's lengthscale must be positive and finite: {lengthscale}")
+        self.lengthscale = lengthscale
         widths = [*hidden, num_heads]
         self.dots_in = nn.Linear(num_heads, hidden[0])
         self.x_in = nn.Linear(dim_x, hidden[0], bias=False)
@@ -50,8 +62,9 @@ class PairwiseKernel(nn.Module):
         """Attention logits."""
         # The first layer's bias rides on the query term and the key term enters negated: no
         # pass over the pairwise tensor adds the bias, or negates its gradient in backward.
-        at_query = (self.x_in(xq) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
-        at_key = (-self.x_in(xk)).permute(2, 0, 1)[..., None, :]
+        x_weight = self.x_in.weight / self.lengthscale
+        at_query = (F.linear(xq, x_weight) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
+        at_key = (-F.linear(xk, x_weight)).permute(2, 0, 1)[..., None, :]
         h = (self.dots_in.weight @ dots.flatten(1)).view(self.dots_in.out_features, *dots.shape[1:])
         h = h + at_query + at_key
         for layer in self.layers:
@@ -76,9 +89,17 @@ class TEMultiHeadAttention(nn.Module):
         num_heads: Number of heads; must divide ``embed_dim``.
         dim_x: Input dimension ``dx``.
         kernel_hidden: Hidden widths of the :class:`PairwiseKernel`.
+        kernel_lengthscale: Unit of ``x_i − x_j`` for the :class:`PairwiseKernel`.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dim_x: int, kernel_hidden: tuple[int, ...]):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dim_x: int,
+        kernel_hidden: tuple[int, ...],
+        kernel_lengthscale: float = 1.0,
+    ):
         super().__init__()
         if embed_dim % num_heads:
             raise InputError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
@@ -87,7 +108,7 @@ class TEMultiHeadAttention(nn.Module):
         self.to_q = nn.Linear(embed_dim, embed_dim, bias=False)
         self.to_kv = nn.Linear(embed_dim, 2 * embed_dim, bias=False)
         self.to_out = nn.Linear(embed_dim, embed_dim)
-        self.kernel = PairwiseKernel(num_heads, dim_x, kernel_hidden)
+        self.kernel = PairwiseKernel(num_heads, dim_x, kernel_hidden, kernel_lengthscale)
 
     def forward(
         self,
