@@ -176,6 +176,11 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     return result | {"parameters": sum(p.numel() for p in model.parameters())}
 
 
+COST_NEUTRAL_HPARAMS = frozenset({"kernel_lengthscale"})
+"""Hyper-parameters that change what a model computes but not what a step costs: a baseline
+builds the model without them, since an older checkout may not know them."""
+
+
 def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     """The training step of the ``aenp`` on ``PYTHONPATH`` (a baseline), eager."""
     import torch
@@ -193,7 +198,8 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         for b in load_batches(spec["batches"], spec["count"])
     ]
     torch.manual_seed(0)
-    model = build_model(spec["key"], 1, 1, **spec["hparams"]).to(device)
+    hparams = {k: v for k, v in spec["hparams"].items() if k not in COST_NEUTRAL_HPARAMS}
+    model = build_model(spec["key"], 1, 1, **hparams).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
 
     def step(batch):
