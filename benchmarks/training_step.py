@@ -160,7 +160,7 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
         batches.append((batch.pad_context(spec["num_context"]) if compiled else batch).to(device))
     torch.manual_seed(0)
     model = build_model(spec["key"], 1, 1, **spec["hparams"]).to(device)
-    optimizer = adamw(model.parameters(), LR, 0.0, device)
+    optimizer = adamw(model.parameters(), LR, 0.0)
     loss_of = compiled_loss(device) if compiled else negative_mean_loglik
 
     def step(batch):

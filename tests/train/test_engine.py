@@ -72,9 +72,26 @@ class TestSettings:
         with pytest.raises(InputError, match=r"data\.num_workers must be 0"):
             TaskDataModule(lambda n, g: None, [], 64, 8, num_workers=2)
 
-    def test_cpu_optimiser_updates_all_parameters_at_once(self):
-        optimizer = adamw([torch.nn.Parameter(torch.ones(3))], 1e-3, 0.0, torch.device("cpu"))
-        assert optimizer.defaults["foreach"] is True
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_fused_optimiser_takes_the_textbook_adamw_steps(self, dtype):
+        generator = torch.Generator().manual_seed(0)
+        start = [torch.randn(shape, generator=generator, dtype=dtype) for shape in [(3, 4), (5,)]]
+        fused = [torch.nn.Parameter(p.clone()) for p in start]
+        plain = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizers = [
+            adamw(fused, 1e-2, 0.1),
+            torch.optim.AdamW(plain, lr=1e-2, weight_decay=0.1, foreach=False),
+        ]
+        assert optimizers[0].defaults["fused"] is True
+        for _ in range(5):
+            gradients = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in start]
+            for parameters, optimizer in zip([fused, plain], optimizers, strict=True):
+                for p, g in zip(parameters, gradients, strict=True):
+                    p.grad = g.clone()
+                optimizer.step()
+        for a, b, before in zip(fused, plain, start, strict=True):
+            torch.testing.assert_close(a, b)
+            assert not torch.equal(a.detach(), before)
 
 
 class TestStaticShapes:
