@@ -40,8 +40,17 @@ def test_matches_a_dense_computation_over_pairs(lengthscale):
     batch, nq, nk = 3, 4, 5
     zq, zk = torch.randn(batch, nq, 8).double(), torch.randn(batch, nk, 8).double()
     xq, xk = torch.randn(batch, nq, 2).double(), torch.randn(batch, nk, 2).double()
+    inputs = [t.requires_grad_() for t in (zq, zk, xq, xk)]
     expected = te_attention_over_pairs(attention, zq, zk, xq, xk, lengthscale)
-    torch.testing.assert_close(attention(zq, zk, xq, xk), expected)
+    out = attention(zq, zk, xq, xk)
+    torch.testing.assert_close(out, expected)
+    # Gradients too: the kernel works in place on its hidden tensors.
+    wrt = [*inputs, *attention.parameters()]
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), wrt)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), wrt)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 @pytest.mark.parametrize("lengthscale", [0.0, -0.1, math.inf, math.nan])
