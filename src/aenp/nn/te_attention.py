@@ -66,11 +66,9 @@ class PairwiseKernel(nn.Module):
         at_query = (F.linear(xq, x_weight) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
         at_key = (-F.linear(xk, x_weight)).permute(2, 0, 1)[..., None, :]
         h = (self.dots_in.weight @ dots.flatten(1)).view(self.dots_in.out_features, *dots.shape[1:])
-        # In place: no product's backward needs its output, so every pass over a hidden
-        # tensor writes into it instead of allocating another.
-        h = h.add_(at_query).add_(at_key)
+        h = h + at_query + at_key
         for layer in self.layers:
-            h = _leading_linear(layer, h.relu_())
+            h = _leading_linear(layer, F.relu(h))
         return h
 
 
