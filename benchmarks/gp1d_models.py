@@ -49,7 +49,7 @@ CONFIGURATIONS = {
     # The sizes `aenp reproduce gp1d --scale quick` trains.
     "tnp@quick": ("tnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
     "tetnp@quick": ("tetnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
-    "convcnp@quick": ("convcnp", {"points_per_unit": 32, "channels": 32, "num_layers": 5}),
+    "convcnp@quick": ("convcnp", {"points_per_unit": 32, "channels": 32, "num_layers": 6}),
 }
 
 
