@@ -3,7 +3,8 @@
     python benchmarks/optimizer_step.py [--steps 200] [--threads 2]
 
 ``aenp train`` uses the fused AdamW (:func:`aenp.train.module.adamw`) on every device. Random
-gradients; the parameters of each model as ``aenp reproduce gp1d --scale quick`` builds it.
+gradients; the parameters of each model as the plan of ``aenp reproduce gp1d --scale quick``
+builds it (``configs/reproduce/gp1d.yaml``, read as ``training_step.py`` reads it).
 Prints a Markdown table of microseconds per step (median of 5 repeats).
 """
 
@@ -17,19 +18,16 @@ import torch
 
 from aenp import build_model
 from aenp.train.cpu import flush_subnormal_floats
-from gp1d_models import CONFIGURATIONS
+from training_step import configurations
 
 MODELS = ("convcnp@quick", "tetnp@quick", "tnp@quick")
 VARIANTS = {"fused": {"fused": True}, "multi-tensor": {"foreach": True}, "per tensor": {}}
 
 
-def microseconds_per_step(name: str, variant: dict, steps: int) -> float:
-    key, hparams = CONFIGURATIONS[name]
-    model = build_model(key, 1, 1, **hparams)
-    for p in model.parameters():
-        p.grad = torch.randn_like(p)
+def microseconds_per_step(parameters: list[torch.nn.Parameter], variant: dict, steps: int) -> float:
+    """Median time of an AdamW ``variant``'s step over ``parameters`` (which hold gradients)."""
     options = {"foreach": False} | variant
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **options)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3, **options)
     for _ in range(10):
         optimizer.step()
     repeats = []
@@ -52,10 +50,14 @@ def main() -> None:
     print(f"AdamW step, µs (median of 5 × {steps}), {threads} threads, torch {torch.__version__}\n")
     print("| model | parameters | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 2) + "|")
+    found = configurations()
     for name in MODELS:
-        key, hparams = CONFIGURATIONS[name]
-        count = sum(p.numel() for p in build_model(key, 1, 1, **hparams).parameters())
-        times = [microseconds_per_step(name, v, args.steps) for v in VARIANTS.values()]
+        key, hparams = found[name]
+        parameters = list(build_model(key, 1, 1, **hparams).parameters())
+        for p in parameters:
+            p.grad = torch.randn_like(p)
+        count = sum(p.numel() for p in parameters)
+        times = [microseconds_per_step(parameters, v, args.steps) for v in VARIANTS.values()]
         print(f"| {name} | {count:,} | " + " | ".join(f"{t:.0f}" for t in times) + " |")
 
 
