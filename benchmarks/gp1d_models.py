@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import torch
 
 from harness import WARMUP_STEPS, measure_model, print_table, run_interleaved
 
-CONFIGURATIONS = {
-    # aenp's defaults (the paper's 1-D sizes).
-    "tnp": ("tnp", {}),
-    "tetnp": ("tetnp", {}),
-    "tetnp_approx": ("tetnp_approx", {"domain": [[-4.0, 4.0]]}),
-    "convcnp": ("convcnp", {}),
-    "convcnp_approx": ("convcnp_approx", {"domain": [[-4.0, 4.0]]}),
+PEER_CONFIGURATIONS = {
     # The peers' own configurations (BENCHMARKS.md), built with aenp.
     "convcnp@neuralprocesses": (
         "convcnp",
@@ -46,11 +41,28 @@ CONFIGURATIONS = {
         },
     ),
     "tnp@tnp": ("tnp", {"embed_dim": 128, "num_heads": 8, "num_layers": 5, "ff_dim": 128}),
-    # The sizes `aenp reproduce gp1d --scale quick` trains.
-    "tnp@quick": ("tnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
-    "tetnp@quick": ("tetnp", {"embed_dim": 64, "num_heads": 4, "num_layers": 3, "ff_dim": 64}),
-    "convcnp@quick": ("convcnp", {"points_per_unit": 32, "channels": 32, "num_layers": 6}),
 }
+
+
+def configurations() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{name: (registry key, hyper-parameters)}`` of every configuration the scripts know.
+
+    Every model of ``aenp reproduce gp1d`` as its plan builds it at paper size (``tnp``) and
+    at quick size (``tnp@quick``), then the peers' configurations.
+    """
+    from omegaconf import OmegaConf
+
+    from aenp.reproduce import load_plan
+    from aenp.train.run import compose_config
+
+    found = {}
+    for scale, suffix in (("paper", ""), ("quick", "@quick")):
+        plan = load_plan("gp1d", scale)
+        for key in plan["models"]:
+            overrides = plan["model_overrides"].get(key, [])
+            cfg = compose_config(["experiment=gp1d", f"model={key}", *overrides])
+            found[key + suffix] = (key, OmegaConf.to_container(cfg.model.hparams, resolve=True))
+    return found | PEER_CONFIGURATIONS
 
 
 def measure(name: str, steps: int, device: str) -> dict:
@@ -61,7 +73,7 @@ def measure(name: str, steps: int, device: str) -> dict:
 
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
-    key, hparams = CONFIGURATIONS[name]
+    key, hparams = configurations()[name]
     experiment = get_experiment("gp1d")
     generator = torch.Generator().manual_seed(0)
     batches = [
@@ -77,9 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--models", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS)
-    )
+    known = list(configurations())
+    parser.add_argument("--models", nargs="+", default=known, choices=known)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per model")
     parser.add_argument("--device", default="cpu")

@@ -18,7 +18,7 @@ import torch
 
 from aenp import build_model
 from aenp.train.cpu import flush_subnormal_floats
-from training_step import configurations
+from gp1d_models import configurations
 
 MODELS = ("convcnp@quick", "tetnp@quick", "tnp@quick")
 VARIANTS = {"fused": {"fused": True}, "multi-tensor": {"foreach": True}, "per tensor": {}}

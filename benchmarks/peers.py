@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gp1d_models import CONFIGURATIONS
+from gp1d_models import PEER_CONFIGURATIONS
 
 NEURALPROCESSES_CONVCNP = {
     "dim_x": 1,
@@ -40,7 +40,7 @@ NEURALPROCESSES_CONVCNP = {
     "unet_kernels": 5,
     "encoder_scales": None,
 }
-AENP_CONVCNP = CONFIGURATIONS["convcnp@neuralprocesses"][1]
+AENP_CONVCNP = PEER_CONFIGURATIONS["convcnp@neuralprocesses"][1]
 WARMUP = 5
 
 

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gp1d_models import CONFIGURATIONS
+from gp1d_models import configurations
 from peers import AENP_CONVCNP, load_batches, neuralprocesses_training, write_batches
 
 CONTENDERS = ("eager", "compiled", "baseline", "neuralprocesses")
@@ -59,8 +59,6 @@ RATIOS = (
     ("compiled", "neuralprocesses"),
 )
 """The ratios of median steps/s the summary shows, where both contenders ran."""
-PEERS = ("convcnp@neuralprocesses", "convcnp@tnp", "tnp@tnp")
-"""The peers' configurations (BENCHMARKS.md), built with aenp."""
 PRECISIONS = ("32-true", "bf16-mixed")
 DEFAULT_STEPS = {"cpu": 30, "cuda": 300}
 POOL = 32
@@ -69,23 +67,6 @@ WARMUP_STEPS = 3
 """Untimed first steps at least (one pass over the batches): they compile every shape the
 batches have, and on a GPU record the CUDA graphs."""
 LR = 5e-4
-
-
-def configurations() -> dict[str, tuple[str, dict[str, Any]]]:
-    """``{name: (registry key, hyper-parameters)}`` of every configuration the script knows."""
-    from omegaconf import OmegaConf
-
-    from aenp.reproduce import load_plan
-    from aenp.train.run import compose_config
-
-    found = {}
-    for scale, suffix in (("paper", ""), ("quick", "@quick")):
-        plan = load_plan("gp1d", scale)
-        for key in plan["models"]:
-            overrides = plan["model_overrides"].get(key, [])
-            cfg = compose_config(["experiment=gp1d", f"model={key}", *overrides])
-            found[key + suffix] = (key, OmegaConf.to_container(cfg.model.hparams, resolve=True))
-    return found | {name: CONFIGURATIONS[name] for name in PEERS}
 
 
 def is_neuralprocesses_configuration(key: str, hparams: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""The benchmarks' own logic: the GPU check's wheel list and the training-step tables."""
+"""The benchmarks' own logic: the GPU check's wheel list, the models they time, and the
+training-step tables."""
 
 import re
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
+import gp1d_models
 import gpu_wheels
 import training_step
 
@@ -18,6 +20,23 @@ netCDF4==1.7.5.1.post1 binary
 
 backends==1.9.0 sdist
 """
+
+
+def test_benchmarked_quick_models_are_the_ones_the_plan_trains():
+    from aenp.reproduce import load_plan
+
+    known = gp1d_models.configurations()
+    plan = load_plan("gp1d", "quick")
+    for key in plan["models"]:
+        registry_key, hparams = known[f"{key}@quick"]
+        assert registry_key == key
+        for override in plan["model_overrides"].get(key, []):
+            name, _, value = override.partition("=")
+            if name.startswith("model.hparams."):
+                assert str(hparams[name.removeprefix("model.hparams.")]) == value, override
+    assert known["convcnp@neuralprocesses"] == gp1d_models.PEER_CONFIGURATIONS[
+        "convcnp@neuralprocesses"
+    ]
 
 
 def test_wheel_list_is_read_with_normalised_names():
