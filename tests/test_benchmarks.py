@@ -34,9 +34,10 @@ def test_benchmarked_quick_models_are_the_ones_the_plan_trains():
             name, _, value = override.partition("=")
             if name.startswith("model.hparams."):
                 assert str(hparams[name.removeprefix("model.hparams.")]) == value, override
-    assert known["convcnp@neuralprocesses"] == gp1d_models.PEER_CONFIGURATIONS[
-        "convcnp@neuralprocesses"
-    ]
+    assert (
+        known["convcnp@neuralprocesses"]
+        == gp1d_models.PEER_CONFIGURATIONS["convcnp@neuralprocesses"]
+    )
 
 
 def test_wheel_list_is_read_with_normalised_names():
