@@ -4,7 +4,7 @@
 
 ``aenp train`` uses the fused AdamW (:func:`aenp.train.module.adamw`) on every device. Random
 gradients; the parameters of each model as the plan of ``aenp reproduce gp1d --scale quick``
-builds it (``configs/reproduce/gp1d.yaml``, read as ``training_step.py`` reads it).
+builds it (``configs/reproduce/gp1d.yaml``, read by ``gp1d_models.configurations``).
 Prints a Markdown table of microseconds per step (median of 5 repeats).
 """
 
@@ -46,8 +46,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     flush_subnormal_floats()
-    steps, threads = args.steps, args.threads
-    print(f"AdamW step, µs (median of 5 × {steps}), {threads} threads, torch {torch.__version__}\n")
+    print(
+        f"AdamW step, µs (median of 5 × {args.steps}), {args.threads} threads, "
+        f"torch {torch.__version__}\n"
+    )
     print("| model | parameters | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 2) + "|")
     found = configurations()
