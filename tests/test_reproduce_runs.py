@@ -111,10 +111,13 @@ def test_parallel_runs_give_the_serial_results(serial, parallel):
             for split in ours:
                 np.testing.assert_array_equal(ours[split], theirs[split])
     # The approximate runs trained in processes of their own, writing their logs; the copied
-    # runs were already trained, so nothing ran in their directories.
+    # runs were already trained, so only their evaluations ran, in processes of their own.
     log = (parallel / "convcnp_approx" / "seed1" / "train.log").read_text()
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in log
     assert not (parallel / "convcnp" / "seed0" / "train.log").exists()
+    for model in MODELS:
+        evaluation = (parallel / model / "seed0" / "evaluate.log").read_text()
+        assert f'"model": "{model}"' in evaluation
     copied = training_record(parallel / "convcnp" / "seed0")
     assert copied == training_record(serial / "convcnp" / "seed0")
     summary = json.loads((parallel / "results.json").read_text())
@@ -191,8 +194,56 @@ def test_a_failed_run_is_named_with_its_log_after_the_running_ones_finish(tmp_pa
         run_processes(jobs, parallel=2, threads=3)
     message = str(error.value)
     assert message.startswith(
-        "1 of 3 runs failed; 1 not started: [2/3] broken (exit status 3: boom;"
+        "1 of 3 processes failed; 1 not started: [2/3] broken (exit status 3: boom;"
     )
     assert f"log: {tmp_path / 'b.log'})" in message
     assert (tmp_path / "slow").read_text() == "3"  # finished, with its threads
     assert not (tmp_path / "later").exists()
+
+
+def test_a_job_after_another_waits_for_it_and_lets_later_jobs_start_first(tmp_path):
+    first, other = tmp_path / "first", tmp_path / "other"
+    # "first" records whether "third" ran while it did.
+    ran = f"str(os.path.exists({str(other)!r}))"
+    slow = f"import os, time; time.sleep(1); open({str(first)!r}, 'w').write({ran})"
+    check = f"import os, sys; sys.exit(0 if os.path.exists({str(first)!r}) else 5)"
+    jobs = [
+        Job("first", python(slow), tmp_path / "1.log"),
+        Job("second", python(check), tmp_path / "2.log", after="first"),
+        Job("third", python(f"open({str(other)!r}, 'w')"), tmp_path / "3.log"),
+    ]
+    run_processes(jobs, parallel=2, threads=1)  # "second" fails if it starts before "first" ends
+    assert first.read_text() == "True"
+    early = Job("second", python("pass"), tmp_path / "2.log", after="third")
+    with pytest.raises(ValueError, match="second comes after 'third', which is not a job before"):
+        run_processes([jobs[0], early, jobs[2]], parallel=2, threads=1)
+
+
+def test_runs_start_in_the_plans_start_order_and_tables_keep_the_plans_order(
+    tmp_path, monkeypatch, caplog, one_thread
+):
+    plan = load_plan("gp1d", "quick")
+    monkeypatch.setattr(
+        "aenp.reproduce.load_plan", lambda *args: {**plan, "start_order": ["convcnp_approx"]}
+    )
+    with caplog.at_level("INFO", logger="aenp.reproduce"):
+        out = reproduce("gp1d", "quick", tmp_path, MODELS, TINY)
+    messages = [record.getMessage() for record in caplog.records]
+    started = [message.split(":")[0] for message in messages if "aenp train" in message]
+    assert started == ["[1/2] convcnp_approx seed 0", "[2/2] convcnp seed 0"]
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in summary["results"]] == ["convcnp", "convcnp_approx"]
+
+
+@pytest.mark.parametrize("order", [["convcnp", "convcnp"], ["gp"]])
+def test_a_start_order_naming_other_models_or_one_twice_is_refused(tmp_path, monkeypatch, order):
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "gp1d.yaml").write_text(
+        OmegaConf.to_yaml(
+            {"models": MODELS, "scales": {"quick": {"overrides": [], "start_order": order}}}
+        )
+    )
+    monkeypatch.setattr("aenp.reproduce.PLAN_DIR", plans)
+    with pytest.raises(InputError, match="start_order must name models of the plan"):
+        load_plan("gp1d", "quick")

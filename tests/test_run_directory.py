@@ -24,6 +24,7 @@ def test_the_layout_of_existing_run_directories_is_kept(tmp_path):
         run.metrics_path: "metrics.json",
         run.per_task_path: "per_task_loglik.npz",
         run.train_log_path: "train.log",
+        run.evaluate_log_path: "evaluate.log",
     }
     assert {path: str(path.relative_to(tmp_path)) for path in layout} == layout
 
@@ -73,8 +74,24 @@ def test_saved_model_and_results_read_back_exactly(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
     assert load_config(run.model_path)["metadata"] == {"experiment": "gp1d"}
     per_task = {"test": np.arange(3.0), "test_strict": np.ones(3)}
-    run.write_results({"model": "convcnp_approx"}, per_task)
-    assert run.metrics_path.read_text().startswith("{")
+    with pytest.raises(MissingFileError, match=f"{run.path} holds no evaluation: .*metrics.json"):
+        run.results()
+    nothing = {"mean": float("nan"), "stderr": float("nan"), "num_tasks": 3}
+    metrics = {
+        "model": "convcnp_approx",
+        "splits": {
+            "test": {"loglik": {"mean": 1.25, "stderr": 0.5, "num_tasks": 3}, "gap": nothing},
+            "test_strict": {"loglik": {"mean": -2.0, "stderr": float("inf"), "num_tasks": 3}},
+        },
+    }
+    run.write_results(metrics, per_task)
+    assert '"stderr": null' in run.metrics_path.read_text()  # strict JSON
+    results = run.results()
+    assert results["splits"]["test"]["loglik"] == metrics["splits"]["test"]["loglik"]
+    for figures in (results["splits"]["test"]["gap"], results["splits"]["test_strict"]["loglik"]):
+        assert np.isnan(figures["stderr"])
+    assert np.isnan(results["splits"]["test"]["gap"]["mean"])
+    assert results["splits"]["test_strict"]["loglik"]["mean"] == -2.0
     read = run.per_task_loglik()
     assert read.keys() == per_task.keys()
     for split, values in per_task.items():

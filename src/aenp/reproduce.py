@@ -38,6 +38,8 @@ SCALES = ("quick", "paper")
 PLAN_DIR = CONFIG_DIR / "reproduce"
 TRAIN_COMMAND = (sys.executable, "-m", "aenp.train")
 """``aenp train`` in a process of its own."""
+EVALUATE_COMMAND = (sys.executable, "-m", "aenp.cli", "evaluate")
+"""``aenp evaluate`` in a process of its own."""
 QUIET = ("trainer.enable_progress_bar=false",)
 """What a run in a process of its own adds: a progress bar would write a line per step."""
 POLL_SECONDS = 0.2
@@ -49,7 +51,12 @@ log = logging.getLogger(__name__)
 
 
 def load_plan(experiment: str, scale: str) -> dict[str, Any]:
-    """The models and overrides ``reproduce`` uses for an experiment at a scale."""
+    """The models and overrides ``reproduce`` uses for an experiment at a scale.
+
+    Also the models whose runs start first, in that order (``start_order``; the others start
+    after them, in the plan's order): on a few cores, starting the longest runs first lets the
+    ``--parallel`` processes finish together. The tables keep the plan's order.
+    """
     path = PLAN_DIR / f"{experiment}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in PLAN_DIR.glob("*.yaml"))
@@ -57,10 +64,18 @@ def load_plan(experiment: str, scale: str) -> dict[str, Any]:
     if scale not in SCALES:
         raise InputError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     plan = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    start_order = plan["scales"][scale].get("start_order") or []
+    unknown = [key for key in start_order if key not in plan["models"]]
+    if unknown or len(set(start_order)) < len(start_order):
+        raise InputError(
+            f"{path}: start_order must name models of the plan ({', '.join(plan['models'])}) "
+            f"at most once each, got {', '.join(start_order)}"
+        )
     return {
         "models": plan["models"],
         "overrides": plan["scales"][scale]["overrides"],
         "model_overrides": plan["scales"][scale].get("models") or {},
+        "start_order": start_order,
     }
 
 
@@ -184,16 +199,23 @@ def _is_trained(cfg) -> bool:
     )
 
 
-def train_runs(runs: Sequence[Run], parallel: int = 1) -> None:
-    """Trains every run that is not trained yet, up to ``parallel`` at a time.
+def train_and_evaluate(runs: Sequence[Run], parallel: int = 1) -> dict[Run, dict[str, Any]]:
+    """Trains every run that is not trained yet and evaluates every run; returns the results.
 
-    With ``parallel`` 1 the runs train one after another in this process. Otherwise each
-    trains in a process of its own (``python -m aenp.train``, without a progress bar) with
-    this process's torch threads divided by ``parallel``, writing its output to
-    ``<run_dir>/train.log``. A run's results depend on its config and, in the last bits of
-    floating point, on its number of CPU threads (on a GPU also on the kernels' own
-    nondeterminism): on a CPU they are bit for bit the serial ones when the thread counts
-    match, e.g. one thread per run.
+    Runs start in the order given. With ``parallel`` 1 they train one after another in this
+    process, then are evaluated in it. Otherwise each training is a process of its own
+    (``python -m aenp.train``, without a progress bar, writing ``<run_dir>/train.log``) and so
+    is each evaluation (``aenp evaluate``, writing ``<run_dir>/evaluate.log``), up to
+    ``parallel`` at a time, each with this process's torch threads divided by ``parallel``. A
+    run's evaluation starts once it is trained and no training is waiting: evaluations fill
+    the cores that the last trainings leave idle.
+
+    A run's results depend on its config and, in the last bits of floating point, on its
+    number of CPU threads (on a GPU also on the kernels' own nondeterminism): on a CPU they
+    are bit for bit the serial ones when the thread counts match, e.g. one thread per run.
+
+    Returns:
+        ``{run: results}`` in the order of ``runs``, as :func:`evaluate_run` returns them.
 
     Raises:
         InputError: If ``parallel`` is not a positive integer, or a run's settings are
@@ -205,21 +227,30 @@ def train_runs(runs: Sequence[Run], parallel: int = 1) -> None:
     configs = [compose_config(run.args) for run in runs]
     for cfg in configs:
         check_settings(cfg)
+    labels = [f"[{i}/{len(runs)}] {run.name}" for i, run in enumerate(runs, 1)]
     waiting = []
-    for i, (run, cfg) in enumerate(zip(runs, configs, strict=True), 1):
-        label = f"[{i}/{len(runs)}] {run.name}"
+    for label, run, cfg in zip(labels, runs, configs, strict=True):
         if _is_trained(cfg):
             log.info("%s: already trained in %s", label, run.run_dir)
         else:
             waiting.append((label, run, cfg))
     if parallel > 1:
-        threads = max(1, torch.get_num_threads() // parallel)
-        jobs = [
+        trained_by = {run: label for label, run, _ in waiting}
+        trainings = [
             Job(label, [*TRAIN_COMMAND, *run.args, *QUIET], run.directory.train_log_path)
             for label, run, _ in waiting
         ]
-        run_processes(jobs, parallel, threads)
-        return
+        evaluations = [
+            Job(
+                f"{label} evaluation",
+                [*EVALUATE_COMMAND, str(run.run_dir)],
+                run.directory.evaluate_log_path,
+                after=trained_by.get(run),
+            )
+            for label, run in zip(labels, runs, strict=True)
+        ]
+        run_processes([*trainings, *evaluations], parallel, torch.get_num_threads() // parallel)
+        return {run: run.directory.results() for run in runs}
     for label, run, cfg in waiting:
         log.info("%s: %s", label, run.command)
         start = time.perf_counter()
@@ -229,34 +260,54 @@ def train_runs(runs: Sequence[Run], parallel: int = 1) -> None:
             log.error("%s failed (run directory %s)", label, run.run_dir)
             raise
         log.info("%s: finished in %.1f s", label, time.perf_counter() - start)
+    results = {}
+    for label, run in zip(labels, runs, strict=True):
+        log.info("%s: evaluating", label)
+        results[run] = evaluate_run(run.run_dir)
+    return results
 
 
 @dataclass(frozen=True)
 class Job:
-    """A command run by :func:`run_processes`, named ``label``, writing to ``log``."""
+    """A command run by :func:`run_processes`, named ``label``, writing to ``log``.
+
+    ``after`` is the label of a job that must finish before this one starts (None: none).
+    """
 
     label: str
     argv: list[str]
     log: Path
+    after: str | None = None
 
 
 def run_processes(jobs: Sequence[Job], parallel: int, threads: int) -> None:
     """Runs the jobs' commands, ``parallel`` at a time, each with ``threads`` torch threads.
 
-    Each job's output (stdout and stderr) is appended to its log. Once a job fails, no further
-    job starts and the running ones finish. Interrupted (Ctrl-C), the running ones are stopped.
+    Jobs start in the order given, a job waiting for the one it comes ``after`` letting the
+    next ones start first. Each job's output (stdout and stderr) is appended to its log. Once
+    a job fails, no further job starts and the running ones finish. Interrupted (Ctrl-C), the
+    running ones are stopped.
 
     Raises:
+        ValueError: If a job comes after a job that is not before it in ``jobs``.
         RunError: If jobs failed, naming each with its exit status, last line and log.
     """
+    earlier = set()
+    for job in jobs:
+        if job.after is not None and job.after not in earlier:
+            raise ValueError(f"{job.label} comes after {job.after!r}, which is not a job before it")
+        earlier.add(job.label)
+    threads = max(1, threads)
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     waiting = list(jobs)
     running: dict[subprocess.Popen, tuple[Job, float]] = {}
-    failed = []
+    finished, failed = set(), []
     try:
         while running or (waiting and not failed):
-            while waiting and not failed and len(running) < parallel:
-                job = waiting.pop(0)
+            ready = [job for job in waiting if job.after is None or job.after in finished]
+            while ready and not failed and len(running) < parallel:
+                job = ready.pop(0)
+                waiting.remove(job)
                 job.log.parent.mkdir(parents=True, exist_ok=True)
                 with job.log.open("a") as output:
                     process = subprocess.Popen(
@@ -271,6 +322,7 @@ def run_processes(jobs: Sequence[Job], parallel: int, threads: int) -> None:
                 job, start = running.pop(process)
                 seconds = time.perf_counter() - start
                 if process.returncode == 0:
+                    finished.add(job.label)
                     log.info("%s: finished in %.1f s", job.label, seconds)
                     continue
                 lines = job.log.read_text(errors="replace").strip().splitlines()
@@ -287,7 +339,7 @@ def run_processes(jobs: Sequence[Job], parallel: int, threads: int) -> None:
     if failed:
         not_started = f"; {len(waiting)} not started" if waiting else ""
         raise RunError(
-            f"{len(failed)} of {len(jobs)} runs failed{not_started}: {'; '.join(failed)}. "
+            f"{len(failed)} of {len(jobs)} processes failed{not_started}: {'; '.join(failed)}. "
             "Finished runs are kept: the same command again trains only what is missing"
         )
 
@@ -307,7 +359,8 @@ def reproduce(
     ``trainer.max_epochs=1``) apply to every model after the plan's own. Every model is trained
     with ``seeds`` seeds (from the config's seed, 0 unless overridden with ``seed=``), each in
     its own run directory ``out/<key>/seed<k>`` that ``aenp evaluate`` can read again, up to
-    ``parallel`` runs at a time (see :func:`train_runs`). Writes ``results.json`` (every run's
+    ``parallel`` runs at a time (see :func:`train_and_evaluate`), the longest first where the
+    plan names them (``start_order``). Writes ``results.json`` (every run's
     results, and with several seeds the across-seed figures), ``results.md`` and figures (of
     the first seed's models) to ``out``.
 
@@ -331,12 +384,13 @@ def reproduce(
     for key in keys:
         move_single_run(out / key)
     runs = plan_runs(experiment, plan, keys, out, overrides or [], seeds)
-    train_runs(list(runs.values()), parallel)
+    rank = {key: i for i, key in enumerate(plan["start_order"])}
+    start_order = sorted(runs, key=lambda key_seed: rank.get(key_seed[0], len(rank)))
+    evaluated = train_and_evaluate([runs[key_seed] for key_seed in start_order], parallel)
     exp = next(iter(runs.values())).directory.experiment()
     results = []
-    for i, ((_, seed), run) in enumerate(runs.items(), 1):
-        log.info("[%d/%d] evaluating %s", i, len(runs), run.name)
-        result = {"seed": seed, "run_dir": str(run.run_dir), **evaluate_run(run.run_dir)}
+    for (_, seed), run in runs.items():
+        result = {"seed": seed, "run_dir": str(run.run_dir), **evaluated[run]}
         result["train_seconds"] = run.directory.training_record()["seconds"]
         results.append(result)
     seed_list = sorted({seed for _, seed in runs})
@@ -421,7 +475,7 @@ def ablate(
     ``num_fixed_inputs = 0`` trains the strictly equivariant counterpart instead. Every run
     uses the plan's settings for the scale (the model's own overrides included), so the rows
     differ only in the ablated value; up to ``parallel`` runs train at a time (see
-    :func:`train_runs`). Writes ``ablation.json`` and ``ablation.md`` to ``out``.
+    :func:`train_and_evaluate`). Writes ``ablation.json`` and ``ablation.md`` to ``out``.
     """
     if parameter not in ABLATIONS:
         raise InputError(f"unknown ablation {parameter!r}; choose one of {', '.join(ABLATIONS)}")
@@ -445,11 +499,11 @@ def ablate(
             experiment, key, plan_for_key, run_dir, [*(overrides or []), *extra]
         )
         runs[value, key] = Run(f"{parameter}={value}", run_dir, tuple(train_args))
-    train_runs(list(runs.values()), parallel)
+    evaluated = train_and_evaluate(list(runs.values()), parallel)
     exp = next(iter(runs.values())).directory.experiment()
     rows, per_task = [], {}
     for (value, key), run in runs.items():
-        result = evaluate_run(run.run_dir)
+        result = evaluated[run]
         rows.append({"value": value, "model": key, "splits": result["splits"]})
         per_task[value] = run.directory.per_task_loglik()
     summary = {

@@ -11,6 +11,7 @@ directories); training, evaluation, reproduction and prediction all go through i
     metrics.json           aenp evaluate: mean ± standard error per split and metric
     per_task_loglik.npz    aenp evaluate: one array [num_tasks] per split
     train.log              output of a run trained in a process of its own
+    evaluate.log           output of a run evaluated in a process of its own
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ METRICS_FILE = "metrics.json"
 PER_TASK_FILE = "per_task_loglik.npz"
 TRAIN_LOG = "train.log"
 """Output of a run that ``aenp reproduce --parallel`` trains in a process of its own."""
+EVALUATE_LOG = "evaluate.log"
+"""Output of a run that ``aenp reproduce --parallel`` evaluates in a process of its own."""
 
 
 def experiment_from_config(cfg: DictConfig, **extra: Any) -> Experiment:
@@ -114,6 +117,11 @@ class RunDirectory:
         """Output of the run when trained in a process of its own."""
         return self.path / TRAIN_LOG
 
+    @property
+    def evaluate_log_path(self) -> Path:
+        """Output of the run when evaluated in a process of its own."""
+        return self.path / EVALUATE_LOG
+
     def config(self) -> DictConfig:
         """The config the run was started with (``config.yaml``).
 
@@ -176,6 +184,25 @@ class RunDirectory:
 
         normalisation = Normalisation.from_dict(saved)
         return experiment_from_config(self.config(), normalisation=normalisation)
+
+    def results(self) -> dict[str, Any]:
+        """The evaluation results that ``metrics.json`` holds, a metric without a value as NaN.
+
+        Raises:
+            MissingFileError: If the run has not been evaluated.
+        """
+        if not self.metrics_path.is_file():
+            raise MissingFileError(
+                f"{self.path} holds no evaluation: {self.metrics_path} does not exist "
+                f"(run `aenp evaluate {self.path}`)"
+            )
+        results = json.loads(self.metrics_path.read_text())
+        for metrics in results["splits"].values():
+            for figures in metrics.values():
+                for name in ("mean", "stderr"):
+                    if figures[name] is None:
+                        figures[name] = float("nan")
+        return results
 
     def per_task_loglik(self) -> dict[str, np.ndarray]:
         """The per-task log-likelihoods ``{split: [num_tasks]}`` that evaluation wrote."""
