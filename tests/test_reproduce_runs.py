@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from aenp.errors import InputError, RunError
+from aenp.errors import InputError, MissingFileError, RunError
 from aenp.evaluate.run import load_per_task_loglik
 from aenp.reproduce import (
     Job,
@@ -19,6 +19,7 @@ from aenp.reproduce import (
     plan_runs,
     reproduce,
     run_processes,
+    train_and_evaluate,
 )
 from aenp.train.run import training_record
 
@@ -247,3 +248,17 @@ def test_a_start_order_naming_other_models_or_one_twice_is_refused(tmp_path, mon
     monkeypatch.setattr("aenp.reproduce.PLAN_DIR", plans)
     with pytest.raises(InputError, match="start_order must name models of the plan"):
         load_plan("gp1d", "quick")
+
+
+def test_parallel_evaluations_queue_behind_every_training_each_after_its_own(tmp_path, monkeypatch):
+    runs = list(plan_runs("gp1d", load_plan("gp1d", "quick"), MODELS, tmp_path, TINY, 1).values())
+    queued = []
+    monkeypatch.setattr("aenp.reproduce.run_processes", lambda jobs, *_: queued.extend(jobs))
+    with pytest.raises(MissingFileError, match="holds no evaluation"):  # nothing ran
+        train_and_evaluate(runs, parallel=2)
+    trainings = ["[1/2] convcnp seed 0", "[2/2] convcnp_approx seed 0"]
+    assert [job.label for job in queued] == [*trainings, *(f"{t} evaluation" for t in trainings)]
+    assert [job.after for job in queued] == [None, None, *trainings]
+    for run, job in zip(runs, queued[2:], strict=True):
+        assert job.argv[-2:] == ["evaluate", str(run.run_dir)]
+        assert job.log == run.run_dir / "evaluate.log"
