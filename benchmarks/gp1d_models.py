@@ -70,9 +70,10 @@ def measure(name: str, steps: int, device: str) -> dict:
     from aenp import build_model
     from aenp.data.experiments import get_experiment
     from aenp.data.gp import GPMixture, switching_kernels
+    from aenp.train.cpu import configure_cpu
 
     torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
+    configure_cpu()
     key, hparams = configurations()[name]
     experiment = get_experiment("gp1d")
     generator = torch.Generator().manual_seed(0)

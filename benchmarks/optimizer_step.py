@@ -17,7 +17,7 @@ import time
 import torch
 
 from aenp import build_model
-from aenp.train.cpu import flush_subnormal_floats
+from aenp.train.cpu import configure_cpu
 from gp1d_models import configurations
 
 MODELS = ("convcnp@quick", "tetnp@quick", "tnp@quick")
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    flush_subnormal_floats()
+    configure_cpu()
     print(
         f"AdamW step, µs (median of 5 × {args.steps}), {args.threads} threads, "
         f"torch {torch.__version__}\n"

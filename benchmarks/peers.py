@@ -79,9 +79,10 @@ def child_aenp(path: Path, count: int) -> dict:
     import torch
 
     from aenp import Batch, build_model
+    from aenp.train.cpu import configure_cpu
 
     torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
+    configure_cpu()  # as `aenp train` does
     torch.manual_seed(0)
     model = build_model("convcnp", 1, 1, **AENP_CONVCNP)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)

@@ -42,9 +42,10 @@ def measure(name: str, size: int) -> dict:
 
     from aenp import build_model, predict
     from aenp.data.climate import Normalisation
+    from aenp.train.cpu import configure_cpu
 
     torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
+    configure_cpu()
     lat = np.linspace(10.0, 60.0, size)
     lon = np.linspace(-130.0, -80.0, size)
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.models.registry import build_model
 from aenp.nn.setconv import SetConv, SetConvDecoder, SetConvEncoder, lattice_grid
+from aenp.train.cpu import configure_cpu
 
 SETTINGS = {
     "gp1d quick (ppu 32, 32 channels)": (32, 32, 32),
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    configure_cpu()
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}")
     steps = {}
     for name, setting in SETTINGS.items():

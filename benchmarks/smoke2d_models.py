@@ -61,9 +61,10 @@ def grid_tasks(resolution: int, generator: torch.Generator):
 def measure(name: str, steps: int, resolution: int, device: str) -> dict:
     """Runs in a child process: one model's figures at one resolution."""
     from aenp import build_model
+    from aenp.train.cpu import configure_cpu
 
     torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
+    configure_cpu()
     key, hparams = CONFIGURATIONS[name]
     generator = torch.Generator().manual_seed(0)
     batches = [grid_tasks(resolution, generator).to(device) for _ in range(steps + WARMUP_STEPS)]

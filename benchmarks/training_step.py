@@ -131,8 +131,10 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from aenp import Batch, build_model
+    from aenp.train.cpu import configure_cpu
     from aenp.train.module import adamw, compiled_loss, negative_mean_loglik
 
+    configure_cpu()  # as `aenp train` does; a baseline keeps its own code's settings
     device = torch.device(spec["device"])
     compiled = spec["contender"] == "compiled"
     batches = []

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from aenp.errors import AenpError, InputError
-from aenp.train.cpu import flush_subnormal_floats
+from aenp.train.cpu import configure_cpu
 
 
 def positive_int(text: str) -> int:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aenp`` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    flush_subnormal_floats()
+    configure_cpu()
     if argv and argv[0] == "train":
         _train_with_hydra(argv[1:])
         return 0

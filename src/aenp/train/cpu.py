@@ -1,6 +1,24 @@
-"""The process-wide CPU setting that training and the ``aenp`` command share."""
+"""The process-wide CPU settings that training and the ``aenp`` command share."""
+
+import ctypes
 
 import torch
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameters (``malloc.h``)."""
+
+HEAP_UP_TO = 32 * 2**20
+"""Largest allocation served from the heap: glibc's ceiling for its mmap threshold."""
+
+KEEP_FREE_UP_TO = 2**30
+"""Freed heap memory kept for reuse before any is returned to the system."""
+
+
+def configure_cpu() -> None:
+    """Applies every setting of this module, for the rest of the process."""
+    flush_subnormal_floats()
+    keep_freed_memory()
 
 
 def flush_subnormal_floats() -> None:
@@ -10,3 +28,25 @@ def flush_subnormal_floats() -> None:
     on x86 CPUs; flushing them to zero changes nothing measurable.
     """
     torch.set_flush_denormal(True)
+
+
+def keep_freed_memory() -> bool:
+    """Makes glibc's ``malloc`` keep freed memory for the next step, for the rest of the process.
+
+    A training step allocates and frees the same large tensors every step. By default glibc
+    maps allocations above an adaptive threshold afresh and returns free memory at the top of
+    its heap to the system, so each step faults its tensors' pages in again: 1,400–5,800 page
+    faults per step for the gp1d ConvCNPs, with the kernel zeroing every page. Here allocations
+    up to ``HEAP_UP_TO`` come from the heap and up to ``KEEP_FREE_UP_TO`` of freed memory is
+    kept, so the pages are reused; the peak memory is unchanged.
+
+    Returns:
+        Whether the C library took the setting (``False`` where it is not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_UP_TO)) and bool(
+        mallopt(M_TRIM_THRESHOLD, KEEP_FREE_UP_TO)
+    )

@@ -39,7 +39,7 @@ from aenp.run_directory import CHECKPOINT_DIR as CHECKPOINT_DIR
 from aenp.run_directory import MODEL_DIR as MODEL_DIR
 from aenp.run_directory import RUN_CONFIG as RUN_CONFIG
 from aenp.run_directory import TRAINING_RECORD as TRAINING_RECORD
-from aenp.train.cpu import flush_subnormal_floats
+from aenp.train.cpu import configure_cpu
 from aenp.train.data import TaskDataModule
 from aenp.train.model_configs import register_model_configs
 from aenp.train.module import NeuralProcessModule, compiles
@@ -297,7 +297,7 @@ def train(cfg: DictConfig) -> Path:
         log.info("%s is already trained with this config", run.path)
         return run.path
     start = time.perf_counter()
-    flush_subnormal_floats()
+    configure_cpu()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
