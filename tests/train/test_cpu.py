@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aenp import cli
+from aenp.train import cpu
 from aenp.train.cpu import flush_subnormal_floats
 
 SUBNORMAL = 1e-39
@@ -83,3 +84,15 @@ def test_freed_tensor_memory_stays_in_the_heap(setup):
     # With glibc's defaults, in a fresh process, each tensor is mapped and unmapped on its own.
     assert heap_use("")[0] == 64
     assert heap_use(setup) == (0, True, True)
+
+
+class NoMallopt:
+    """A C library without glibc's ``mallopt`` (macOS, Windows)."""
+
+    def __init__(self, name):
+        pass
+
+
+def test_keeping_freed_memory_is_skipped_where_the_c_library_lacks_it(monkeypatch):
+    monkeypatch.setattr(cpu.ctypes, "CDLL", NoMallopt)
+    assert cpu.keep_freed_memory() is False
