@@ -8,13 +8,16 @@ The peer runs in its own virtual environment (it is not a dependency of aenp):
 Both are configured as in BENCHMARKS.md (U-Net 6 × 64 channels, strides 2, kernel 5,
 64 points per unit, margin 0.1, heteroscedastic Gaussian; Adam 3e-4), use two threads, and
 train on the same pre-generated batches (16 tasks, nc ~ U{1..64}, nt = 128). Each measurement
-is a fresh process; the contenders are interleaved. Prints a Markdown table.
+is a fresh process that starts with aenp's allocator setting
+(:data:`aenp.train.cpu.MALLOC_ENVIRONMENT`), so that both libraries' steps reuse freed memory
+alike; the contenders are interleaved. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -158,6 +161,8 @@ def main() -> None:
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
+    from aenp.train.cpu import MALLOC_ENVIRONMENT  # not in the peer's environment
+
     with tempfile.TemporaryDirectory() as tmp:
         batches = Path(tmp) / "batches.npz"
         write_batches(batches, count)
@@ -167,7 +172,11 @@ def main() -> None:
             for name, python in pythons.items():
                 command = [python, __file__, "--peer-python", args.peer_python, "--child", name]
                 command += ["--batches", str(batches), "--steps", str(args.steps)]
-                out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                environment = os.environ | MALLOC_ENVIRONMENT
+                done = subprocess.run(
+                    command, env=environment, check=True, capture_output=True, text=True
+                )
+                out = done.stdout
                 runs[name].append(json.loads(out.strip().splitlines()[-1]))
     print(f"ConvCNP, gp1d batches of 16, {args.steps} steps × {args.repeats} fresh processes\n")
     print("| library | parameters | train steps/s (median, min–max) | peak RSS MB |")

@@ -27,7 +27,10 @@ size (``tnp@quick``), as the plan in ``configs/reproduce/gp1d.yaml`` builds them
 configurations of BENCHMARKS.md (``convcnp@neuralprocesses``, ``convcnp@tnp``, ``tnp@tnp``).
 
 Every measurement is a fresh process (so peak memory is its own), and the contenders are
-interleaved within each repeat so that drifts in machine load affect them alike. On a GPU the
+interleaved within each repeat so that drifts in machine load affect them alike. Every process
+starts with aenp's allocator setting (:data:`aenp.train.cpu.MALLOC_ENVIRONMENT`): with glibc's
+defaults whether a step faults its tensors' pages in again depends on the process's history,
+which would make the ratios measure that rather than the code. On a GPU the
 device is synchronised only before and after the timed steps. Prints Markdown tables: speed and
 memory per contender, ratios of the medians, and what compiling produced (graphs, graph breaks,
 graphs compiled during the timed steps, i.e. recompilations).
@@ -134,7 +137,7 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     from aenp.train.cpu import configure_cpu
     from aenp.train.module import adamw, compiled_loss, negative_mean_loglik
 
-    configure_cpu()  # as `aenp train` does; a baseline keeps its own code's settings
+    configure_cpu()  # as `aenp train` does
     device = torch.device(spec["device"])
     compiled = spec["contender"] == "compiled"
     batches = []
@@ -363,6 +366,7 @@ def main() -> None:
         return
     start = time.perf_counter()
     from aenp.data.experiments import get_experiment
+    from aenp.train.cpu import MALLOC_ENVIRONMENT
 
     known = configurations()
     names = args.models or list(known)
@@ -374,7 +378,7 @@ def main() -> None:
     contenders = plan(names, known, args.baseline_src is not None, args.peer_python is not None)
     pythonpath = os.environ.get("PYTHONPATH")
     baseline_path = os.pathsep.join(p for p in (str(args.baseline_src), pythonpath) if p)
-    environments = {c: dict(os.environ) for c in CONTENDERS}
+    environments = {c: dict(os.environ) | MALLOC_ENVIRONMENT for c in CONTENDERS}
     environments["baseline"]["PYTHONPATH"] = baseline_path
     pythons = {c: sys.executable for c in CONTENDERS} | {"neuralprocesses": args.peer_python}
     count = min(steps, POOL)

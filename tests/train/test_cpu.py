@@ -1,6 +1,7 @@
 """The CPU settings of training and of every ``aenp`` command: subnormal floats flushed to zero,
 freed memory kept for reuse."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -63,15 +64,22 @@ print(during.hblks - before.hblks, grew, after.arena == during.arena)
 grew for them, and whether it kept that memory once they were freed."""
 
 
-def heap_use(setup: str) -> tuple[int, bool, bool]:
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a setting of glibc's malloc")
+
+
+def heap_use(setup: str, environment: dict[str, str] | None = None) -> tuple[int, bool, bool]:
     done = subprocess.run(
-        [sys.executable, "-c", HEAP_USE, setup], capture_output=True, text=True, check=True
+        [sys.executable, "-c", HEAP_USE, setup],
+        env=None if environment is None else os.environ | environment,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     mapped, grew, kept = done.stdout.splitlines()[-1].split()  # after what the setup printed
     return int(mapped), grew == "True", kept == "True"
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a setting of glibc's malloc")
+@glibc
 @pytest.mark.parametrize(
     "setup",
     [
@@ -84,6 +92,11 @@ def test_freed_tensor_memory_stays_in_the_heap(setup):
     # With glibc's defaults, in a fresh process, each tensor is mapped and unmapped on its own.
     assert heap_use("")[0] == 64
     assert heap_use(setup) == (0, True, True)
+
+
+@glibc
+def test_the_malloc_environment_gives_a_process_the_same_setting():
+    assert heap_use("", cpu.MALLOC_ENVIRONMENT) == (0, True, True)
 
 
 class NoMallopt:

@@ -14,6 +14,13 @@ HEAP_UP_TO = 32 * 2**20
 KEEP_FREE_UP_TO = 2**30
 """Freed heap memory kept for reuse before any is returned to the system."""
 
+MALLOC_ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": str(HEAP_UP_TO),
+    "MALLOC_TRIM_THRESHOLD_": str(KEEP_FREE_UP_TO),
+}
+"""The environment that gives a process :func:`keep_freed_memory`'s setting from its start
+(glibc reads it then): how benchmarks give another library's code the same allocator."""
+
 
 def configure_cpu() -> None:
     """Applies every setting of this module, for the rest of the process."""
@@ -34,11 +41,12 @@ def keep_freed_memory() -> bool:
     """Makes glibc's ``malloc`` keep freed memory for the next step, for the rest of the process.
 
     A training step allocates and frees the same large tensors every step. By default glibc
-    maps allocations above an adaptive threshold afresh and returns free memory at the top of
-    its heap to the system, so each step faults its tensors' pages in again: 1,400–5,800 page
-    faults per step for the gp1d ConvCNPs, with the kernel zeroing every page. Here allocations
-    up to ``HEAP_UP_TO`` come from the heap and up to ``KEEP_FREE_UP_TO`` of freed memory is
-    kept, so the pages are reused; the peak memory is unchanged.
+    maps allocations above a threshold afresh and returns free memory at the top of its heap to
+    the system, and the threshold adapts to what the process freed before, so whether each step
+    faults its tensors' pages in again (the kernel zeroing every page) depends on the process's
+    history: a quick gp1d TE-TNP in ``aenp train`` faulted 3,400 pages per step. Here
+    allocations up to ``HEAP_UP_TO`` come from the heap and up to ``KEEP_FREE_UP_TO`` of freed
+    memory is kept, so the pages are reused whatever came before; the peak memory is unchanged.
 
     Returns:
         Whether the C library took the setting (``False`` where it is not glibc).
