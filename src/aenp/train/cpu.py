@@ -46,7 +46,8 @@ def keep_freed_memory() -> bool:
     faults its tensors' pages in again (the kernel zeroing every page) depends on the process's
     history: a quick gp1d TE-TNP in ``aenp train`` faulted 3,400 pages per step. Here
     allocations up to ``HEAP_UP_TO`` come from the heap and up to ``KEEP_FREE_UP_TO`` of freed
-    memory is kept, so the pages are reused whatever came before; the peak memory is unchanged.
+    memory is kept, so the pages are reused whatever came before; the peak memory measured the
+    same (README, "Fast training").
 
     Returns:
         Whether the C library took the setting (``False`` where it is not glibc).
