@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,7 +67,7 @@ def configurations() -> dict[str, tuple[str, dict[str, Any]]]:
     return found | PEER_CONFIGURATIONS
 
 
-def measure(name: str, steps: int, device: str) -> dict:
+def measure(key: str, hparams: dict[str, Any], steps: int, device: str) -> dict:
     """Runs in a child process: one model's figures."""
     from aenp import build_model
     from aenp.data.experiments import get_experiment
@@ -74,7 +76,6 @@ def measure(name: str, steps: int, device: str) -> dict:
 
     torch.set_num_threads(2)
     configure_cpu()
-    key, hparams = configurations()[name]
     experiment = get_experiment("gp1d")
     generator = torch.Generator().manual_seed(0)
     batches = [
@@ -90,18 +91,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    known = list(configurations())
-    parser.add_argument("--models", nargs="+", default=known, choices=known)
+    parser.add_argument("--models", nargs="+", help="configuration names (default: all)")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--configurations", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.steps, args.device)))
+        key, hparams = json.loads(args.configurations.read_text())[args.child]
+        print(json.dumps(measure(key, hparams, args.steps, args.device)))
         return
-    child_args = ["--steps", str(args.steps), "--device", args.device]
-    runs = run_interleaved(__file__, args.models, args.repeats, child_args)
+    # Composed once here: a child composing them too would count Hydra in its peak memory.
+    known = configurations()
+    models = args.models or list(known)
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(known)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "configurations.json"
+        path.write_text(json.dumps(known))
+        child_args = ["--steps", str(args.steps), "--device", args.device]
+        child_args += ["--configurations", str(path)]
+        runs = run_interleaved(__file__, models, args.repeats, child_args)
     print(
         f"gp1d workload: batch 16, nc ~ U{{1..64}}, nt = 128, {args.steps} steps × "
         f"{args.repeats} processes, device {args.device}\n"

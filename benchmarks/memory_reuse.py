@@ -47,9 +47,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         Batch(**{k: torch.from_numpy(v) for k, v in arrays.items()})
         for arrays in load_batches(spec["batches"], POOL)
     ]
-    key, hparams = configurations()[spec["model"]]
     torch.manual_seed(0)
-    model = build_model(key, 1, 1, **hparams)
+    model = build_model(spec["key"], 1, 1, **spec["hparams"])
     optimizer = adamw(model.parameters(), LR, 0.0)
 
     def step(batch):
@@ -103,7 +102,8 @@ def main() -> None:
         write_batches(batches, POOL)
         for _ in range(args.repeats):
             for (model, setting), results in measured.items():
-                spec = {"model": model, "setting": setting, "batches": str(batches)}
+                key, hparams = known[model]
+                spec = {"key": key, "hparams": hparams, "setting": setting, "batches": str(batches)}
                 results.append(measure(spec | {"steps": args.steps, "threads": args.threads}))
                 rate = results[-1]["steps_per_second"]
                 print(f"{model}, {setting}: {rate:.1f} steps/s", file=sys.stderr)
