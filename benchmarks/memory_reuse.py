@@ -20,13 +20,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from gp1d_models import configurations
 from peers import load_batches, write_batches
-from training_step import LR, POOL
+from training_step import LR, POOL, time_steps
 
 SETTINGS = ("glibc defaults", "freed memory kept")
 
@@ -57,20 +56,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         loss.backward()
         optimizer.step()
 
-    for i in range(POOL):  # warm-up: one pass over the batches
-        step(batches[i])
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    for i in range(spec["steps"]):
-        step(batches[i % POOL])
-    seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "steps_per_second": spec["steps"] / seconds,
-        "faults_per_step": (after.ru_minflt - before.ru_minflt) / spec["steps"],
-        "system_ms_per_step": (after.ru_stime - before.ru_stime) * 1000 / spec["steps"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    result = time_steps(step, batches, spec["steps"], "cpu")
+    return result | {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:

@@ -176,8 +176,7 @@ def main() -> None:
                 done = subprocess.run(
                     command, env=environment, check=True, capture_output=True, text=True
                 )
-                out = done.stdout
-                runs[name].append(json.loads(out.strip().splitlines()[-1]))
+                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"ConvCNP, gp1d batches of 16, {args.steps} steps × {args.repeats} fresh processes\n")
     print("| library | parameters | train steps/s (median, min–max) | peak RSS MB |")
     print("|---|---|---|---|")

@@ -81,7 +81,10 @@ def is_neuralprocesses_configuration(key: str, hparams: dict[str, Any]) -> bool:
 
 
 def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> dict[str, Any]:
-    """A warm-up pass over the batches, then ``steps`` timed steps cycling through them."""
+    """A warm-up pass over the batches, then ``steps`` timed steps cycling through them.
+
+    Also counts the timed steps' page faults and system (kernel) CPU time per step.
+    """
     import torch
 
     def sync():
@@ -94,15 +97,19 @@ def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> di
     sync()
     warmup_seconds = time.perf_counter() - start
     graphs_before = compiled_graphs()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for i in range(steps):
         step(batches[i % len(batches)])
     sync()
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "steps_per_second": steps / seconds,
         "warmup_seconds": warmup_seconds,
         "graphs_compiled_in_timed_steps": compiled_graphs() - graphs_before,
+        "faults_per_step": (after.ru_minflt - usage.ru_minflt) / steps,
+        "system_ms_per_step": (after.ru_stime - usage.ru_stime) * 1000 / steps,
     }
 
 
