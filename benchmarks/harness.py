@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -54,6 +55,78 @@ def measure_model(model, batches: Sequence, forward_batch, device: str) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def unet_milliseconds(model, batches: Sequence, forward, repeats: int = 3) -> float | None:
+    """Milliseconds per batch of ``model``'s U-Net alone, forward and backward.
+
+    The U-Net runs on random inputs of the shapes ``forward(batch)`` gives it for each batch
+    (its cost does not depend on the values), after one untimed pass over them; median of
+    ``repeats`` passes; the gradients it accumulates are cleared. None if the model has no
+    U-Net. The convolutions of a ConvCNP's U-Net are oneDNN's whichever library calls them, so
+    this bounds from below the step of any ConvCNP with this U-Net.
+    """
+    from aenp.nn.cnn import UNet
+
+    unets = [m for m in model.modules() if isinstance(m, UNet)]
+    if len(unets) != 1:
+        return None
+    (unet,) = unets
+    shapes = []
+    handle = unet.register_forward_hook(lambda module, args, out: shapes.append(args[0].shape))
+    with torch.no_grad():
+        for batch in batches:
+            forward(batch)
+    handle.remove()
+    device = next(unet.parameters()).device
+    distinct = {shape: torch.randn(shape, device=device, requires_grad=True) for shape in shapes}
+    inputs = [distinct[shape] for shape in shapes]
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for h in inputs:
+            out = unet(h)
+            out.backward(torch.ones_like(out))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    one_pass()
+    seconds = statistics.median(one_pass() for _ in range(repeats))
+    model.zero_grad()
+    return seconds / len(inputs) * 1000
+
+
+def layer_macs(model, run) -> int:
+    """Multiply-accumulates of ``model``'s convolutions and linear layers while ``run()`` runs.
+
+    Counted from the shapes each ``torch.nn`` layer sees in its forward pass (a convolution:
+    outputs × input channels per group × kernel cells; a transposed one: inputs × output
+    channels per group × kernel cells; a linear layer: outputs × input features), so it compares
+    the networks of two libraries that share no code. Work outside such layers (set
+    convolutions, likelihoods) is not counted.
+    """
+    total = 0
+
+    def count(module, args, out):
+        nonlocal total
+        if isinstance(module, torch.nn.Linear):
+            total += out.numel() * module.in_features
+            return
+        cells = math.prod(module.kernel_size)
+        if isinstance(module, torch.nn.modules.conv._ConvTransposeNd):
+            total += args[0].numel() * module.out_channels // module.groups * cells
+        else:
+            total += out.numel() * module.in_channels // module.groups * cells
+
+    layers = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, layers)]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def run_interleaved(script: str, names: Sequence[str], repeats: int, args: Sequence[str]) -> dict:

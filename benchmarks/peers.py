@@ -10,7 +10,9 @@ Both are configured as in BENCHMARKS.md (U-Net 6 × 64 channels, strides 2, kern
 train on the same pre-generated batches (16 tasks, nc ~ U{1..64}, nt = 128). Each measurement
 is a fresh process that starts with aenp's allocator setting
 (:data:`aenp.train.cpu.MALLOC_ENVIRONMENT`), so that both libraries' steps reuse freed memory
-alike; the contenders are interleaved. Prints a Markdown table.
+alike; the contenders are interleaved. Prints a Markdown table (with the work of each network:
+:func:`harness.layer_macs`), the ratio of the medians, that ratio per unit of work, and the
+ceiling on the ratio that aenp's U-Net sets (:func:`harness.unet_milliseconds`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from gp1d_models import PEER_CONFIGURATIONS
+from harness import layer_macs, unet_milliseconds
 
 NEURALPROCESSES_CONVCNP = {
     "dim_x": 1,
@@ -100,7 +103,13 @@ def child_aenp(path: Path, count: int) -> dict:
         optimizer.step()
 
     rate = time_training(step, batches)
-    return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "steps_per_second": rate,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "unet_ms": unet_milliseconds(model, batches[WARMUP:], model),
+        "layer_macs": statistics.mean(layer_macs(model, lambda b=b: step(b)) for b in batches),
+    }
 
 
 def neuralprocesses_training(arrays: list[dict[str, np.ndarray]], device: str) -> tuple:
@@ -139,7 +148,12 @@ def child_neuralprocesses(path: Path, count: int) -> dict:
     torch.set_flush_denormal(True)
     model, step, batches = neuralprocesses_training(load_batches(path, count), "cpu")
     rate = time_training(step, batches)
-    return {"steps_per_second": rate, "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "steps_per_second": rate,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layer_macs": statistics.mean(layer_macs(model, lambda b=b: step(b)) for b in batches),
+    }
 
 
 CHILDREN = {"aenp": child_aenp, "neuralprocesses": child_neuralprocesses}
@@ -157,9 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.steps + WARMUP
     if args.child:
-        result = CHILDREN[args.child](args.batches, count)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(result))
+        print(json.dumps(CHILDREN[args.child](args.batches, count)))
         return
     from aenp.train.cpu import MALLOC_ENVIRONMENT  # not in the peer's environment
 
@@ -178,17 +190,35 @@ def main() -> None:
                 )
                 runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"ConvCNP, gp1d batches of 16, {args.steps} steps × {args.repeats} fresh processes\n")
-    print("| library | parameters | train steps/s (median, min–max) | peak RSS MB |")
-    print("|---|---|---|---|")
+    print(
+        "| library | parameters | layer MACs per step, millions | train steps/s (median, min–max) "
+        "| peak RSS MB |"
+    )
+    print("|---|---|---|---|---|")
     for name, results in runs.items():
         rates = [r["steps_per_second"] for r in results]
         rate = f"{statistics.median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f})"
         rss = max(r["peak_rss_mb"] for r in results)
-        print(f"| {name} | {results[0]['parameters']:,} | {rate} | {rss:.0f} |")
-    ratio = statistics.median(r["steps_per_second"] for r in runs["aenp"]) / statistics.median(
-        r["steps_per_second"] for r in runs["neuralprocesses"]
+        macs = results[0]["layer_macs"] / 1e6
+        print(f"| {name} | {results[0]['parameters']:,} | {macs:,.0f} | {rate} | {rss:.0f} |")
+    aenp_rate, peer_rate = (
+        statistics.median(r["steps_per_second"] for r in runs[name]) for name in CHILDREN
     )
-    print(f"\naenp / neuralprocesses: {ratio:.2f}×")
+    print(f"\naenp / neuralprocesses: {aenp_rate / peer_rate:.2f}×")
+    work = runs["aenp"][0]["layer_macs"] / runs["neuralprocesses"][0]["layer_macs"]
+    print(
+        f"aenp's layers do {work:.2f}× neuralprocesses' multiply-accumulates per step (the "
+        f"networks differ), so per multiply-accumulate aenp trains "
+        f"{aenp_rate / peer_rate * work:.2f}× as fast."
+    )
+    unet_ms = statistics.median(r["unet_ms"] for r in runs["aenp"])
+    print(
+        f"aenp's U-Net alone, forward and backward on the grids of the timed steps: "
+        f"{unet_ms:.1f} ms, {unet_ms * aenp_rate / 10:.0f}% of aenp's {1000 / aenp_rate:.1f} ms "
+        f"step: however little the rest of the step cost, aenp could train at most "
+        f"{1000 / peer_rate / unet_ms:.2f}× as fast as neuralprocesses ({1000 / peer_rate:.1f} ms) "
+        f"with the convolutions as they are."
+    )
 
 
 if __name__ == "__main__":

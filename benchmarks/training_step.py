@@ -1,7 +1,8 @@
 r"""Training steps per second of the gp1d models: aenp eager and compiled, today's code, peers.
 
     python benchmarks/training_step.py --models convcnp@quick tetnp@quick --batch-sizes 16 \
-        --baseline-src /work/base/src [--steps 30] [--repeats 3] [--device cpu] [--threads 2]
+        --baseline-src /work/base/src [--steps 30] [--repeats 3] [--device cpu] [--threads 2] \
+        [--contenders eager baseline]
     python benchmarks/training_step.py --device cuda --models convcnp --batch-sizes 16 128 \
         --peer-python /tmp/peer/bin/python [--precision bf16-mixed]
 
@@ -32,8 +33,9 @@ starts with aenp's allocator setting (:data:`aenp.train.cpu.MALLOC_ENVIRONMENT`)
 defaults whether a step faults its tensors' pages in again depends on the process's history,
 which would make the ratios measure that rather than the code. On a GPU the
 device is synchronised only before and after the timed steps. Prints Markdown tables: speed and
-memory per contender, ratios of the medians, and what compiling produced (graphs, graph breaks,
-graphs compiled during the timed steps, i.e. recompilations).
+memory per contender, ratios of the medians, what compiling produced (graphs, graph breaks,
+graphs compiled during the timed steps, i.e. recompilations), and for a ConvCNP its U-Net's
+share of the eager step and the ceiling that share sets on the ratios (:func:`unet_notes`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from gp1d_models import configurations
+from harness import unet_milliseconds
 from peers import AENP_CONVCNP, load_batches, neuralprocesses_training, write_batches
 
 CONTENDERS = ("eager", "compiled", "baseline", "neuralprocesses")
@@ -83,7 +86,8 @@ def is_neuralprocesses_configuration(key: str, hparams: dict[str, Any]) -> bool:
 def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> dict[str, Any]:
     """A warm-up pass over the batches, then ``steps`` timed steps cycling through them.
 
-    Also counts the timed steps' page faults and system (kernel) CPU time per step.
+    Also counts the timed steps' page faults and system (kernel) CPU time per step, and reads
+    the peak memory at their end (:func:`peak_memory`), before any further measurement.
     """
     import torch
 
@@ -104,13 +108,23 @@ def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> di
     sync()
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
+    return peak_memory(device) | {
         "steps_per_second": steps / seconds,
         "warmup_seconds": warmup_seconds,
         "graphs_compiled_in_timed_steps": compiled_graphs() - graphs_before,
         "faults_per_step": (after.ru_minflt - usage.ru_minflt) / steps,
         "system_ms_per_step": (after.ru_stime - usage.ru_stime) * 1000 / steps,
     }
+
+
+def peak_memory(device: str) -> dict[str, float]:
+    """Peak RSS of this process so far and, on a GPU, peak memory allocated, in MiB."""
+    import torch
+
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        peak["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
 
 
 def compiled_graphs() -> int:
@@ -166,6 +180,8 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     result = time_steps(step, batches, spec["steps"], spec["device"])
     result["graphs"] = compiled_graphs()
     result["graph_breaks"] = graph_breaks()
+    if not compiled:
+        result["unet_ms"] = unet_milliseconds(model, batches, model)
     return result | {"parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -223,17 +239,13 @@ CHILDREN = {
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """One measurement in this process, with its peak memory."""
+    """One measurement in this process (peak memory as at the end of its timed steps)."""
     import torch
 
     if spec["threads"] is not None:
         torch.set_num_threads(spec["threads"])
     torch.set_flush_denormal(True)  # as `aenp train` does: subnormals are slow on x86 CPUs
-    result = CHILDREN[spec["contender"]](spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if spec["device"] == "cuda":
-        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return result
+    return CHILDREN[spec["contender"]](spec)
 
 
 def measure(python: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -329,6 +341,33 @@ def compilation_notes(measured: dict[tuple[str, int], dict[str, list[dict]]]) ->
     return notes
 
 
+def unet_notes(measured: dict[tuple[str, int], dict[str, list[dict]]]) -> list[str]:
+    """Per ConvCNP: its U-Net's share of the eager step, and the ceiling that sets on ratios.
+
+    However little the rest of aenp's step cost, it cannot take less than its U-Net's
+    convolutions (:func:`harness.unet_milliseconds`), so its steps/s over another contender's
+    cannot exceed the other's step time over the U-Net's time.
+    """
+    notes = []
+    for (name, batch_size), runs in measured.items():
+        unet = [r["unet_ms"] for r in runs.get("eager", []) if r.get("unet_ms") is not None]
+        eager = rates(runs.get("eager", []))
+        if not unet or not eager:
+            continue
+        unet_ms, step_ms = statistics.median(unet), 1000 / statistics.median(eager)
+        ceilings = [
+            f"{1000 / statistics.median(found) / unet_ms:.2f}× {other}"
+            for other in ("baseline", "neuralprocesses")
+            if (found := rates(runs.get(other, [])))
+        ]
+        notes.append(
+            f"* {name}, batch {batch_size}: U-Net {unet_ms:.1f} ms of the eager step's "
+            f"{step_ms:.1f} ms ({unet_ms / step_ms:.0%})"
+            + (f"; eager can be at most {', '.join(ceilings)}" if ceilings else "")
+        )
+    return notes
+
+
 # The parent process.
 
 
@@ -337,15 +376,16 @@ def plan(
     known: dict[str, tuple[str, dict[str, Any]]],
     baseline: bool,
     peer: bool,
+    chosen: Sequence[str] = CONTENDERS,
 ) -> dict[str, list[str]]:
-    """The contenders measured for each model name."""
+    """The contenders measured for each model name, of those ``chosen``."""
     contenders = {}
     for name in names:
         key, hparams = known[name]
         found = ["eager", "compiled"] + (["baseline"] if baseline else [])
         if peer and is_neuralprocesses_configuration(key, hparams):
             found.append("neuralprocesses")
-        contenders[name] = found
+        contenders[name] = [c for c in found if c in chosen]
     return contenders
 
 
@@ -362,6 +402,13 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="32-true")
     parser.add_argument("--baseline-src", type=Path, help="an aenp source folder to time too")
     parser.add_argument("--peer-python", help="a Python that imports neuralprocesses")
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=CONTENDERS,
+        default=CONTENDERS,
+        help="time only these (default: every one that applies)",
+    )
     parser.add_argument(
         "--time-limit", type=float, help="seconds after which no further measurement starts"
     )
@@ -382,7 +429,9 @@ def main() -> None:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(known)}")
     steps = args.steps or DEFAULT_STEPS[args.device]
     threads = args.threads or (2 if args.device == "cpu" else None)
-    contenders = plan(names, known, args.baseline_src is not None, args.peer_python is not None)
+    contenders = plan(
+        names, known, args.baseline_src is not None, args.peer_python is not None, args.contenders
+    )
     pythonpath = os.environ.get("PYTHONPATH")
     baseline_path = os.pathsep.join(p for p in (str(args.baseline_src), pythonpath) if p)
     environments = {c: dict(os.environ) | MALLOC_ENVIRONMENT for c in CONTENDERS}
@@ -433,6 +482,9 @@ def main() -> None:
     notes = compilation_notes(measured)
     if notes:
         print("\nCompilation (first compiled repeat):", *notes, sep="\n")
+    notes = unet_notes(measured)
+    if notes:
+        print("\nThe U-Net alone, forward and backward (median):", *notes, sep="\n")
     if skipped:
         print(f"\n{skipped} measurement(s) skipped: the time limit of {args.time_limit} s passed")
     if args.json:

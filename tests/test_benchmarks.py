@@ -1,16 +1,18 @@
-"""The benchmarks' own logic: the GPU check's wheel list, the models they time, and the
-training-step tables."""
+"""The benchmarks' own logic: the GPU check's wheel list, the models they time, the
+training-step tables, and what they count of a network."""
 
 import re
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 import gp1d_models
 import gpu_wheels
+import harness
 import training_step
 
 LIST = """
@@ -143,3 +145,76 @@ def test_speed_table_tells_failed_from_skipped_measurements():
     assert rows[0].startswith("| convcnp | 16 | eager | 1,000 | 2.0 (2.0–2.0) | 0.5 |")
     assert "failed: exit status 1" in rows[1]
     assert "not measured (time limit)" in rows[2]
+
+
+def test_plan_times_only_the_chosen_contenders():
+    known = gp1d_models.configurations()
+    chosen = training_step.plan(["convcnp@quick"], known, True, False, ["eager", "baseline"])
+    assert chosen == {"convcnp@quick": ["eager", "baseline"]}
+    every = training_step.plan(["convcnp@quick"], known, True, False)
+    assert every == {"convcnp@quick": ["eager", "compiled", "baseline"]}
+
+
+def test_unet_notes_bound_the_ratios_by_the_unet_time():
+    measured = {
+        ("convcnp", 16): {
+            "eager": [{**run(50.0), "unet_ms": 10.0}],  # a 20 ms step, half of it the U-Net
+            "baseline": [run(25.0)],  # a 40 ms step: at most 40 / 10 = 4x
+        },
+        ("tnp", 16): {"eager": [{**run(10.0), "unet_ms": None}], "baseline": [run(5.0)]},
+    }
+    assert training_step.unet_notes(measured) == [
+        "* convcnp, batch 16: U-Net 10.0 ms of the eager step's 20.0 ms (50%); "
+        "eager can be at most 4.00× baseline"
+    ]
+
+
+def test_layer_macs_count_each_call_of_each_layer():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(3, 5, 7, padding=3)
+    transposed = torch.nn.ConvTranspose1d(5, 6, 5, stride=2, padding=2, output_padding=1)
+    linear = torch.nn.Linear(6, 2)
+    model = torch.nn.Sequential(conv, transposed)
+    h = torch.randn(2, 3, 20)
+
+    def run():
+        out = model(h)  # [2, 6, 40]
+        linear(out.transpose(1, 2))  # not in the model: not counted
+        model(h)
+
+    conv_macs = 2 * 5 * 20 * 3 * 7  # outputs x input channels x kernel
+    # A transposed convolution is the adjoint of the convolution from its output back to its
+    # input, and costs what that convolution costs: its outputs (our inputs) x its inputs'
+    # channels (our output channels) x kernel.
+    adjoint = torch.nn.Conv1d(6, 5, 5, stride=2, padding=2)
+    assert adjoint(torch.randn(2, 6, 40)).shape == (2, 5, 20)
+    transposed_macs = 2 * 5 * 20 * 6 * 5
+    assert harness.layer_macs(model, run) == 2 * (conv_macs + transposed_macs)
+    assert harness.layer_macs(linear, lambda: linear(torch.randn(4, 3, 6))) == 4 * 3 * 2 * 6
+    assert not any(m._forward_hooks for m in model.modules())  # the hooks are removed
+
+
+def test_unet_milliseconds_runs_the_unet_on_the_shapes_it_saw():
+    from aenp import Batch, build_model
+    from aenp.nn.cnn import UNet
+
+    torch.manual_seed(0)
+    model = build_model("convcnp", 1, 1, points_per_unit=8, channels=4, num_layers=2)
+    (unet,) = [m for m in model.modules() if isinstance(m, UNet)]
+    batches = [
+        Batch(torch.rand(2, n, 1) * 4 - 2, torch.randn(2, n, 1), torch.rand(2, 5, 1) * 8 - 4)
+        for n in (3, 7)
+    ]
+    seen = []
+    unet.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    for batch in batches:
+        model(batch)
+    expected = list(seen)
+    seen.clear()
+    repeats = 2
+    assert harness.unet_milliseconds(model, batches, model, repeats=repeats) > 0
+    # One pass to read the shapes, one untimed pass, then the timed ones, each over every batch.
+    assert seen == expected * (2 + repeats)
+    assert all(p.grad is None for p in model.parameters())
+    tnp = build_model("tnp", 1, 1, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8)
+    assert harness.unet_milliseconds(tnp, batches, tnp) is None
