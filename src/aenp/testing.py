@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from aenp.batch import Batch, GridBatch
+from aenp.batch import Batch, GridBatch, target_loglik
 from aenp.models.registry import build_model
 from aenp.nn.fixed_inputs import FixedInputs, injection_sites, strictly_equivariant
 from aenp.nn.group_conv import transform
@@ -297,6 +297,25 @@ class ModelContract:
         assert (down.mean.dtype, up.mean.dtype) == (torch.float32, torch.float64)
         torch.testing.assert_close(down.mean, model32(batch64.to(torch.float32)).mean)
         torch.testing.assert_close(up.mean, model64(batch64).mean, rtol=1e-4, atol=1e-4)
+
+    def test_trains_under_bf16_autocast(self):
+        """Under bf16 autocast (how a GPU trains) the prediction is float32's to bf16's tolerance.
+
+        The loss and every parameter's gradient are finite.
+        """
+        model, batch = self.build(), self.batch()
+        reference = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = model(batch)
+            loss = -target_loglik(batch, pred).mean()
+        loss.backward()
+        tol = DEFAULT_TOLERANCE[torch.bfloat16]
+        torch.testing.assert_close(pred.mean.float(), reference.mean, rtol=tol, atol=tol)
+        torch.testing.assert_close(pred.stddev.float(), reference.stddev, rtol=tol, atol=tol)
+        assert bool(torch.isfinite(loss))
+        for name, parameter in model.named_parameters():
+            assert parameter.grad is not None, f"{name} gets no gradient"
+            assert bool(torch.isfinite(parameter.grad).all()), f"{name}'s gradient is not finite"
 
     def test_prediction_depends_on_context(self):
         """Changing the context outputs changes the prediction."""
