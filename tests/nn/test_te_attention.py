@@ -44,7 +44,7 @@ def test_matches_a_dense_computation_over_pairs(lengthscale):
     expected = te_attention_over_pairs(attention, zq, zk, xq, xk, lengthscale)
     out = attention(zq, zk, xq, xk)
     torch.testing.assert_close(out, expected)
-    # Gradients too: the kernel never forms the pairwise differences its backward needs.
+    # Gradients too, the positions' included.
     wrt = [*inputs, *attention.parameters()]
     weights = torch.randn_like(out)
     grads = torch.autograd.grad((out * weights).sum(), wrt)

@@ -23,9 +23,10 @@ class PairwiseKernel(nn.Module):
     """MLP of ``(q_i · k_j per head, x_i − x_j)`` giving one attention logit per head.
 
     Works on ``[channels, batch, nq, nk]``: channels lead, so each layer is one matrix product
-    over the flattened pairs and no pairwise tensor is ever permuted or copied. The first layer
-    is linear in ``x_i − x_j``, so its contribution is computed as ``W x_i − W x_j`` without
-    materialising the pairwise differences.
+    over the flattened pairs and no hidden pairwise tensor is ever permuted or copied. The
+    differences ``x_i − x_j`` join the dot products as ``dx`` more input channels, so the first
+    layer, bias included, is one matrix product too: no pass over its hidden output adds them,
+    and none in backward sums its gradient to them.
 
     Differences are measured in units of ``lengthscale``: at initialisation the first layer's
     ramps bend over about one such unit, and training moves them at a rate proportional to its
@@ -60,13 +61,11 @@ class PairwiseKernel(nn.Module):
         xk: Float[Tensor, "batch nk dx"],
     ) -> Float[Tensor, "heads batch nq nk"]:
         """Attention logits."""
-        # The first layer's bias rides on the query term and the key term enters negated: no
-        # pass over the pairwise tensor adds the bias, or negates its gradient in backward.
-        x_weight = self.x_in.weight / self.lengthscale
-        at_query = (F.linear(xq, x_weight) + self.dots_in.bias).permute(2, 0, 1)[..., :, None]
-        at_key = (-F.linear(xk, x_weight)).permute(2, 0, 1)[..., None, :]
-        h = (self.dots_in.weight @ dots.flatten(1)).view(self.dots_in.out_features, *dots.shape[1:])
-        h = h + at_query + at_key
+        differences = (xq[:, :, None, :] - xk[:, None, :, :]) / self.lengthscale
+        inputs = torch.cat([dots, differences.permute(3, 0, 1, 2)])  # [heads + dx, *pairs]
+        weight = torch.cat([self.dots_in.weight, self.x_in.weight], dim=1)
+        h = torch.addmm(self.dots_in.bias[:, None], weight, inputs.flatten(1))
+        h = h.view(weight.shape[0], *dots.shape[1:])
         for layer in self.layers:
             h = _leading_linear(layer, F.relu(h))
         return h
