@@ -57,6 +57,14 @@ def measure_model(model, batches: Sequence, forward_batch, device: str) -> dict:
     }
 
 
+def peak_memory(device: str) -> dict[str, float]:
+    """Peak RSS of this process so far and, on a GPU, peak memory allocated, in MiB."""
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        peak["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
 def unet_milliseconds(model, batches: Sequence, forward, repeats: int = 3) -> float | None:
     """Milliseconds per batch of ``model``'s U-Net alone, forward and backward.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gp1d_models import PEER_CONFIGURATIONS
-from harness import layer_macs, unet_milliseconds
+from harness import layer_macs, peak_memory, unet_milliseconds
 
 NEURALPROCESSES_CONVCNP = {
     "dim_x": 1,
@@ -81,6 +80,18 @@ def time_training(step, batches: list) -> float:
     return (len(batches) - WARMUP) / (time.perf_counter() - start)
 
 
+def measurements(model, step, batches: list, rate: float) -> dict:
+    """What both children report after timing, the peak RSS read before anything else.
+
+    The layers' multiply-accumulates (:func:`harness.layer_macs`) are the mean over the batches.
+    """
+    return peak_memory("cpu") | {
+        "steps_per_second": rate,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layer_macs": statistics.mean(layer_macs(model, lambda b=b: step(b)) for b in batches),
+    }
+
+
 def child_aenp(path: Path, count: int) -> dict:
     import torch
 
@@ -103,12 +114,8 @@ def child_aenp(path: Path, count: int) -> dict:
         optimizer.step()
 
     rate = time_training(step, batches)
-    return {
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "steps_per_second": rate,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "unet_ms": unet_milliseconds(model, batches[WARMUP:], model),
-        "layer_macs": statistics.mean(layer_macs(model, lambda b=b: step(b)) for b in batches),
+    return measurements(model, step, batches, rate) | {
+        "unet_ms": unet_milliseconds(model, batches[WARMUP:], model)
     }
 
 
@@ -148,12 +155,7 @@ def child_neuralprocesses(path: Path, count: int) -> dict:
     torch.set_flush_denormal(True)
     model, step, batches = neuralprocesses_training(load_batches(path, count), "cpu")
     rate = time_training(step, batches)
-    return {
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "steps_per_second": rate,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "layer_macs": statistics.mean(layer_macs(model, lambda b=b: step(b)) for b in batches),
-    }
+    return measurements(model, step, batches, rate)
 
 
 CHILDREN = {"aenp": child_aenp, "neuralprocesses": child_neuralprocesses}
@@ -201,9 +203,8 @@ def main() -> None:
         rss = max(r["peak_rss_mb"] for r in results)
         macs = results[0]["layer_macs"] / 1e6
         print(f"| {name} | {results[0]['parameters']:,} | {macs:,.0f} | {rate} | {rss:.0f} |")
-    aenp_rate, peer_rate = (
-        statistics.median(r["steps_per_second"] for r in runs[name]) for name in CHILDREN
-    )
+    medians = {name: statistics.median(r["steps_per_second"] for r in runs[name]) for name in runs}
+    aenp_rate, peer_rate = medians["aenp"], medians["neuralprocesses"]
     print(f"\naenp / neuralprocesses: {aenp_rate / peer_rate:.2f}×")
     work = runs["aenp"][0]["layer_macs"] / runs["neuralprocesses"][0]["layer_macs"]
     print(

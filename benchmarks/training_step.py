@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from gp1d_models import configurations
-from harness import unet_milliseconds
+from harness import peak_memory, unet_milliseconds
 from peers import AENP_CONVCNP, load_batches, neuralprocesses_training, write_batches
 
 CONTENDERS = ("eager", "compiled", "baseline", "neuralprocesses")
@@ -87,7 +87,7 @@ def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> di
     """A warm-up pass over the batches, then ``steps`` timed steps cycling through them.
 
     Also counts the timed steps' page faults and system (kernel) CPU time per step, and reads
-    the peak memory at their end (:func:`peak_memory`), before any further measurement.
+    the peak memory at their end (:func:`harness.peak_memory`), before any further measurement.
     """
     import torch
 
@@ -115,16 +115,6 @@ def time_steps(step: Callable, batches: Sequence, steps: int, device: str) -> di
         "faults_per_step": (after.ru_minflt - usage.ru_minflt) / steps,
         "system_ms_per_step": (after.ru_stime - usage.ru_stime) * 1000 / steps,
     }
-
-
-def peak_memory(device: str) -> dict[str, float]:
-    """Peak RSS of this process so far and, on a GPU, peak memory allocated, in MiB."""
-    import torch
-
-    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device == "cuda":
-        peak["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return peak
 
 
 def compiled_graphs() -> int:
