@@ -300,9 +300,14 @@ def speed_table(measured: dict[tuple[str, int], dict[str, list[dict]]]) -> str:
 
 
 def ratio_table(measured: dict[tuple[str, int], dict[str, list[dict]]]) -> str:
-    """Ratios of median steps/s (:data:`RATIOS`) per model and batch size; — where missing."""
+    """Ratios of median steps/s (:data:`RATIOS`) per model and batch size; — where missing.
+
+    Empty where no pair of :data:`RATIOS` ran (e.g. ``--contenders eager``).
+    """
     ran = {contender for runs in measured.values() for contender in runs}
     shown = [(a, b) for a, b in RATIOS if a in ran and b in ran]
+    if not shown:
+        return ""
     lines = [
         "| model | batch | " + " | ".join(f"{a} / {b}" for a, b in shown) + " |",
         "|---|---|" + "---|" * len(shown),
@@ -468,7 +473,7 @@ def main() -> None:
         f"{args.repeats} fresh process(es) each\n"
     )
     print(speed_table(measured), "\n")
-    print(ratio_table(measured))
+    print(ratio_table(measured) or "(no pair of contenders ran: no ratios)")
     notes = compilation_notes(measured)
     if notes:
         print("\nCompilation (first compiled repeat):", *notes, sep="\n")

@@ -125,6 +125,10 @@ def test_ratio_table_shows_only_pairs_that_ran():
     ]
 
 
+def test_ratio_table_is_empty_where_no_pair_ran():
+    assert training_step.ratio_table({("convcnp", 16): {"eager": [run(2.0)]}}) == ""
+
+
 def test_neuralprocesses_runs_only_on_its_own_configuration():
     peer = training_step.AENP_CONVCNP
     assert training_step.is_neuralprocesses_configuration("convcnp", {**peer, "min_std": 1e-3})
