@@ -68,11 +68,11 @@ def peak_memory(device: str) -> dict[str, float]:
 def unet_milliseconds(model, batches: Sequence, forward, repeats: int = 3) -> float | None:
     """Milliseconds per batch of ``model``'s U-Net alone, forward and backward.
 
-    The U-Net runs on random inputs of the shapes ``forward(batch)`` gives it for each batch
-    (its cost does not depend on the values), after one untimed pass over them; median of
-    ``repeats`` passes; the gradients it accumulates are cleared. None if the model has no
-    U-Net. The convolutions of a ConvCNP's U-Net are oneDNN's whichever library calls them, so
-    this bounds from below the step of any ConvCNP with this U-Net.
+    The U-Net runs on random inputs of the shapes and memory layouts ``forward(batch)`` gives
+    it for each batch (its cost does not depend on the values), after one untimed pass over
+    them; median of ``repeats`` passes; the gradients it accumulates are cleared. None if the
+    model has no U-Net. The convolutions of a ConvCNP's U-Net are oneDNN's whichever library
+    calls them, so this bounds from below the step of any ConvCNP with this U-Net in this layout.
     """
     from aenp.nn.cnn import UNet
 
@@ -80,15 +80,19 @@ def unet_milliseconds(model, batches: Sequence, forward, repeats: int = 3) -> fl
     if len(unets) != 1:
         return None
     (unet,) = unets
-    shapes = []
-    handle = unet.register_forward_hook(lambda module, args, out: shapes.append(args[0].shape))
+    shapes = []  # (shape, strides) per batch
+    handle = unet.register_forward_hook(
+        lambda module, args, out: shapes.append((args[0].shape, args[0].stride()))
+    )
     with torch.no_grad():
         for batch in batches:
             forward(batch)
     handle.remove()
     device = next(unet.parameters()).device
-    distinct = {shape: torch.randn(shape, device=device, requires_grad=True) for shape in shapes}
-    inputs = [distinct[shape] for shape in shapes]
+    distinct = {layout: torch.empty_strided(*layout, device=device) for layout in shapes}
+    for h in distinct.values():
+        h.normal_().requires_grad_()
+    inputs = [distinct[layout] for layout in shapes]
 
     def one_pass() -> float:
         start = time.perf_counter()

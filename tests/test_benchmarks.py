@@ -198,7 +198,7 @@ def test_layer_macs_count_each_call_of_each_layer():
     assert not any(m._forward_hooks for m in model.modules())  # the hooks are removed
 
 
-def test_unet_milliseconds_runs_the_unet_on_the_shapes_it_saw():
+def test_unet_milliseconds_runs_the_unet_on_the_shapes_and_layouts_it_saw():
     from aenp import Batch, build_model
     from aenp.nn.cnn import UNet
 
@@ -210,7 +210,9 @@ def test_unet_milliseconds_runs_the_unet_on_the_shapes_it_saw():
         for n in (3, 7)
     ]
     seen = []
-    unet.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    unet.register_forward_hook(
+        lambda module, args, out: seen.append((args[0].shape, args[0].stride()))
+    )
     for batch in batches:
         model(batch)
     expected = list(seen)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from aenp.nn.cnn import ConvNet, UNet
 from aenp.nn.setconv import (
     DEFAULT_MAX_GRID_POINTS,
     DENSITY_EPS,
@@ -167,19 +166,6 @@ def test_float32_module_reads_float64_positions_exactly_far_away():
     far = encoder(xc + shift, yc, lattice_grid(xc + shift, 16, 0.1))
     assert far.dtype == torch.float32
     torch.testing.assert_close(far, near, rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("cnn", [UNet(2, 4, 2, 3), ConvNet(2, 4, 2, 3)])
-def test_cnns_keep_the_grid_shape(cnn):
-    h = torch.randn(1, 4, 16, 12)
-    assert cnn(h).shape == h.shape
-
-
-def test_cnn_arguments_are_checked():
-    with pytest.raises(ValueError, match="kernel_size must be odd"):
-        UNet(1, 4, 2, 4)
-    with pytest.raises(ValueError, match="convolutions act on 1-D to 3-D grids, got 4"):
-        ConvNet(4, 4, 2, 3)
 
 
 def padded(x, valid, junk):

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from aenp.errors import InputError
-from aenp.nn.cnn import CONV, check_conv_arguments
+from aenp.nn.cnn import CONV, check_conv_arguments, from_conv_layout, to_conv_layout
 
 
 class RelaxedConv(nn.Module):
@@ -47,7 +47,10 @@ class RelaxedConv(nn.Module):
         h: Float[Tensor, "batch c_in *grid"],
         departure: Float[Tensor, "batch banks *grid"] | None = None,
     ) -> Float[Tensor, "batch c_out *grid"]:
-        """Mixes the banks' responses; ``departure = None`` means uniform weights."""
+        """Mixes the banks' responses; ``departure = None`` means uniform weights.
+
+        Both inputs come in the layout of :func:`aenp.nn.cnn.to_conv_layout`.
+        """
         responses = self.conv(h).unflatten(1, (self.num_banks, -1))
         if departure is None:
             return responses.mean(dim=1)
@@ -84,9 +87,12 @@ class RelaxedConvNet(nn.Module):
         departures: Float[Tensor, "batch *grid weights"] | None = None,
     ) -> Float[Tensor, "batch channels *grid"]:
         """Applies the blocks; the grid shape is preserved."""
+        grid_dims = h.dim() - 2
+        h = to_conv_layout(h)
         per_layer = [None] * len(self.layers)
         if departures is not None:
-            per_layer = departures.movedim(-1, 1).chunk(len(self.layers), dim=1)
+            departures = to_conv_layout(departures.movedim(-1, 1))
+            per_layer = departures.chunk(len(self.layers), dim=1)
         for conv, departure in zip(self.layers, per_layer, strict=True):
             h = h + conv(F.relu(h), departure)
-        return h
+        return from_conv_layout(h, grid_dims)
