@@ -1,5 +1,5 @@
 """The benchmarks' own logic: the GPU check's wheel list, the models they time, the
-training-step tables, and what they count of a network."""
+training-step tables, what they count of a network, and that contenders compute one map."""
 
 import re
 import sys
@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
+import conv_layout
 import gp1d_models
 import gpu_wheels
 import harness
@@ -224,3 +225,12 @@ def test_unet_milliseconds_runs_the_unet_on_the_shapes_and_layouts_it_saw():
     assert all(p.grad is None for p in model.parameters())
     tnp = build_model("tnp", 1, 1, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8)
     assert harness.unet_milliseconds(tnp, batches, tnp) is None
+
+
+def test_conv_layout_times_the_same_unet_map_in_both_layouts():
+    from aenp.nn.cnn import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(1, 4, 3, conv_layout.KERNEL).double()
+    h = torch.randn(2, 32, 4, dtype=torch.float64).movedim(-1, 1)
+    torch.testing.assert_close(conv_layout.one_d_forward(unet, h), unet(h))
