@@ -19,8 +19,6 @@ Prints a Markdown table of medians in milliseconds and the 1-D / aenp ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import types
 from collections.abc import Callable
 
@@ -33,10 +31,10 @@ from aenp.models.registry import build_model
 from aenp.nn.cnn import PlanarConv1d, PlanarConvTranspose1d, UNet
 from aenp.train.cpu import configure_cpu
 from aenp.train.module import adamw
+from harness import alternating_medians
 
 TASKS, CHANNELS, KERNEL = 16, 32, 5
 QUICK = {"points_per_unit": 32, "channels": 32, "num_layers": 6}
-WARMUP = 3
 
 
 def one_d_forward(unet: UNet, h: torch.Tensor) -> torch.Tensor:
@@ -118,16 +116,8 @@ def training_steps() -> dict[str, Callable]:
 
 def compare(name: str, steps: dict[str, Callable], repeats: int) -> None:
     """Times the contenders alternately; prints one row of medians."""
-    times: dict[str, list[float]] = {layout: [] for layout in steps}
-    for _ in range(WARMUP):
-        for step in steps.values():
-            step()
-    for _ in range(repeats):
-        for layout, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[layout].append(1000 * (time.perf_counter() - start))
-    one_d, aenp = (statistics.median(times[layout]) for layout in ("1-D", "aenp"))
+    medians = alternating_medians(steps, repeats)
+    one_d, aenp = medians["1-D"], medians["aenp"]
     print(f"| {name} | {one_d:.2f} | {aenp:.2f} | {one_d / aenp:.2f}× |", flush=True)
 
 

@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -57,6 +57,26 @@ def measure_model(model, batches: Sequence, forward_batch, device: str) -> dict:
     }
 
 
+def alternating_medians(
+    steps: dict[str, Callable[[], None]], repeats: int, warmup: int = WARMUP_STEPS
+) -> dict[str, float]:
+    """Median milliseconds of each of ``steps``, run in one process taking turns.
+
+    ``warmup`` untimed rounds of every step, then ``repeats`` timed rounds, each step once per
+    round in the order given, so that drifts in machine load affect them alike.
+    """
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(ms) for name, ms in times.items()}
+
+
 def peak_memory(device: str) -> dict[str, float]:
     """Peak RSS of this process so far and, on a GPU, peak memory allocated, in MiB."""
     peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -80,19 +100,19 @@ def unet_milliseconds(model, batches: Sequence, forward, repeats: int = 3) -> fl
     if len(unets) != 1:
         return None
     (unet,) = unets
-    shapes = []  # (shape, strides) per batch
+    layouts = []  # (shape, strides) of the U-Net's input, per batch
     handle = unet.register_forward_hook(
-        lambda module, args, out: shapes.append((args[0].shape, args[0].stride()))
+        lambda module, args, out: layouts.append((args[0].shape, args[0].stride()))
     )
     with torch.no_grad():
         for batch in batches:
             forward(batch)
     handle.remove()
     device = next(unet.parameters()).device
-    distinct = {layout: torch.empty_strided(*layout, device=device) for layout in shapes}
+    distinct = {layout: torch.empty_strided(*layout, device=device) for layout in layouts}
     for h in distinct.values():
         h.normal_().requires_grad_()
-    inputs = [distinct[layout] for layout in shapes]
+    inputs = [distinct[layout] for layout in layouts]
 
     def one_pass() -> float:
         start = time.perf_counter()

@@ -19,8 +19,6 @@ repeat; the table shows medians in milliseconds and the dense / banded ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -30,6 +28,7 @@ from aenp.data.experiments import get_experiment
 from aenp.models.registry import build_model
 from aenp.nn.setconv import SetConv, SetConvDecoder, SetConvEncoder, lattice_grid
 from aenp.train.cpu import configure_cpu
+from harness import alternating_medians
 
 SETTINGS = {
     "gp1d quick (ppu 32, 32 channels)": (32, 32, 32),
@@ -37,7 +36,6 @@ SETTINGS = {
 }
 """Name: points per unit, channels, grid multiple."""
 TASKS, NC, NT, MARGIN = 16, 64, 128, 0.1
-WARMUP = 3
 
 
 def set_convolutions(points_per_unit: int, channels: int, multiple: int) -> Callable:
@@ -91,16 +89,10 @@ def convcnp_step() -> Callable:
 
 def compare(name: str, step: Callable, repeats: int) -> None:
     """Times ``step(False)`` and ``step(True)`` alternately; prints medians."""
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(WARMUP):
-        step(False)
-        step(True)
-    for _ in range(repeats):
-        for banded in (False, True):
-            start = time.perf_counter()
-            step(banded)
-            times[banded].append(1000 * (time.perf_counter() - start))
-    dense, banded = (statistics.median(times[b]) for b in (False, True))
+    medians = alternating_medians(
+        {"dense": lambda: step(False), "banded": lambda: step(True)}, repeats
+    )
+    dense, banded = medians["dense"], medians["banded"]
     print(f"| {name} | {dense:.2f} | {banded:.2f} | {dense / banded:.2f}× |")
 
 

@@ -234,3 +234,11 @@ def test_conv_layout_times_the_same_unet_map_in_both_layouts():
     unet = UNet(1, 4, 3, conv_layout.KERNEL).double()
     h = torch.randn(2, 32, 4, dtype=torch.float64).movedim(-1, 1)
     torch.testing.assert_close(conv_layout.one_d_forward(unet, h), unet(h))
+
+
+def test_alternating_medians_take_turns_after_the_warmup():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    medians = harness.alternating_medians(steps, repeats=3, warmup=2)
+    assert calls == ["a", "b"] * 5
+    assert set(medians) == {"a", "b"} and all(ms >= 0 for ms in medians.values())
