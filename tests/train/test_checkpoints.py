@@ -4,10 +4,12 @@ import io
 import pathlib
 import re
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+import aenp.train.run
 from aenp.errors import InputError, MissingFileError
 from aenp.train.run import load_checkpoint, train
 from tests.train.test_training import ONE_STEP, tiny_config
@@ -126,6 +128,51 @@ def test_failed_checkpoint_save_keeps_the_previous_one_and_the_moved_run_resumes
     with open(run_dir / "logs" / "version_1" / "metrics.csv") as f:
         assert {row["epoch"] for row in csv.DictReader(f)} == {"1"}
     assert (run_dir / "training.json").is_file()
+
+
+class Interrupted(Exception):
+    """Raised in place of a kill."""
+
+
+class InterruptAtEpoch(L.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            raise Interrupted
+
+
+@pytest.mark.parametrize("model", ["convcnp_approx", "tetnp_approx"])
+def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_ends(
+    tmp_path, monkeypatch, model
+):
+    # Approximate models draw which tasks drop their fixed inputs; nothing else in training
+    # is random, so these are the models a resumed run could train differently.
+    uninterrupted = train(tiny_config(tmp_path, model, epochs=2, run_dir=tmp_path / "whole"))
+    make_trainer = aenp.train.run._trainer
+
+    def interrupted_in_epoch_1(cfg, run):
+        trainer, best = make_trainer(cfg, run)
+        trainer.callbacks.append(InterruptAtEpoch(1))
+        return trainer, best
+
+    monkeypatch.setattr(aenp.train.run, "_trainer", interrupted_in_epoch_1)
+    cfg = tiny_config(tmp_path, model, epochs=2, run_dir=tmp_path / "resumed")
+    with pytest.raises(Interrupted):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 0
+    monkeypatch.setattr(aenp.train.run, "_trainer", make_trainer)
+    resumed = train(cfg)
+    expected = load_checkpoint(uninterrupted / "checkpoints" / "last.ckpt")
+    actual = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert actual["global_step"] == expected["global_step"] == 16
+    for key, weight in expected["state_dict"].items():
+        assert torch.equal(actual["state_dict"][key], weight), key
+    (adam,) = expected["optimizer_states"]
+    for index, state in adam["state"].items():
+        for name, value in state.items():
+            assert torch.equal(actual["optimizer_states"][0]["state"][index][name], value)
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_named(tmp_path):

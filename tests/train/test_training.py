@@ -16,9 +16,9 @@ from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.errors import InputError, InputTypeError
 from aenp.run_directory import RunDirectory
-from aenp.testing import random_batch, random_grid_batch
-from aenp.train.data import TaskDataModule, TaskStream
-from aenp.train.module import NeuralProcessModule, mean_loglik
+from aenp.testing import random_batch, random_grid_batch, randomise_fixed_inputs
+from aenp.train.data import TaskDataModule, TaskStream, mixed_seed
+from aenp.train.module import STEP_STREAM, NeuralProcessModule, mean_loglik
 from aenp.train.run import (
     _precision,
     build_from_config,
@@ -178,6 +178,28 @@ def test_training_step_returns_the_negative_mean_loglik_of_the_batch(monkeypatch
     torch.testing.assert_close(loss.detach(), expected)
     torch.testing.assert_close(logged["train/loss"].detach(), expected)
     assert loss.requires_grad
+
+
+def test_a_training_step_draws_from_its_seed_epoch_and_batch_and_leaves_the_generators_alone():
+    model = aenp.build_model("convcnp_approx", 1, 1, channels=8, num_layers=2)
+    randomise_fixed_inputs(model)  # zero-initialised, they would hide which tasks drop them
+    batch = get_experiment("gp1d").sample_train(8, torch.Generator().manual_seed(1))
+
+    def loss(seed: int, batch_idx: int, global_seed: int) -> torch.Tensor:
+        module = NeuralProcessModule(model, seed=seed)
+        module.log = lambda *args, **kwargs: None
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        value = module.training_step(batch, batch_idx).detach()
+        assert torch.equal(torch.get_rng_state(), before)  # the step drew from its own seed
+        return value
+
+    reference = loss(seed=0, batch_idx=0, global_seed=0)
+    assert torch.equal(loss(seed=0, batch_idx=0, global_seed=123), reference)
+    assert not torch.equal(loss(seed=0, batch_idx=1, global_seed=0), reference)
+    assert not torch.equal(loss(seed=1, batch_idx=0, global_seed=0), reference)
+    # Nor does the first step reuse the seed of its epoch's tasks (trailing zeros would).
+    assert mixed_seed(0, 0, 0, STEP_STREAM, 0) != mixed_seed(0, 0, 0)
 
 
 def test_training_improves_the_validation_loglik(finished_run):

@@ -21,10 +21,18 @@ from aenp.errors import InputError
 TaskSampler = Callable[[int, torch.Generator], Batch]
 
 
+def mixed_seed(*entropy: int) -> int:
+    """A seed mixed from several integers (seed, epoch, rank, ...), in ``[0, 2**63)``.
+
+    Distinct entropies give distinct seeds, except that trailing zeros are ignored: give
+    streams of different purposes a distinguishing non-zero entry rather than one more zero.
+    """
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def seeded_generator(*entropy: int) -> torch.Generator:
-    """A generator seeded from several integers (seed, epoch, rank, ...) without collisions."""
-    seed = int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
+    """A generator seeded with :func:`mixed_seed` of ``entropy``."""
+    return torch.Generator().manual_seed(mixed_seed(*entropy))
 
 
 class TaskStream(IterableDataset):

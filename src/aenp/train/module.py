@@ -10,7 +10,8 @@ progress bar asks for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import lightning as L
@@ -20,7 +21,11 @@ from aenp.batch import Batch, GridBatch, target_loglik
 from aenp.errors import InputError
 from aenp.models.io import weight_mismatches
 from aenp.models.neural_process import NeuralProcess
+from aenp.train.data import mixed_seed
 
+STEP_STREAM = 1
+"""Tells the entropy of a training step's random draws, ``(seed, epoch, rank, STEP_STREAM,
+batch)``, from that of the epoch's tasks, ``(seed, epoch, rank)`` (see :func:`mixed_seed`)."""
 COMPILE_CHOICES = ("auto", "true", "false")
 """``trainer.compile`` settings: compile where it pays (see :func:`compiles`), always, never."""
 
@@ -101,6 +106,7 @@ class NeuralProcessModule(L.LightningModule):
         warmup_steps: Raise the learning rate linearly from ``lr / warmup_steps`` to ``lr``
             over the first steps (then anneal it over the rest with the cosine); 0: none.
         compile: Compile the training loss (see :func:`compiles`) when training starts.
+        seed: Seed of the training steps' random draws (see :meth:`step_randomness`).
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class NeuralProcessModule(L.LightningModule):
         cosine_schedule: bool = True,
         warmup_steps: int = 0,
         compile: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
         self.model = model
@@ -119,6 +126,7 @@ class NeuralProcessModule(L.LightningModule):
         self.cosine_schedule = cosine_schedule
         self.warmup_steps = warmup_steps
         self.compile = compile
+        self.seed = seed
         self.loss: Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor] = negative_mean_loglik
 
     def on_train_start(self) -> None:
@@ -128,11 +136,29 @@ class NeuralProcessModule(L.LightningModule):
 
     def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
         """Negative mean log-likelihood of the targets."""
-        loss = self.loss(self.model, batch)
+        with self.step_randomness(batch_idx):
+            loss = self.loss(self.model, batch)
         # A copy: the output of a CUDA-graph replay is overwritten by the next step's, and the
         # logged value is read steps later.
         self.log("train/loss", loss.detach().clone(), prog_bar=True, batch_size=len(batch))
         return loss
+
+    @contextmanager
+    def step_randomness(self, batch_idx: int) -> Iterator[None]:
+        """Seeds torch's generators for one training step; restores their state after it.
+
+        A step's random draws (the dropping of fixed inputs) then depend only on the seed, the
+        epoch, the rank and the batch, like its tasks: not on what else drew from the
+        generators before (Lightning, for one, draws a seed whenever it starts a data loader,
+        more often in an uninterrupted run than in a resumed one). A resumed run therefore
+        trains exactly as an uninterrupted one does.
+        """
+        devices = [] if self.device.type == "cpu" else [self.device]
+        with torch.random.fork_rng(devices, device_type=self.device.type):
+            torch.manual_seed(
+                mixed_seed(self.seed, self.current_epoch, self.global_rank, STEP_STREAM, batch_idx)
+            )
+            yield
 
     def validation_step(self, batch: Batch | GridBatch, batch_idx: int) -> None:
         """Logs the validation log-likelihood (higher is better)."""

@@ -303,7 +303,7 @@ def train(cfg: DictConfig) -> Path:
     model = build_from_config(cfg)
     trainer, best = _trainer(cfg, run)
     compile_loss = compiles(cfg.trainer.compile, trainer.strategy.root_device)
-    module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss)
+    module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss, seed=cfg.seed)
     data = _task_data(cfg, experiment, compile_loss)
     if trainer.is_global_zero:
         run.write_config(cfg)
