@@ -30,6 +30,17 @@ COMPILE_CHOICES = ("auto", "true", "false")
 """``trainer.compile`` settings: compile where it pays (see :func:`compiles`), always, never."""
 
 
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seeds torch's default random generator on the CPU, and on ``device`` if it is a GPU.
+
+    (``torch.manual_seed`` seeds every backend, available or not: 0.17 ms on a CPU.)
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 def mean_loglik(model: NeuralProcess, batch: Batch | GridBatch) -> torch.Tensor:
     """Log-likelihood of the targets averaged over each task's targets, then tasks (nats)."""
     return target_loglik(batch, model(batch)).mean()
@@ -155,9 +166,10 @@ class NeuralProcessModule(L.LightningModule):
         """
         devices = [] if self.device.type == "cpu" else [self.device]
         with torch.random.fork_rng(devices, device_type=self.device.type):
-            torch.manual_seed(
-                mixed_seed(self.seed, self.current_epoch, self.global_rank, STEP_STREAM, batch_idx)
+            seed = mixed_seed(
+                self.seed, self.current_epoch, self.global_rank, STEP_STREAM, batch_idx
             )
+            seed_generators(seed, self.device)
             yield
 
     def validation_step(self, batch: Batch | GridBatch, batch_idx: int) -> None:
