@@ -24,8 +24,9 @@ TaskSampler = Callable[[int, torch.Generator], Batch]
 def mixed_seed(*entropy: int) -> int:
     """A seed mixed from several integers (seed, epoch, rank, ...), in ``[0, 2**63)``.
 
-    Distinct entropies give distinct seeds, except that trailing zeros are ignored: give
-    streams of different purposes a distinguishing non-zero entry rather than one more zero.
+    Distinct entropies give unrelated seeds, except that trailing zeros are ignored (``(1, 2)``
+    and ``(1, 2, 0)`` give the same seed): tell streams of different purposes apart by a
+    non-zero entry, not by one more zero.
     """
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
