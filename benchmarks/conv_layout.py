@@ -18,7 +18,6 @@ Prints a Markdown table of medians in milliseconds and the 1-D / aenp ratio.
 
 from __future__ import annotations
 
-import argparse
 import types
 from collections.abc import Callable
 
@@ -29,9 +28,8 @@ from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.models.registry import build_model
 from aenp.nn.cnn import PlanarConv1d, PlanarConvTranspose1d, UNet
-from aenp.train.cpu import configure_cpu
 from aenp.train.module import adamw
-from harness import alternating_medians
+from harness import in_process_timing, speedup_row
 
 TASKS, CHANNELS, KERNEL = 16, 32, 5
 QUICK = {"points_per_unit": 32, "channels": 32, "num_layers": 6}
@@ -115,21 +113,12 @@ def training_steps() -> dict[str, Callable]:
 
 
 def compare(name: str, steps: dict[str, Callable], repeats: int) -> None:
-    """Times the contenders alternately; prints one row of medians."""
-    medians = alternating_medians(steps, repeats)
-    one_d, aenp = medians["1-D"], medians["aenp"]
-    print(f"| {name} | {one_d:.2f} | {aenp:.2f} | {one_d / aenp:.2f}× |", flush=True)
+    """Times the 1-D layout and aenp's alternately; prints one row of medians."""
+    print(speedup_row(name, {"1-D": steps["1-D"], "aenp": steps["aenp"]}, repeats), flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=30, help="timed steps per contender")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    configure_cpu()
+    args = in_process_timing(__doc__)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}\n")
     print("| forward + backward, 16 tasks | 1-D ms | aenp ms | speed-up |\n|---|---|---|---|")
     down = PlanarConv1d(CHANNELS, CHANNELS, KERNEL, stride=2, padding=KERNEL // 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
@@ -75,6 +76,27 @@ def alternating_medians(
             step()
             times[name].append(1000 * (time.perf_counter() - start))
     return {name: statistics.median(ms) for name, ms in times.items()}
+
+
+def speedup_row(name: str, steps: dict[str, Callable[[], None]], repeats: int) -> str:
+    """``| name | first ms | second ms | first / second× |`` for two contenders taking turns."""
+    (first, second) = alternating_medians(steps, repeats).values()
+    return f"| {name} | {first:.2f} | {second:.2f} | {first / second:.2f}× |"
+
+
+def in_process_timing(description: str) -> argparse.Namespace:
+    """Parses ``--repeats`` and ``--threads``, then sets torch's threads and aenp's CPU settings."""
+    from aenp.train.cpu import configure_cpu
+
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed steps per contender")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    configure_cpu()
+    return args
 
 
 def peak_memory(device: str) -> dict[str, float]:

@@ -18,7 +18,6 @@ repeat; the table shows medians in milliseconds and the dense / banded ratio.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import torch
@@ -27,8 +26,7 @@ from aenp.batch import target_loglik
 from aenp.data.experiments import get_experiment
 from aenp.models.registry import build_model
 from aenp.nn.setconv import SetConv, SetConvDecoder, SetConvEncoder, lattice_grid
-from aenp.train.cpu import configure_cpu
-from harness import alternating_medians
+from harness import in_process_timing, speedup_row
 
 SETTINGS = {
     "gp1d quick (ppu 32, 32 channels)": (32, 32, 32),
@@ -88,23 +86,12 @@ def convcnp_step() -> Callable:
 
 
 def compare(name: str, step: Callable, repeats: int) -> None:
-    """Times ``step(False)`` and ``step(True)`` alternately; prints medians."""
-    medians = alternating_medians(
-        {"dense": lambda: step(False), "banded": lambda: step(True)}, repeats
-    )
-    dense, banded = medians["dense"], medians["banded"]
-    print(f"| {name} | {dense:.2f} | {banded:.2f} | {dense / banded:.2f}× |")
+    """Times ``step(False)`` (dense) and ``step(True)`` (banded) alternately; prints medians."""
+    print(speedup_row(name, {"dense": lambda: step(False), "banded": lambda: step(True)}, repeats))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=30, help="timed steps per contender")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    configure_cpu()
+    args = in_process_timing(__doc__)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}")
     steps = {}
     for name, setting in SETTINGS.items():

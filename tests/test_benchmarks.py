@@ -242,3 +242,10 @@ def test_alternating_medians_take_turns_after_the_warmup():
     medians = harness.alternating_medians(steps, repeats=3, warmup=2)
     assert calls == ["a", "b"] * 5
     assert set(medians) == {"a", "b"} and all(ms >= 0 for ms in medians.values())
+
+
+def test_speedup_row_puts_the_first_contender_over_the_second(monkeypatch):
+    monkeypatch.setattr(harness, "alternating_medians", lambda steps, repeats: {"b": 3.0, "a": 1.5})
+    assert (
+        harness.speedup_row("step", {"b": None, "a": None}, 5) == "| step | 3.00 | 1.50 | 2.00× |"
+    )
