@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,12 +27,19 @@ NUM_RANKS = 2
 EPOCHS = 2
 BATCHES_PER_RANK = NUM_TRAIN_TASKS // (BATCH_SIZE * NUM_RANKS)
 TIMEOUT_S = 120
-"""A run takes 10-30 s on two busy cores; one that hangs fails the test."""
+"""A run takes 15-35 s on two busy cores; one that hangs fails the test."""
+STACKS_S = 5
+"""Time given to hung processes to print their stacks."""
 
 RECORDER = '''
 """Imported by every Python process started with this folder on its path: each rank saves the
-batch of every training step it takes, with its rank and the epoch."""
+batch of every training step it takes, with its rank and the epoch, and prints the stacks of
+its threads on SIGUSR1."""
+import faulthandler
+import signal
 from pathlib import Path
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 import torch
 
@@ -52,15 +60,18 @@ NeuralProcessModule.training_step = _recorded
 
 
 def run_ranks(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Runs ``command``; if it hangs, ends it with the rank it started and their workers."""
+    """Runs ``command``; if it hangs, fails with the stacks of the ranks and their workers."""
     with subprocess.Popen(
         command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     ) as process:
         try:
             _, stderr = process.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGUSR1)
+            time.sleep(STACKS_S)
             os.killpg(process.pid, signal.SIGKILL)
-            raise
+            _, stderr = process.communicate()
+            pytest.fail(f"the ranks hung for {TIMEOUT_S} s; their stderr:\n{stderr}")
     return process.returncode, stderr
 
 
