@@ -1,6 +1,5 @@
 """Climate tasks read from a lazy zarr store under a ``dask.distributed`` client."""
 
-import threading
 from contextlib import contextmanager
 
 import pytest
@@ -10,10 +9,9 @@ from distributed import Client, LocalCluster, get_task_stream
 from aenp.data.climate import write_synthetic_field
 from aenp.data.experiments import Climate
 from aenp.train.data import TaskDataModule
+from tests.workers import draw_in_a_worker
 
 BATCH_SIZE = 4
-WORKER_TIMEOUT_S = 30
-"""A sampling worker draws its batches in well under a second; one that hangs fails the test."""
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +78,7 @@ def test_a_distributed_client_reads_the_tasks_and_normalisation_the_local_schedu
         assert all(map(torch.equal, axes, axes_local))
 
 
-def draw_in_a_worker(data: TaskDataModule) -> list:
-    """The batches of ``data``'s training stream, drawn by its sampling worker.
-
-    Raises:
-        AssertionError: If the worker has not finished within :data:`WORKER_TIMEOUT_S`.
-    """
-    batches = []
-    reader = threading.Thread(target=lambda: batches.extend(data.train_dataloader()), daemon=True)
-    reader.start()
-    reader.join(WORKER_TIMEOUT_S)
-    assert not reader.is_alive(), "the sampling worker hangs"
-    return batches
-
-
-def test_a_sampling_worker_forked_under_a_client_reads_the_lazy_field_itself(options):
+def test_a_sampling_worker_started_under_a_client_reads_the_lazy_field_itself(options):
     def training_stream(experiment, num_workers=0):
         return TaskDataModule(experiment.sample_train, [], 8, BATCH_SIZE, num_workers=num_workers)
 

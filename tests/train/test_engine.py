@@ -1,5 +1,6 @@
 """The fast training path: static shapes, a sampling worker, a compiled loss, settings."""
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -16,6 +17,7 @@ from aenp.train.module import (
     negative_mean_loglik,
 )
 from aenp.train.run import padded_context_size, sampling_workers
+from tests.workers import SAMPLER_LOCK, draw_in_a_worker, sample_gp1d_under_the_lock
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -72,6 +74,12 @@ class TestSettings:
         with pytest.raises(InputError, match=r"data\.num_workers must be 0"):
             TaskDataModule(lambda n, g: None, [], 64, 8, num_workers=2)
 
+    def test_a_sampler_a_worker_cannot_receive_is_refused(self):
+        # The worker receives the sampler pickled; a lambda would fail later, inside the loader.
+        with pytest.raises(InputError, match=r"cannot be pickled .*data\.num_workers=0"):
+            TaskDataModule(lambda n, g: None, [], 64, 8, num_workers=1)
+        TaskDataModule(lambda n, g: None, [], 64, 8, num_workers=0)
+
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     def test_fused_optimiser_takes_the_textbook_adamw_steps(self, dtype):
         generator = torch.Generator().manual_seed(0)
@@ -127,6 +135,32 @@ class TestStaticShapes:
         for a, b in zip(in_process, in_worker, strict=True):
             for name in ("xc", "yc", "xt", "yt", "context_mask"):
                 assert torch.equal(getattr(a, name), getattr(b, name))
+
+    def test_a_sampling_worker_starts_free_of_the_locks_the_training_process_holds(self):
+        # Another thread of the training process holds a lock the sampler takes while the worker
+        # starts: a fork of the training process would start with it held, and wait for ever.
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with SAMPLER_LOCK:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        try:
+            drawn = draw_in_a_worker(
+                TaskDataModule(sample_gp1d_under_the_lock, [], 8, 4, seed=5, num_workers=1)
+            )
+        finally:
+            release.set()
+            holder.join()
+        expected = TaskDataModule(get_experiment("gp1d").sample_train, [], 8, 4, seed=5)
+        expected = list(expected.train_dataloader())
+        assert len(drawn) == len(expected) == 2
+        for a, b in zip(drawn, expected, strict=True):
+            assert torch.equal(a.yt, b.yt) and torch.equal(a.xc, b.xc)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ process, off the training step's critical path; either way the tasks are the sam
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 
 import dask
@@ -19,6 +21,14 @@ from aenp.batch import Batch
 from aenp.errors import InputError
 
 TaskSampler = Callable[[int, torch.Generator], Batch]
+SAMPLING_WORKER_START = "forkserver"
+"""How a sampling worker starts: forked from a server process that runs no threads, the sampler
+sent to it pickled. A fork of the training process itself copies the locks of its other threads
+(zarr's and dask's readers, gloo's) in whatever state they are, and now and then such a worker
+hung before sampling anything, and its DDP run with it."""
+SAMPLING_WORKER_PRELOAD = ["aenp.data.experiments", "aenp.train.data"]
+"""Modules the server imports when it starts (the process's one forkserver, at its first
+worker), so that each epoch's worker starts in milliseconds, not seconds."""
 
 
 def mixed_seed(*entropy: int) -> int:
@@ -114,6 +124,15 @@ class TaskDataModule(L.LightningDataModule):
                 f"data.num_workers must be 0 (sample in the training process) or 1 (in a "
                 f"worker process), got {num_workers!r}"
             )
+        if num_workers:
+            try:
+                pickle.dumps(sample)
+            except (pickle.PicklingError, AttributeError, TypeError) as error:
+                raise InputError(
+                    f"data.num_workers=1 sends the task sampler to a worker process pickled, "
+                    f"and {sample!r} cannot be pickled ({error}): define it at the top level of "
+                    f"a module, or sample in the training process with data.num_workers=0"
+                ) from None
         self.batch_size = batch_size
         self.seed = seed
         self.num_context = num_context
@@ -133,6 +152,10 @@ class TaskDataModule(L.LightningDataModule):
         stream = TaskStream(
             self.sample, num_batches, self.batch_size, (self.seed, epoch, rank), self.num_context
         )
+        context = None
+        if self.num_workers:
+            context = multiprocessing.get_context(SAMPLING_WORKER_START)
+            context.set_forkserver_preload(SAMPLING_WORKER_PRELOAD)
         return DataLoader(
             stream,
             batch_size=None,
@@ -140,6 +163,7 @@ class TaskDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             prefetch_factor=4 if self.num_workers else None,
             worker_init_fn=_compute_dask_in_this_thread,
+            multiprocessing_context=context,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -152,10 +176,10 @@ def _identity(batch: Batch) -> Batch:
 
 
 def _compute_dask_in_this_thread(worker_id: int) -> None:
-    """Makes a sampling worker read lazy fields (dask arrays) without dask's thread pool.
+    """Makes a sampling worker read lazy fields (dask arrays) in its own thread.
 
-    The worker is a fork of the training process and inherits none of its threads: a read
-    through the parent's dask thread pool, or its ``dask.distributed`` client, would wait for
-    ever.
+    The worker is one process sampling ahead of the training step: a dask thread pool in it
+    would compete with the step for cores. It has neither the training process's thread pool
+    nor its ``dask.distributed`` client (see :data:`SAMPLING_WORKER_START`).
     """
     dask.config.set(scheduler="synchronous")
