@@ -93,8 +93,8 @@ def overrides(data: Path, run_dir: Path, max_in_memory_bytes: int = 0) -> list[s
         f"experiment.options.max_in_memory_bytes={max_in_memory_bytes}",
         f"data.batch_size={BATCH_SIZE}",
         f"data.num_train_tasks={NUM_TRAIN_TASKS}",
-        # Each rank samples in a worker forked from it, which must read the lazy field without
-        # the rank's dask threads.
+        # Each rank samples in a worker started from its forkserver, which reads the lazy field
+        # itself, while the rank's other threads run.
         "data.num_workers=1",
         "data.num_val_tasks=8",
         f"trainer.max_epochs={EPOCHS}",
