@@ -97,7 +97,12 @@ class TaskDataModule(L.LightningDataModule):
         seed: Base seed of the training stream.
         num_context: Pad training batches of point sets to this many context points, or None.
         num_workers: Worker processes sampling training batches ahead of the step: 0 samples
-            in the training process, 1 in one worker (the same stream of tasks either way).
+            in the training process, 1 in one worker, which receives ``sample`` pickled (the
+            same stream of tasks either way).
+
+    Raises:
+        InputError: If ``num_workers`` is not 0 or 1, if a worker would receive a ``sample``
+            that cannot be pickled, or if there are fewer training tasks than a batch.
     """
 
     def __init__(
