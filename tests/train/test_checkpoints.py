@@ -143,13 +143,18 @@ class InterruptAtEpoch(L.Callback):
             raise Interrupted
 
 
-@pytest.mark.parametrize("model", ["convcnp_approx", "tetnp_approx"])
+@pytest.mark.parametrize(
+    ("model", "workers"), [("convcnp_approx", 0), ("tetnp_approx", 0), ("convcnp_approx", 1)]
+)
 def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_ends(
-    tmp_path, monkeypatch, model
+    tmp_path, monkeypatch, model, workers
 ):
     # Approximate models draw which tasks drop their fixed inputs; nothing else in training
-    # is random, so these are the models a resumed run could train differently.
-    uninterrupted = train(tiny_config(tmp_path, model, epochs=2, run_dir=tmp_path / "whole"))
+    # is random, so these are the models a resumed run could train differently. The tasks
+    # are sampled in the training process, or in a sampling worker.
+    sampling = [f"data.num_workers={workers}"]
+    whole = tiny_config(tmp_path, model, epochs=2, extra=sampling, run_dir=tmp_path / "whole")
+    uninterrupted = train(whole)
     make_trainer = aenp.train.run._trainer
 
     def interrupted_in_epoch_1(cfg, run):
@@ -158,7 +163,7 @@ def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_e
         return trainer, best
 
     monkeypatch.setattr(aenp.train.run, "_trainer", interrupted_in_epoch_1)
-    cfg = tiny_config(tmp_path, model, epochs=2, run_dir=tmp_path / "resumed")
+    cfg = tiny_config(tmp_path, model, epochs=2, extra=sampling, run_dir=tmp_path / "resumed")
     with pytest.raises(Interrupted):
         train(cfg)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 0
