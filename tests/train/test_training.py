@@ -53,24 +53,27 @@ TINY = {
 }
 
 
-def tiny_config(tmp_path, model="convcnp_approx", epochs=1, extra=(), run_dir=None):
+def tiny_overrides(tmp_path, model="convcnp_approx", epochs=1, extra=(), run_dir=None):
     """A run of 8 steps an epoch (64 tasks in batches of 8) at a learning rate of 1e-2."""
-    return compose_config(
-        [
-            f"model={model}",
-            f"run_dir={run_dir or tmp_path / model}",
-            "data.batch_size=8",
-            "data.num_train_tasks=64",
-            "data.num_val_tasks=32",
-            "data.num_test_tasks=32",
-            "optimizer.lr=1e-2",
-            f"trainer.max_epochs={epochs}",
-            "trainer.enable_progress_bar=false",
-            "trainer.log_every_n_steps=1",
-            *TINY[model],
-            *extra,
-        ]
-    )
+    return [
+        f"model={model}",
+        f"run_dir={run_dir or tmp_path / model}",
+        "data.batch_size=8",
+        "data.num_train_tasks=64",
+        "data.num_val_tasks=32",
+        "data.num_test_tasks=32",
+        "optimizer.lr=1e-2",
+        f"trainer.max_epochs={epochs}",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        *TINY[model],
+        *extra,
+    ]
+
+
+def tiny_config(*args, **kwargs):
+    """The config of :func:`tiny_overrides`."""
+    return compose_config(tiny_overrides(*args, **kwargs))
 
 
 ONE_STEP = ["data.num_train_tasks=8", "data.num_val_tasks=8"]
@@ -346,6 +349,24 @@ def test_aenp_train_refuses_another_config_with_a_message_and_rewrites_no_record
     after = run_files(run_dir)
     assert {path: after.get(path) for path in files} == files
     assert not (run_dir / ".hydra").exists()  # Hydra's copy of the config would be rewritten
+
+
+TRAINING_AT_TOP_LEVEL = """
+from aenp.train.run import compose_config, train
+
+train(compose_config({overrides!r}))
+"""
+
+
+def test_a_script_training_at_its_top_level_is_told_to_guard_it_when_a_worker_starts(tmp_path):
+    # A starting sampling worker imports the main script again: without the guard, the worker
+    # would start training again.
+    script = tmp_path / "train_it.py"
+    overrides = tiny_overrides(tmp_path, extra=[*ONE_STEP, "data.num_workers=1"])
+    script.write_text(TRAINING_AT_TOP_LEVEL.format(overrides=overrides))
+    done = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "starts training at its top level: put the training under `if __name__" in done.stderr
 
 
 def test_slurm_run_keeps_its_files_in_run_dir_and_ignores_checkpoints_in_the_working_dir(

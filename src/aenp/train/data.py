@@ -31,6 +31,22 @@ SAMPLING_WORKER_PRELOAD = ["aenp.data.experiments", "aenp.train.data"]
 worker), so that each epoch's worker starts in milliseconds, not seconds."""
 
 
+def refuse_training_in_a_starting_worker() -> None:
+    """Raises :class:`InputError` if called while a sampling worker process starts.
+
+    A starting worker imports the main script again (as ``__mp_main__``, to find what its
+    pickled sampler may name there), so a script that trains at its top level would start
+    training again in every worker, which then fails.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise InputError(
+            "a sampling worker (data.num_workers=1) imports the script that started training "
+            "again, and this script starts training at its top level: put the training under "
+            '`if __name__ == "__main__":`, or sample in the training process with '
+            "data.num_workers=0"
+        )
+
+
 def mixed_seed(*entropy: int) -> int:
     """A seed mixed from several integers (seed, epoch, rank, ...), in ``[0, 2**63)``.
 

@@ -40,7 +40,7 @@ from aenp.run_directory import MODEL_DIR as MODEL_DIR
 from aenp.run_directory import RUN_CONFIG as RUN_CONFIG
 from aenp.run_directory import TRAINING_RECORD as TRAINING_RECORD
 from aenp.train.cpu import configure_cpu
-from aenp.train.data import TaskDataModule
+from aenp.train.data import TaskDataModule, refuse_training_in_a_starting_worker
 from aenp.train.model_configs import register_model_configs
 from aenp.train.module import NeuralProcessModule, compiles
 
@@ -283,11 +283,13 @@ def train(cfg: DictConfig) -> Path:
 
     Raises:
         InputError: If a setting is out of range, ``resume`` is a URL or not a readable
-            checkpoint, or ``run_dir`` holds a run of another config (the message lists the
-            differing keys, old → new).
+            checkpoint, ``run_dir`` holds a run of another config (the message lists the
+            differing keys, old → new), or a starting sampling worker runs the script that
+            calls this function at its top level.
         InputTypeError: If a setting has the wrong type.
         MissingFileError: If the ``resume`` checkpoint does not exist.
     """
+    refuse_training_in_a_starting_worker()
     check_settings(cfg)
     resume = None if cfg.resume is None else local_checkpoint(cfg.resume)
     run = RunDirectory(cfg.run_dir)
