@@ -145,6 +145,7 @@ class TaskDataModule(L.LightningDataModule):
                 f"data.num_workers must be 0 (sample in the training process) or 1 (in a "
                 f"worker process), got {num_workers!r}"
             )
+        self.worker_start = None
         if num_workers:
             try:
                 pickle.dumps(sample)
@@ -154,6 +155,8 @@ class TaskDataModule(L.LightningDataModule):
                     f"and {sample!r} cannot be pickled ({error}): define it at the top level of "
                     f"a module, or sample in the training process with data.num_workers=0"
                 ) from None
+            self.worker_start = multiprocessing.get_context(SAMPLING_WORKER_START)
+            self.worker_start.set_forkserver_preload(SAMPLING_WORKER_PRELOAD)
         self.batch_size = batch_size
         self.seed = seed
         self.num_context = num_context
@@ -173,10 +176,6 @@ class TaskDataModule(L.LightningDataModule):
         stream = TaskStream(
             self.sample, num_batches, self.batch_size, (self.seed, epoch, rank), self.num_context
         )
-        context = None
-        if self.num_workers:
-            context = multiprocessing.get_context(SAMPLING_WORKER_START)
-            context.set_forkserver_preload(SAMPLING_WORKER_PRELOAD)
         return DataLoader(
             stream,
             batch_size=None,
@@ -184,7 +183,7 @@ class TaskDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             prefetch_factor=4 if self.num_workers else None,
             worker_init_fn=_compute_dask_in_this_thread,
-            multiprocessing_context=context,
+            multiprocessing_context=self.worker_start,
         )
 
     def val_dataloader(self) -> DataLoader:
