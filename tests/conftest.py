@@ -83,6 +83,16 @@ def unchecked_shapes(monkeypatch):
     monkeypatch.setattr(jaxtyping.config, "jaxtyping_disable", True)
 
 
+@pytest.fixture
+def quick_compile(monkeypatch, unchecked_shapes):
+    """Compiles with AOTAutograd's eager backend: the same graphs as inductor, built fast."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: real(f, **kw, backend="aot_eager"))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 # Property tests: repeatable examples by default, a wider random search on request
 # (``pytest --hypothesis-profile=explore``).
 settings.register_profile("default", max_examples=25, deadline=None, derandomize=True)

@@ -144,15 +144,22 @@ class InterruptAtEpoch(L.Callback):
 
 
 @pytest.mark.parametrize(
-    ("model", "workers"), [("convcnp_approx", 0), ("tetnp_approx", 0), ("convcnp_approx", 1)]
+    ("model", "settings"),
+    [
+        ("convcnp_approx", []),
+        ("tetnp_approx", []),
+        ("convcnp_approx", ["data.num_workers=1"]),
+        ("convcnp_approx", ["trainer.precision=64-true"]),
+    ],
 )
 def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_ends(
-    tmp_path, monkeypatch, model, workers
+    tmp_path, monkeypatch, model, settings
 ):
     # Approximate models draw which tasks drop their fixed inputs; nothing else in training
     # is random, so these are the models a resumed run could train differently. The tasks
-    # are sampled in the training process, or in a sampling worker.
-    sampling = [f"data.num_workers={workers}"]
+    # are sampled in the training process, or in a sampling worker; the model trains in
+    # float32, or in float64.
+    sampling = ["data.num_workers=0", *settings]
     whole = tiny_config(tmp_path, model, epochs=2, extra=sampling, run_dir=tmp_path / "whole")
     uninterrupted = train(whole)
     make_trainer = aenp.train.run._trainer

@@ -163,16 +163,6 @@ class TestStaticShapes:
             assert torch.equal(a.yt, b.yt) and torch.equal(a.xc, b.xc)
 
 
-@pytest.fixture
-def quick_compile(monkeypatch, unchecked_shapes):
-    """Compiles with AOTAutograd's eager backend: the same graphs as inductor, built fast."""
-    real = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda f, **kw: real(f, **kw, backend="aot_eager"))
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 TINY = {
     "convcnp_approx": {"channels": 8, "num_layers": 2, "points_per_unit": 16},
     "tetnp": {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 16},

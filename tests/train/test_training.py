@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from omegaconf import OmegaConf
 
 import aenp
@@ -18,8 +19,9 @@ from aenp.errors import InputError, InputTypeError
 from aenp.run_directory import RunDirectory
 from aenp.testing import random_batch, random_grid_batch, randomise_fixed_inputs
 from aenp.train.data import TaskDataModule, TaskStream, mixed_seed
-from aenp.train.module import STEP_STREAM, NeuralProcessModule, mean_loglik
+from aenp.train.module import STEP_STREAM, NeuralProcessModule, mean_loglik, negative_mean_loglik
 from aenp.train.run import (
+    Float64Precision,
     _precision,
     build_from_config,
     compose_config,
@@ -397,6 +399,85 @@ def test_auto_precision_is_bf16_mixed_on_a_gpu_and_full_on_a_cpu(monkeypatch):
     assert _precision("auto") == "32-true"
 
 
+def test_lightnings_short_precision_names_mean_what_they_mean_to_lightning():
+    # Hydra reads trainer.precision=64 as an integer.
+    assert [_precision(s) for s in (64, "64", 32, "bf16", 16)] == [
+        "64-true",
+        "64-true",
+        "32-true",
+        "bf16-mixed",
+        "16-mixed",
+    ]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("clip", [0.5, None])
+def test_mixed_precision_trains_with_gradient_clipping_and_fuses_adamw_without(
+    tmp_path, precision, clip
+):
+    # bf16-mixed is what a GPU trains in by default, and gradient_clip_val=0.5 the default.
+    clipping = f"trainer.gradient_clip_val={clip or 'null'}"
+    cfg = tiny_config(tmp_path, extra=[*ONE_STEP, f"trainer.precision={precision}", clipping])
+    last = torch.load(train(cfg) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1
+    (adam,) = last["optimizer_states"]
+    assert adam["param_groups"][0]["fused"] is (clip is None)
+
+
+@pytest.mark.parametrize("model", ["convcnp_approx", "tetnp_approx"])
+def test_what_a_gpu_trains_with_by_default_trains_on_the_cpu(
+    tmp_path, monkeypatch, quick_compile, model
+):
+    # On a GPU, `auto` compiles the loss (on batches padded to 64 context points), trains in
+    # bf16-mixed with the default clipping, and samples in a worker.
+    seen = []
+    training_step = NeuralProcessModule.training_step
+
+    def recording(self, batch, batch_idx):
+        loss = training_step(self, batch, batch_idx)
+        seen.append(
+            (batch.xc.shape[1], self.loss is not negative_mean_loglik, bool(loss.isfinite()))
+        )
+        return loss
+
+    monkeypatch.setattr(NeuralProcessModule, "training_step", recording)
+    gpu = ["trainer.compile=true", "trainer.precision=bf16-mixed", "data.num_workers=1"]
+    run_dir = train(tiny_config(tmp_path, model, extra=[*ONE_STEP, *gpu]))
+    assert seen == [(64, True, True)]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1
+
+
+def test_float64_training_steps_in_float64_and_saves_the_model_in_float64(tmp_path, monkeypatch):
+    seen = []
+    training_step = NeuralProcessModule.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.append((batch.dtype, next(self.model.parameters()).dtype))
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(NeuralProcessModule, "training_step", recording)
+    run_dir = train(tiny_config(tmp_path, extra=[*ONE_STEP, "trainer.precision=64-true"]))
+    assert seen == [(torch.float64, torch.float64)]
+    model = aenp.load(run_dir / "model")
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+
+
+def test_float64_precision_casts_both_kinds_of_batch_and_keeps_their_masks_boolean():
+    points = random_batch(num_context=5).pad_context(8)
+    cast = Float64Precision().convert_input(points)
+    assert {cast.xc.dtype, cast.yc.dtype, cast.xt.dtype, cast.yt.dtype} == {torch.float64}
+    assert torch.equal(cast.context_mask, points.context_mask)
+    assert torch.equal(cast.yc, points.yc.double())
+    grid = random_grid_batch()
+    cast = Float64Precision().convert_input(grid)
+    assert cast.y.dtype == torch.float64 and {a.dtype for a in cast.axes} == {torch.float64}
+    assert torch.equal(cast.context_mask, grid.context_mask)
+    assert torch.equal(cast.target_mask, grid.target_mask)
+    # Anything else is cast as Lightning casts it.
+    assert Float64Precision().convert_input({"x": torch.ones(2)})["x"].dtype == torch.float64
+
+
 def test_default_run_dir_holds_one_seed():
     assert compose_config(["seed=1"]).run_dir != compose_config(["seed=2"]).run_dir
 
@@ -421,6 +502,16 @@ def test_default_run_dir_holds_one_seed():
         ("optimizer.warmup_steps=-1", InputError, "optimizer.warmup_steps must be an integer >= 0"),
         ("optimizer.warmup_steps=0.5", InputTypeError, "optimizer.warmup_steps must be an integer"),
         ("trainer.max_epochs=0", InputError, "trainer.max_epochs must be a positive integer"),
+        (
+            "trainer.precision=bf16-true",
+            InputError,
+            "trainer.precision must be auto, 32-true, 64-true, bf16-mixed or 16-mixed "
+            r"\(half-precision weights, as bf16-true and 16-true keep them, are not trained\), "
+            "got 'bf16-true'",
+        ),
+        ("trainer.precision=16-true", InputError, "trainer.precision must be auto, 32-true"),
+        ("trainer.precision=fp32", InputError, "trainer.precision must be auto, 32-true"),
+        ("trainer.precision=true", InputTypeError, "trainer.precision must be auto, 32-true"),
         ("seed=-1", InputError, r"seed must be an integer in \[0, 2\*\*32 - 1\], got -1"),
     ],
 )
@@ -515,7 +606,9 @@ def test_trains_and_evaluates_on_smoke2d(tmp_path, model, smoke_store):
 def test_the_learning_rate_warms_up_linearly_then_follows_the_cosine(warmup, cosine):
     model = aenp.build_model("convcnp", 1, 1, channels=4, num_layers=1)
     module = NeuralProcessModule(model, lr=0.1, cosine_schedule=cosine, warmup_steps=warmup)
-    module._trainer = SimpleNamespace(estimated_stepping_batches=20)
+    module._trainer = SimpleNamespace(
+        estimated_stepping_batches=20, precision_plugin=Precision(), gradient_clip_val=0.5
+    )
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     rates = []

@@ -19,8 +19,10 @@ from hydra import compose, initialize_config_dir
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.precision import DoublePrecision
 from omegaconf import DictConfig, OmegaConf
 
+from aenp.batch import Batch, GridBatch
 from aenp.data.experiments import EXPERIMENTS, Experiment
 from aenp.errors import InputError, InputTypeError, MissingFileError
 from aenp.files import atomic_write
@@ -84,6 +86,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+PRECISIONS = {
+    "auto": "auto",
+    "32-true": "32-true",
+    "32": "32-true",
+    "64-true": "64-true",
+    "64": "64-true",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+    "16-mixed": "16-mixed",
+    "16": "16-mixed",
+}
+"""``trainer.precision`` settings, with Lightning's short names, and what each one means.
+
+Not among them: Lightning's ``bf16-true`` and ``16-true``, which keep the weights themselves in
+half precision (AdamW's small updates then round away), and Transformer Engine's settings.
+"""
 POSITIVE_INTEGER = ("a positive integer", _is_integer, lambda value: value >= 1)
 SETTINGS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], bool]]] = {
     "seed": ("an integer in [0, 2**32 - 1]", _is_integer, lambda value: 0 <= value < 2**32),
@@ -115,6 +133,12 @@ SETTINGS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], bool]]] = 
         "a positive integer, or -1 to train until trainer.max_time",
         _is_integer,
         lambda value: value >= 1 or value == -1,
+    ),
+    "trainer.precision": (
+        "auto, 32-true, 64-true, bf16-mixed or 16-mixed (half-precision weights, as "
+        "bf16-true and 16-true keep them, are not trained)",
+        lambda value: isinstance(value, str | int) and not isinstance(value, bool),
+        lambda value: str(value) in PRECISIONS,
     ),
 }
 """Training settings checked before a run starts: (what is expected, type check, range check).
@@ -221,10 +245,27 @@ class LocalCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def _precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
+def _precision(setting: str | int) -> str:
+    """The precision ``trainer.precision`` trains in: ``auto`` is bf16-mixed on a GPU."""
+    precision = PRECISIONS[str(setting)]
+    if precision != "auto":
+        return precision
     return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+class Float64Precision(DoublePrecision):
+    """Lightning's float64 training (``64-true``), for aenp's batches.
+
+    Lightning casts a batch by setting its fields one by one, which the frozen
+    :class:`~aenp.batch.Batch` and :class:`~aenp.batch.GridBatch` refuse; they cast
+    themselves (their masks stay boolean).
+    """
+
+    def convert_input(self, data: Any) -> Any:
+        """``data`` with its floating-point tensors in float64."""
+        if isinstance(data, Batch | GridBatch):
+            return data.to(torch.float64)
+        return super().convert_input(data)
 
 
 def _strategy(setting: Any) -> Any:
@@ -333,7 +374,12 @@ def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckp
     """The Lightning trainer of a run, and its callback that keeps the best checkpoint."""
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     del trainer_args["compile"]  # compiles the loss, which the module does
-    trainer_args["precision"] = _precision(trainer_args["precision"])
+    precision = _precision(trainer_args.pop("precision"))
+    plugins = [LocalCheckpointIO()]
+    if precision == "64-true":
+        plugins.append(Float64Precision())
+    else:
+        trainer_args["precision"] = precision
     trainer_args["strategy"] = _strategy(trainer_args["strategy"])
     best = ModelCheckpoint(
         dirpath=run.checkpoint_dir,
@@ -357,7 +403,7 @@ def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckp
         default_root_dir=run.path,
         callbacks=callbacks,
         logger=CSVLogger(run.path, name=LOG_DIR),
-        plugins=[LocalCheckpointIO()],
+        plugins=plugins,
         reload_dataloaders_every_n_epochs=1,
     )
     return trainer, best
@@ -388,7 +434,10 @@ def _resume_from(resume: Path | None, run: RunDirectory) -> Path | None:
 def _save_best_model(
     run: RunDirectory, module: NeuralProcessModule, best: ModelCheckpoint, experiment: Experiment
 ) -> None:
-    """Saves the model of the best checkpoint (else of the last one) in ``run``."""
+    """Saves the model of the best checkpoint (else of the last one) in ``run``.
+
+    In the dtype it trained in: float64 for ``trainer.precision=64-true``, else float32.
+    """
     path = Path(best.best_model_path or run.last_checkpoint)
     if not path.is_file():
         raise InputError(
@@ -399,7 +448,7 @@ def _save_best_model(
     metadata = {"experiment": experiment.name}
     if experiment.normalisation is not None:
         metadata["normalisation"] = experiment.normalisation.to_dict()
-    run.save_model(module.model.float().cpu(), metadata)
+    run.save_model(module.model.cpu(), metadata)
 
 
 _ABSENT = object()
