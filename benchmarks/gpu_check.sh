@@ -17,7 +17,8 @@
 #                           [--precision 32-true|bf16-mixed] [--out DIR] [-- HYDRA_OVERRIDE ...]
 #   benchmarks/gpu_check.sh --fetch-wheels     # with internet access: re-make .whl/
 #
-#   --smoke          a tiny version of every step (`--device cpu --smoke` takes a few minutes)
+#   --smoke          a tiny version of every step (`--device cpu --smoke` takes a few minutes),
+#                    training with what `auto` gives on a GPU: compiled, bf16-mixed, a worker
 #   --minutes        the whole check's budget (default 8)
 #   --bench-minutes  after this, step 2 starts no further measurement (default 4)
 #   --precision      of aenp's steps in step 2 (default 32-true; training uses its config's)
@@ -63,8 +64,10 @@ paper=()
 if ((smoke)); then
     eval_reserve=30
     bench=(--models convcnp@neuralprocesses --batch-sizes 16 --repeats 1 --steps 2)
+    # What `auto` trains with on a GPU, so that a smoke run on a CPU rehearses it.
     paper=(data.num_train_tasks=64 data.num_val_tasks=32 data.num_test_tasks=32
-           trainer.max_epochs=1 trainer.compile=false model.hparams.points_per_unit=16
+           trainer.max_epochs=1 trainer.compile=true trainer.precision=bf16-mixed
+           data.num_workers=1 model.hparams.points_per_unit=16
            model.hparams.channels=8 model.hparams.num_layers=2)
 fi
 
