@@ -285,6 +285,11 @@ class GridBatch:
             mask = getattr(self, name)
             if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
                 raise InputTypeError(f"{name} must be a boolean torch.Tensor")
+            if mask.device != self.y.device:
+                raise InputTypeError(
+                    f"{name} is on {mask.device} but y is on {self.y.device}; every tensor of "
+                    "a batch must be on one device"
+                )
             if mask.shape != self.y.shape[:-1]:
                 raise InputError(
                     f"{name} has shape {tuple(mask.shape)}, expected {tuple(self.y.shape[:-1])}"
@@ -356,15 +361,19 @@ class GridBatch:
         return torch.where(self.context_mask[..., None], self.y, 0.0)
 
     def to(self, *args, **kwargs) -> GridBatch:
-        """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``."""
-        device_only = {k: v for k, v in kwargs.items() if k == "device"}
+        """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``.
+
+        Every other tensor goes where ``y`` goes, however the device is given (Lightning
+        passes it positionally).
+        """
+        y = self.y.to(*args, **kwargs)
         extra = self.extra_inputs
         return GridBatch(
-            self.y.to(*args, **kwargs),
-            self.context_mask.to(**device_only),
-            self.target_mask.to(**device_only),
-            tuple(a.to(*args, **kwargs) for a in self.axes),
-            None if extra is None else extra.to(*args, **kwargs),
+            y,
+            self.context_mask.to(y.device),
+            self.target_mask.to(y.device),
+            tuple(a.to(y) for a in self.axes),
+            None if extra is None else extra.to(y),
         )
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:

@@ -169,6 +169,11 @@ def test_nan_outside_the_masks_is_allowed_but_not_inside():
             lambda b: (*b[:4], torch.zeros(4, 5, 1, dtype=torch.float64)),
             "extra_inputs is torch.float64",
         ),
+        (
+            lambda b: (b[0], b[1].to("meta"), *b[2:]),
+            "context_mask is on meta but y is on cpu; every tensor of a batch must be on one",
+        ),
+        (lambda b: (*b[:2], b[2].to("meta"), b[3]), "target_mask is on meta but y is on cpu"),
     ],
 )
 def test_grid_tensors_of_another_type_are_named(change, match):
@@ -205,3 +210,35 @@ def test_grid_axes_of_the_wrong_shape_are_named(change, match):
     fields = (batch.y, batch.context_mask, batch.target_mask, batch.axes)
     with pytest.raises(ValueError, match=match):
         GridBatch(*change(fields))
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        (torch.device("cpu"),),  # as Lightning moves a batch
+        ("cpu",),
+        (),
+    ],
+)
+def test_a_grid_batch_sends_every_tensor_where_its_values_go(monkeypatch, where):
+    batch = random_grid_batch(shape=(4, 5))
+    batch = GridBatch(
+        batch.y, batch.context_mask, batch.target_mask, batch.axes, torch.zeros(4, 5, 1)
+    )
+    sent = []
+    to = torch.Tensor.to
+
+    def recording(tensor, *args, **kwargs):
+        sent.append((tensor.shape, torch._C._nn._parse_to(*args, **kwargs)[0]))
+        return to(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", recording)
+    device = {"device": torch.device("cpu")} if not where else {}
+    moved = batch.to(*where, dtype=torch.float64, **device)
+    monkeypatch.undo()
+    # y, both masks, both axes and the extra inputs, each sent to the device.
+    shapes = [batch.y.shape, (3, 4, 5), (3, 4, 5), (4,), (5,), (4, 5, 1)]
+    assert sorted(sent) == sorted((torch.Size(s), torch.device("cpu")) for s in shapes)
+    assert moved.y.dtype == moved.extra_inputs.dtype == torch.float64
+    assert {a.dtype for a in moved.axes} == {torch.float64}
+    assert moved.context_mask.dtype == moved.target_mask.dtype == torch.bool
