@@ -150,6 +150,7 @@ class InterruptAtEpoch(L.Callback):
         ("tetnp_approx", []),
         ("convcnp_approx", ["data.num_workers=1"]),
         ("convcnp_approx", ["trainer.precision=64-true"]),
+        ("tetnp_approx", ["trainer.precision=bf16-mixed"]),
     ],
 )
 def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_ends(
@@ -158,7 +159,7 @@ def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_e
     # Approximate models draw which tasks drop their fixed inputs; nothing else in training
     # is random, so these are the models a resumed run could train differently. The tasks
     # are sampled in the training process, or in a sampling worker; the model trains in
-    # float32, or in float64.
+    # float32, in float64, or in bf16-mixed with clipping (a GPU's default; AdamW not fused).
     sampling = ["data.num_workers=0", *settings]
     whole = tiny_config(tmp_path, model, epochs=2, extra=sampling, run_dir=tmp_path / "whole")
     uninterrupted = train(whole)
