@@ -404,10 +404,13 @@ class GridBatch:
         every_cell = torch.ones_like(self.target_mask)
         return replace(self, y=self.y.nan_to_num(), target_mask=every_cell)
 
+    @torch.compiler.disable
     def to_points(self) -> Batch:
         """The tasks as context and target point sets, cells in row-major order.
 
-        Every task must have the same number of context cells and of target cells.
+        Every task must have the same number of context cells and of target cells. The sets'
+        sizes are read from the masks, so a compiled model runs this (and :meth:`to_grid`)
+        eagerly rather than break its graph here with warnings.
         """
         points = Grid(self.axes).points()
         if self.extra_inputs is not None:
@@ -426,6 +429,7 @@ class GridBatch:
         (xc, yc), (xt, yt) = sets
         return Batch(xc, yc, xt, yt)
 
+    @torch.compiler.disable
     def to_grid(self, pred: Normal) -> Normal:
         """Places a prediction at the target points of :meth:`to_points` back on the grid.
 

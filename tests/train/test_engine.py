@@ -17,6 +17,7 @@ from aenp.train.module import (
     negative_mean_loglik,
 )
 from aenp.train.run import padded_context_size, sampling_workers
+from tests.models.test_grid import equal_count_grid_batch
 from tests.workers import SAMPLER_LOCK, draw_in_a_worker, sample_gp1d_under_the_lock
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -182,6 +183,21 @@ def test_compiled_loss_and_gradients_match_eager(quick_compile, key):
         torch.testing.assert_close(got, expected)
         for g, e in zip(got_grads, expected_grads, strict=True):
             torch.testing.assert_close(g, e)
+
+
+def test_a_compiled_point_set_model_on_gridded_tasks_matches_eager(quick_compile):
+    # It gathers the cells into point sets and scatters its prediction back eagerly: their
+    # number is read from the masks (smoke2d's transformers train so, compiled, on a GPU).
+    torch.manual_seed(0)
+    model = build_model("tetnp_approx", 2, 1, **TINY["tetnp"]).eval()
+    batch = equal_count_grid_batch(torch.float32)
+    expected = negative_mean_loglik(model, batch)
+    expected_grads = torch.autograd.grad(expected, list(model.parameters()))
+    got = compiled_loss(torch.device("cpu"))(model, batch)
+    got_grads = torch.autograd.grad(got, list(model.parameters()))
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e)
 
 
 def test_compiled_convcnp_is_not_recompiled_for_new_positions_or_context_sizes(quick_compile):
