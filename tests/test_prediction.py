@@ -255,6 +255,8 @@ def test_bad_input_is_named():
         predict(model, np.zeros(3), targets(), NORM)
     with pytest.raises(ValueError, match="needs the normalisation"):
         predict(model, field(), targets())
+    with pytest.raises(ValueError, match=r"runs the model on the CPU, and this one is on meta"):
+        predict(model2d().to("meta"), field(), targets(), NORM)
 
 
 def test_convolutional_models_refuse_an_unevenly_spaced_target_grid():

@@ -55,8 +55,9 @@ def predict(
         ValueError: For a missing normalisation, coordinate or value column, a table without
             rows or with non-numeric values, an empty context, non-finite coordinates, targets
             lacking the time a 3-D or 4-D model needs, points without elevation for a 4-D
-            model, or (convolutional models) a target grid whose cells differ in size from the
-            training cells.
+            model, a model on another device than the CPU (prediction runs there), or
+            (convolutional models) a target grid whose cells differ in size from the training
+            cells.
 
     Warns:
         ExtrapolationWarning: If points lie far outside the training region or years.

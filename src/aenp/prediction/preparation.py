@@ -44,7 +44,8 @@ def prepared_model(
 
     Raises:
         InputError: For a missing normalisation, a chunk size below 1, a model of other than
-            2, 3 or 4 inputs, or an elevation source other than a field or ``"terrain"``.
+            2, 3 or 4 inputs or on another device than the CPU, or an elevation source other
+            than a field or ``"terrain"``.
     """
     if not isinstance(model, NeuralProcess):
         model, saved = load_predictor(model)
@@ -59,4 +60,9 @@ def prepared_model(
         )
     if model.dim_x == 4 and isinstance(elevation, str) and elevation != "terrain":
         raise InputError(f"elevation must be a DataArray, 'terrain' or None, got {elevation!r}")
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise InputError(
+            f"predict runs the model on the CPU, and this one is on {device}: pass model.cpu()"
+        )
     return model, normalisation
