@@ -139,6 +139,11 @@ class Batch:
         """Floating-point type of every tensor."""
         return self.xc.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Device of every tensor."""
+        return self.xc.device
+
     def __len__(self) -> int:
         return self.xc.shape[0]
 
@@ -352,6 +357,11 @@ class GridBatch:
     def dtype(self) -> torch.dtype:
         """Floating-point type of the values."""
         return self.y.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of every tensor."""
+        return self.y.device
 
     def __len__(self) -> int:
         return self.y.shape[0]

@@ -372,7 +372,7 @@ class ModelContract:
                 torch.testing.assert_close(padded[name], grad, rtol=1e-8, atol=1e-10, msg=name)
 
     def test_rejects_mismatched_dimensions(self):
-        """Wrong dimensions, batch sizes, NaNs and empty targets are named errors."""
+        """Wrong dimensions, batch sizes, NaNs, empty targets and devices are named errors."""
         import pytest
 
         model, batch = self.build(), self.batch()
@@ -388,3 +388,5 @@ class ModelContract:
             model(batch.xc, batch.yc, batch.xt[:, :0])
         with pytest.raises(TypeError, match="yc is required"):
             model(batch.xc, None, batch.xt)
+        with pytest.raises(ValueError, match="the batch is on cpu but the model on meta"):
+            self.build().to("meta")(batch)

@@ -142,7 +142,13 @@ class NeuralProcess(nn.Module):
         return self.backbone(xc, batch.yc.to(dtype), xt, context_mask=batch.context_mask)
 
     def _check(self, batch: Batch | GridBatch) -> None:
-        """Names any mismatch between the batch and the model's dimensions."""
+        """Names any mismatch between the batch and the model's dimensions or device."""
+        device = next(self.parameters()).device
+        if batch.device != device:
+            raise InputError(
+                f"the batch is on {batch.device} but the model on {device}: move one to the "
+                "other's device with .to(...)"
+            )
         if batch.dim_x != self.dim_x:
             raise InputError(
                 f"inputs have dimension dx={batch.dim_x} but the model was built for "
