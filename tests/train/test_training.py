@@ -424,23 +424,34 @@ def test_mixed_precision_trains_with_gradient_clipping_and_fuses_adamw_without(
     assert adam["param_groups"][0]["fused"] is (clip is None)
 
 
+def record_training_steps(monkeypatch, what):
+    """The list that receives ``what(module, batch, loss)`` at every training step."""
+    seen = []
+    training_step = NeuralProcessModule.training_step
+
+    def recording(self, batch, batch_idx):
+        loss = training_step(self, batch, batch_idx)
+        seen.append(what(self, batch, loss))
+        return loss
+
+    monkeypatch.setattr(NeuralProcessModule, "training_step", recording)
+    return seen
+
+
 @pytest.mark.parametrize("model", ["convcnp_approx", "tetnp_approx"])
 def test_what_a_gpu_trains_with_by_default_trains_on_the_cpu(
     tmp_path, monkeypatch, quick_compile, model
 ):
     # On a GPU, `auto` compiles the loss (on batches padded to 64 context points), trains in
     # bf16-mixed with the default clipping, and samples in a worker.
-    seen = []
-    training_step = NeuralProcessModule.training_step
-
-    def recording(self, batch, batch_idx):
-        loss = training_step(self, batch, batch_idx)
-        seen.append(
-            (batch.xc.shape[1], self.loss is not negative_mean_loglik, bool(loss.isfinite()))
-        )
-        return loss
-
-    monkeypatch.setattr(NeuralProcessModule, "training_step", recording)
+    seen = record_training_steps(
+        monkeypatch,
+        lambda module, batch, loss: (
+            batch.xc.shape[1],
+            module.loss is not negative_mean_loglik,
+            bool(loss.isfinite()),
+        ),
+    )
     gpu = ["trainer.compile=true", "trainer.precision=bf16-mixed", "data.num_workers=1"]
     run_dir = train(tiny_config(tmp_path, model, extra=[*ONE_STEP, *gpu]))
     assert seen == [(64, True, True)]
@@ -449,14 +460,9 @@ def test_what_a_gpu_trains_with_by_default_trains_on_the_cpu(
 
 
 def test_float64_training_steps_in_float64_and_saves_the_model_in_float64(tmp_path, monkeypatch):
-    seen = []
-    training_step = NeuralProcessModule.training_step
-
-    def recording(self, batch, batch_idx):
-        seen.append((batch.dtype, next(self.model.parameters()).dtype))
-        return training_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(NeuralProcessModule, "training_step", recording)
+    seen = record_training_steps(
+        monkeypatch, lambda module, batch, loss: (batch.dtype, next(module.parameters()).dtype)
+    )
     run_dir = train(tiny_config(tmp_path, extra=[*ONE_STEP, "trainer.precision=64-true"]))
     assert seen == [(torch.float64, torch.float64)]
     model = aenp.load(run_dir / "model")

@@ -115,8 +115,9 @@ class NeuralProcess(nn.Module):
             raise InputTypeError(
                 f"batch must be an aenp.Batch or aenp.GridBatch, got {type(batch).__name__}"
             )
-        self._check(batch)
-        dtype = next(self.parameters()).dtype
+        parameter = next(self.parameters())
+        self._check(batch, parameter.device)
+        dtype = parameter.dtype
         if isinstance(batch, GridBatch) and self.backbone.takes_grids:
             extra = batch.extra_inputs
             z = self.backbone.forward_grid(
@@ -141,9 +142,8 @@ class NeuralProcess(nn.Module):
             xc, xt = xc.to(dtype), xt.to(dtype)
         return self.backbone(xc, batch.yc.to(dtype), xt, context_mask=batch.context_mask)
 
-    def _check(self, batch: Batch | GridBatch) -> None:
-        """Names any mismatch between the batch and the model's dimensions or device."""
-        device = next(self.parameters()).device
+    def _check(self, batch: Batch | GridBatch, device: torch.device) -> None:
+        """Names any mismatch between the batch and the model's dimensions or ``device``."""
         if batch.device != device:
             raise InputError(
                 f"the batch is on {batch.device} but the model on {device}: move one to the "
