@@ -56,7 +56,7 @@ if ((fetch)); then
 fi
 
 budget=$((minutes * 60 - 20))   # seconds; 20 s spare for archiving and stragglers
-eval_reserve=120                # seconds for evaluating both models on 4,096-task splits
+eval_reserve=120                # seconds for evaluating both models on 4,096-task splits (on the GPU)
 minimum_training=30
 bench=(--models tnp tetnp tetnp_approx convcnp convcnp_approx --batch-sizes 16 128
        --repeats 1 --steps 200)

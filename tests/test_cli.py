@@ -21,6 +21,11 @@ def test_evaluate_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert "is not a training run" in capsys.readouterr().err
 
 
+def test_evaluate_hands_its_device_on(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path), "--device", "gpu"]) == 2
+    assert "device must name a device such as 'cpu' or 'cuda', got 'gpu'" in capsys.readouterr().err
+
+
 def test_reproduce_an_unknown_experiment_is_a_clear_error(tmp_path, capsys):
     assert main(["reproduce", "weather", "--out", str(tmp_path)]) == 2
     assert "no reproduce plan for experiment 'weather'" in capsys.readouterr().err

@@ -63,6 +63,11 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--num-tasks", type=positive_int, default=None, help="tasks per split (default: the run's)"
     )
+    evaluate.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (the GPU where there is one), cpu, cuda, cuda:1, ...",
+    )
 
 
 def _add_reproduce_command(commands: argparse._SubParsersAction) -> None:
@@ -276,7 +281,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from aenp.evaluate.run import evaluate_run
     from aenp.files import to_json
 
-    print(to_json(evaluate_run(args.run_dir, args.num_tasks)))
+    print(to_json(evaluate_run(args.run_dir, args.num_tasks, args.device)))
     return 0
 
 

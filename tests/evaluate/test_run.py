@@ -9,9 +9,13 @@ import torch
 from omegaconf import OmegaConf
 
 import aenp
+import aenp.evaluate.run
+from aenp.errors import InputError
+from aenp.evaluate.metrics import FLOAT32_SETTINGS
 from aenp.evaluate.run import METRICS_FILE, PER_TASK_FILE, evaluate_run, load_per_task_loglik
 from aenp.files import json_safe, write_json
-from aenp.run_directory import MODEL_DIR, RUN_CONFIG
+from aenp.models.neural_process import NeuralProcess
+from aenp.run_directory import MODEL_DIR, RUN_CONFIG, RunDirectory
 from tests.climate_fields import annual_field
 
 
@@ -85,3 +89,47 @@ def test_metrics_json_is_strict_json_with_null_for_missing_values(run_dir):
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [METRICS_FILE, PER_TASK_FILE, RUN_CONFIG, MODEL_DIR]
     )
+
+
+def test_evaluation_runs_on_the_gpu_where_there_is_one(run_dir, monkeypatch):
+    asked = []
+
+    def load_model(run, map_location="cpu"):
+        asked.append(map_location)
+        raise RuntimeError("stop before evaluating")
+
+    monkeypatch.setattr(RunDirectory, "load_model", load_model)
+    monkeypatch.setattr(aenp.evaluate.run, "available_device", lambda device, _: device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for device in ("auto", "cpu"):
+        with pytest.raises(RuntimeError, match="stop before evaluating"):
+            evaluate_run(run_dir, device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="stop before evaluating"):
+        evaluate_run(run_dir)
+    assert asked == ["cuda", "cpu", "cpu"]
+
+
+def test_evaluating_on_a_device_this_machine_lacks_names_it_and_writes_nothing(run_dir):
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(InputError, match=r"device 'cuda:3' is not available.*device='cpu'"):
+        evaluate_run(run_dir, device="cuda:3")
+    with pytest.raises(InputError, match=r"device must name a device such as 'cpu'.*'gpu'"):
+        evaluate_run(run_dir, device="gpu")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_the_model_is_evaluated_in_full_float32_and_the_settings_restored(run_dir, monkeypatch):
+    settings = FLOAT32_SETTINGS
+    before = [setting.fp32_precision for setting in settings]
+    seen = set()
+    forward = NeuralProcess.forward
+
+    def recording_forward(model, *args, **kwargs):
+        seen.add(tuple(setting.fp32_precision for setting in settings))
+        return forward(model, *args, **kwargs)
+
+    monkeypatch.setattr(NeuralProcess, "forward", recording_forward)
+    evaluate_run(run_dir, device="cpu")
+    assert seen == {("ieee",) * len(settings)}
+    assert [setting.fp32_precision for setting in settings] == before

@@ -165,8 +165,8 @@ def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_e
     uninterrupted = train(whole)
     make_trainer = aenp.train.run._trainer
 
-    def interrupted_in_epoch_1(cfg, run):
-        trainer, best = make_trainer(cfg, run)
+    def interrupted_in_epoch_1(cfg, run, experiment):
+        trainer, best = make_trainer(cfg, run, experiment)
         trainer.callbacks.append(InterruptAtEpoch(1))
         return trainer, best
 

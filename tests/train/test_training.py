@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import aenp
 from aenp.batch import target_loglik
-from aenp.data.experiments import get_experiment
+from aenp.data.experiments import EXPERIMENTS, get_experiment
 from aenp.errors import InputError, InputTypeError
 from aenp.run_directory import RunDirectory
 from aenp.testing import random_batch, random_grid_batch, randomise_fixed_inputs
@@ -23,6 +23,7 @@ from aenp.train.module import STEP_STREAM, NeuralProcessModule, mean_loglik, neg
 from aenp.train.run import (
     Float64Precision,
     _precision,
+    _trainer,
     build_from_config,
     compose_config,
     config_changes,
@@ -397,6 +398,23 @@ def test_auto_precision_is_bf16_mixed_on_a_gpu_and_full_on_a_cpu(monkeypatch):
     assert _precision("16-mixed") == "16-mixed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _precision("auto") == "32-true"
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+@pytest.mark.parametrize(
+    "strategy", ["ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"]
+)
+def test_ddp_looks_for_unused_parameters_only_where_batches_are_gridded(
+    tmp_path, experiment, strategy
+):
+    # Given grids, a ConvCNP skips its set convolutions; on point sets every parameter gets
+    # a gradient (every key's ModelContract checks it), so DDP need not walk the graph.
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", f"trainer.strategy={strategy}"]
+    cfg = compose_config([f"run_dir={tmp_path}", *ddp])
+    trainer, _ = _trainer(cfg, RunDirectory(tmp_path), EXPERIMENTS[experiment])
+    gridded = experiment != "gp1d"
+    expected = {"ddp": gridded, "ddp_find_unused_parameters_true": True}.get(strategy, False)
+    assert trainer.strategy._ddp_kwargs.get("find_unused_parameters", False) is expected
 
 
 def test_lightnings_short_precision_names_mean_what_they_mean_to_lightning():

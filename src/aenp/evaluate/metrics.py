@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,7 +65,29 @@ def mean_and_stderr(values: Tensor) -> dict[str, float]:
     return {"mean": values.mean().item(), "stderr": stderr, "num_tasks": n}
 
 
+FLOAT32_SETTINGS = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+"""Where PyTorch lets float32 matrix products and convolutions on a GPU round to TF32."""
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Float32 work in full float32 on a GPU; no change on a CPU.
+
+    No TF32 (a 10-bit mantissa) in matrix products or convolutions, which cuDNN's convolutions
+    use by default.
+    """
+    before = [setting.fp32_precision for setting in FLOAT32_SETTINGS]
+    for setting in FLOAT32_SETTINGS:
+        setting.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for setting, precision in zip(FLOAT32_SETTINGS, before, strict=True):
+            setting.fp32_precision = precision
+
+
 @torch.no_grad()
+@ieee_float32()
 def per_task_metrics(
     model: NeuralProcess, items: Sequence[EvaluationBatch], strict: bool = False
 ) -> dict[str, Tensor]:
@@ -75,7 +97,7 @@ def per_task_metrics(
     predicting its own context set; NaN for empty contexts and for gridded tasks),
     ``rmse``, where known ``gt_loglik``, ``oracle_loglik`` and ``gap`` (ground truth minus
     model), and for approximate models evaluated as trained ``delta_equiv`` (mean
-    ``|μ − μ_strict|``).
+    ``|μ − μ_strict|``). The model runs where it is, without TF32 (:func:`ieee_float32`).
     """
     model.eval()
     device = next(model.parameters()).device

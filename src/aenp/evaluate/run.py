@@ -6,9 +6,11 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
 from aenp.errors import InputError
 from aenp.evaluate.metrics import evaluate_per_task, summarise
+from aenp.models.io import available_device
 from aenp.models.registry import model_name
 
 # The file names moved to aenp.run_directory (RunDirectory); they stay importable from here.
@@ -17,8 +19,21 @@ from aenp.run_directory import PER_TASK_FILE as PER_TASK_FILE
 from aenp.run_directory import RunDirectory
 
 
-def evaluate_run(run_dir: str | os.PathLike, num_tasks: int | None = None) -> dict[str, Any]:
+def evaluation_device(setting: str | torch.device) -> str | torch.device:
+    """The device ``setting`` names: ``auto`` is the GPU where there is one, else the CPU."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike, num_tasks: int | None = None, device: str | torch.device = "auto"
+) -> dict[str, Any]:
     """Evaluates the saved model of ``run_dir``; writes ``metrics.json`` and per-task logliks.
+
+    The model runs on ``device`` (``auto``: the GPU where there is one), in its saved dtype,
+    without TF32 (:func:`~aenp.evaluate.metrics.ieee_float32`); the tasks and their ground
+    truths are made on the CPU.
 
     ``metrics.json`` is strict JSON: a metric without a value (NaN) is ``null`` there, while
     the returned dict keeps NaN.
@@ -29,19 +44,22 @@ def evaluate_run(run_dir: str | os.PathLike, num_tasks: int | None = None) -> di
     Args:
         run_dir: Directory written by ``aenp train``.
         num_tasks: Tasks per evaluation split; defaults to the run's ``data.num_test_tasks``.
+        device: Where the model runs: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
 
     Returns:
         ``{"model": key, "splits": {split: {metric: {"mean", "stderr", "num_tasks"}}}}``.
 
     Raises:
-        InputError: If ``num_tasks`` is not a positive integer or None.
+        InputError: If ``num_tasks`` is not a positive integer or None, or ``device`` is not
+            a device this machine has (nothing is written).
         MissingFileError: If ``run_dir`` holds no config or no saved model.
     """
     if num_tasks is not None and num_tasks < 1:
         raise InputError(f"num_tasks must be a positive integer or None, got {num_tasks}")
+    device = available_device(evaluation_device(device), "device")
     run = RunDirectory(run_dir)
     cfg = run.config()
-    model = run.load_model()
+    model = run.load_model(device)
     experiment = run.experiment()
     if num_tasks is None:
         num_tasks = cfg.data.num_test_tasks

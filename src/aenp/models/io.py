@@ -116,7 +116,7 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
             tensors) or hold NaN or infinite values, or ``map_location`` is not a device this
             machine has; nothing is loaded partially.
     """
-    device = _available_device(map_location)
+    device = available_device(map_location, "map_location")
     config = load_config(directory)
     config_path = Path(directory) / CONFIG_FILE
     try:
@@ -159,20 +159,25 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
     return model.to(device)
 
 
-def _available_device(map_location: str | torch.device) -> torch.device:
-    """``map_location`` as a device, if this machine can place tensors there."""
+def available_device(setting: str | torch.device, argument: str) -> torch.device:
+    """``setting`` as a device, if this machine can place tensors there.
+
+    Raises:
+        InputError: Naming ``argument`` (the setting's name), if ``setting`` is no device or
+            one this machine does not have.
+    """
     try:
-        device = torch.device(map_location)
+        device = torch.device(setting)
     except (RuntimeError, TypeError) as error:
         raise InputError(
-            f"map_location must name a device such as 'cpu' or 'cuda', got {map_location!r}"
+            f"{argument} must name a device such as 'cpu' or 'cuda', got {setting!r}"
         ) from error
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         raise InputError(
-            f"map_location {map_location!r} is not available on this machine ({error}); "
-            "load with map_location='cpu'"
+            f"{argument} {setting!r} is not available on this machine ({error}); "
+            f"use {argument}='cpu'"
         ) from error
     return device
 

@@ -268,14 +268,19 @@ class Float64Precision(DoublePrecision):
         return super().convert_input(data)
 
 
-def _strategy(setting: Any) -> Any:
-    """The Lightning strategy for ``trainer.strategy``: ``ddp`` tolerates unused parameters.
+def _strategy(setting: Any, gridded: bool) -> Any:
+    """The Lightning strategy for ``trainer.strategy``, on ``gridded`` batches or point sets.
 
-    A model given gridded batches (climate, smoke2d) skips its set-convs, whose lengthscales
-    then get no gradient, and plain DDP stops at the first step. Finding them costs one walk of
-    the autograd graph a step; ``ddp_find_unused_parameters_false`` opts out.
+    ``ddp`` tolerates unused parameters where the batches are gridded: a model given them
+    (climate, smoke2d) skips its set convolutions, whose lengthscales then get no gradient,
+    and plain DDP stops at the first step. Finding them costs a walk of the autograd graph
+    every step, which a step on point sets (gp1d), where every model's parameters all get
+    gradients (``aenp.testing.ModelContract``), does not pay. ``ddp_find_unused_parameters_true``
+    and ``..._false`` choose either way.
     """
-    return "ddp_find_unused_parameters_true" if setting == "ddp" else setting
+    if setting == "ddp" and gridded:
+        return "ddp_find_unused_parameters_true"
+    return setting
 
 
 def padded_context_size(setting: Any, experiment: Experiment, compiled: bool) -> int | None:
@@ -344,7 +349,7 @@ def train(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     experiment = experiment_from_config(cfg)
     model = build_from_config(cfg)
-    trainer, best = _trainer(cfg, run)
+    trainer, best = _trainer(cfg, run, experiment)
     compile_loss = compiles(cfg.trainer.compile, trainer.strategy.root_device)
     module = NeuralProcessModule(model, **cfg.optimizer, compile=compile_loss, seed=cfg.seed)
     data = _task_data(cfg, experiment, compile_loss)
@@ -370,8 +375,10 @@ def _refuse_another_config(run: RunDirectory, resolved: dict[str, Any]) -> None:
         )
 
 
-def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckpoint]:
-    """The Lightning trainer of a run, and its callback that keeps the best checkpoint."""
+def _trainer(
+    cfg: DictConfig, run: RunDirectory, experiment: Experiment
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning trainer of a run on ``experiment``, and its best-checkpoint callback."""
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     del trainer_args["compile"]  # compiles the loss, which the module does
     precision = _precision(trainer_args.pop("precision"))
@@ -380,7 +387,8 @@ def _trainer(cfg: DictConfig, run: RunDirectory) -> tuple[L.Trainer, ModelCheckp
         plugins.append(Float64Precision())
     else:
         trainer_args["precision"] = precision
-    trainer_args["strategy"] = _strategy(trainer_args["strategy"])
+    gridded = experiment.max_num_context is None
+    trainer_args["strategy"] = _strategy(trainer_args["strategy"], gridded)
     best = ModelCheckpoint(
         dirpath=run.checkpoint_dir,
         filename=BEST_CHECKPOINT,
