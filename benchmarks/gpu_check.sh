@@ -13,12 +13,15 @@
 #      ground truth (`aenp reproduce gp1d --scale paper`).
 #
 # Usage:
-#   benchmarks/gpu_check.sh [--device cuda|cpu] [--smoke] [--minutes M] [--bench-minutes B]
-#                           [--precision 32-true|bf16-mixed] [--out DIR] [-- HYDRA_OVERRIDE ...]
+#   benchmarks/gpu_check.sh [--device cuda|cpu] [--smoke] [--as-image] [--minutes M]
+#                           [--bench-minutes B] [--precision 32-true|bf16-mixed] [--out DIR]
+#                           [-- HYDRA_OVERRIDE ...]
 #   benchmarks/gpu_check.sh --fetch-wheels     # with internet access: re-make .whl/
 #
 #   --smoke          a tiny version of every step (`--device cpu --smoke` takes a few minutes),
 #                    training with what `auto` gives on a GPU: compiled, bf16-mixed, a worker
+#   --as-image       (a rehearsal elsewhere) every module that neither the GPU machine's image
+#                    (benchmarks/gpu_image.txt) nor the wheels provide is absent
 #   --minutes        the whole check's budget (default 8)
 #   --bench-minutes  after this, step 2 starts no further measurement (default 4)
 #   --precision      of aenp's steps in step 2 (default 32-true; training uses its config's)
@@ -31,13 +34,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-device=cuda smoke=0 fetch=0 minutes=8 bench_minutes=4 precision=32-true
+device=cuda smoke=0 fetch=0 as_image=0 minutes=8 bench_minutes=4 precision=32-true
 out=${OUT:-runs/gpu_check}
 overrides=()
 while (($#)); do
     case $1 in
         --device) device=$2; shift ;;
         --smoke) smoke=1 ;;
+        --as-image) as_image=1 ;;
         --fetch-wheels) fetch=1 ;;
         --minutes) minutes=$2; shift ;;
         --bench-minutes) bench_minutes=$2; shift ;;
@@ -81,8 +85,14 @@ exec > >(tee "$log") 2>&1
 
 echo "== 1. Installing the wheels of benchmarks/gpu_wheels.txt ($(date -u +%FT%TZ))"
 "$PYTHON" benchmarks/gpu_wheels.py check
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$work/site" .whl/*.whl
+mapfile -t wheels < <("$PYTHON" benchmarks/gpu_wheels.py installable)
+"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$work/site" "${wheels[@]}"
 export PYTHONPATH="$PWD/src:$work/site${PYTHONPATH:+:$PYTHONPATH}"
+if ((as_image)); then
+    "$PYTHON" benchmarks/gpu_wheels.py image-site --site "$work/image" >/dev/null
+    export PYTHONPATH="$work/image:$PYTHONPATH"
+    echo "As on the GPU machine: only the modules of benchmarks/gpu_image.txt and the wheels"
+fi
 "$PYTHON" - "$device" <<'EOF'
 import sys
 from importlib.metadata import version

@@ -2,21 +2,36 @@
 
     python benchmarks/gpu_wheels.py fetch [--folder .whl]   # with internet access: re-make it
     python benchmarks/gpu_wheels.py check [--folder .whl]   # exactly the listed wheels there?
+    python benchmarks/gpu_wheels.py installable [--folder .whl]  # those this Python can install
+    python benchmarks/gpu_wheels.py check-image             # enough for the GPU machine?
+    python benchmarks/gpu_wheels.py image-site --site DIR   # DIR/sitecustomize.py: as there
 
-The list is ``benchmarks/gpu_wheels.txt``. This script needs only the standard library (and pip
-to fetch), so it runs before anything is installed.
+The list is ``benchmarks/gpu_wheels.txt``; ``benchmarks/gpu_image.txt`` lists what the GPU
+machine's image holds. ``check-image`` imports what the GPU check runs in a Python where every
+module that only other distributions provide is absent, as on that machine; ``image-site``
+writes the ``sitecustomize`` module that makes them absent in any Python started with its
+folder on the path (``gpu_check.sh --as-image``). This script needs
+only the standard library (and pip to fetch, ``packaging`` to filter), so it runs before
+anything is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 LIST = Path(__file__).with_name("gpu_wheels.txt")
+IMAGE = Path(__file__).with_name("gpu_image.txt")
+IMPORTED = ("aenp.cli", "aenp.train.run", "aenp.evaluate.run", "aenp.reproduce", "training_step")
+"""What the GPU check runs: aenp's commands and the training-step benchmark (its peer, which
+needs only the listed wheels, aside)."""
 SOURCES = ("any", "binary", "sdist")
 """Where a wheel comes from; see the header of ``gpu_wheels.txt``."""
 PYTHON_VERSION = "3.12"
@@ -83,6 +98,104 @@ def read_list(text: str) -> list[Wheel]:
     return list(wheels.values())
 
 
+def read_names(text: str) -> set[str]:
+    """The normalised project names of a list of one name per line (``#`` starts a comment)."""
+    return {normalise(word) for line in text.splitlines() for word in line.split("#", 1)[0].split()}
+
+
+def absent_modules(available: set[str]) -> list[str]:
+    """Top-level modules of this Python that no distribution in ``available`` provides."""
+    return sorted(
+        module
+        for module, distributions in importlib.metadata.packages_distributions().items()
+        if not any(normalise(d) in available for d in distributions)
+    )
+
+
+SITECUSTOMIZE = """\"\"\"Modules absent as on the GPU machine (gpu_wheels.py image-site).\"\"\"
+
+import importlib.util
+import sys
+
+ABSENT = {absent!r}
+
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {{name!r}} on the GPU machine", name=name)
+
+
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.partition(".")[0] in ABSENT else _find_spec(name, package)
+)
+sys.meta_path.insert(0, Absent())
+if sys.version_info < (3, 12):
+    # Packages import this backport only before Python 3.12, the GPU machine's.
+    import importlib.metadata
+
+    sys.modules["importlib_metadata"] = importlib.metadata
+"""
+"""A ``sitecustomize`` module: every Python started with its folder on the path lacks the
+modules of ``ABSENT``."""
+
+
+def write_image_site(folder: Path, available: set[str]) -> Path:
+    """Writes ``folder/sitecustomize.py``, with which Python lacks what ``available`` lacks.
+
+    Absent are the modules that no distribution in ``available`` (or aenp, from this checkout)
+    provides.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    absent = set(absent_modules(available | {"aenp"}))
+    path = folder / "sitecustomize.py"
+    path.write_text(SITECUSTOMIZE.format(absent=absent))
+    return path
+
+
+def image_available() -> set[str]:
+    """The distributions of the GPU machine: its image's and the listed wheels'."""
+    return read_names(IMAGE.read_text()) | {w.name for w in read_list(LIST.read_text())}
+
+
+def image_problem(available: set[str], modules: tuple[str, ...] = IMPORTED) -> str | None:
+    """What stops ``modules`` importing with only the distributions in ``available``.
+
+    Those and aenp, from this checkout; None if nothing does.
+    """
+    with tempfile.TemporaryDirectory() as site:
+        write_image_site(Path(site), available)
+        path = [site, str(Path(__file__).parent), os.environ.get("PYTHONPATH")]
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
+                *modules,
+            ],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, path))},
+        )
+    if child.returncode == 0:
+        return None
+    return child.stderr.strip().splitlines()[-1]
+
+
+def installable(filenames: list[str]) -> list[str]:
+    """The wheel files this Python can install.
+
+    All of them on the GPU machine; elsewhere (a CPU rehearsal) not the binary wheels built for
+    another Python.
+    """
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    supported = set(sys_tags())
+    return [f for f in filenames if parse_wheel_filename(Path(f).name)[3] & supported]
+
+
 def wheel_project(filename: str) -> tuple[str, str]:
     """``(normalised name, version)`` of a wheel file (``name-version-...-tags.whl``)."""
     name, version = filename.split("-")[:2]
@@ -129,10 +242,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=("fetch", "check"))
+    parser.add_argument(
+        "action", choices=("fetch", "check", "installable", "check-image", "image-site")
+    )
     parser.add_argument("--folder", type=Path, default=Path(".whl"))
+    parser.add_argument("--site", type=Path, help="image-site: where to write sitecustomize.py")
     args = parser.parse_args()
     wheels = read_list(LIST.read_text())
+    if args.action == "image-site":
+        print(write_image_site(args.site, image_available()))
+        return
+    if args.action == "check-image":
+        problem = image_problem(image_available())
+        if problem:
+            sys.exit(f"with only {IMAGE.name} and {LIST.name}, the GPU check fails: {problem}")
+        print(f"{IMAGE.name} and {LIST.name} import {', '.join(IMPORTED)}")
+        return
     if args.action == "fetch":
         fetch(wheels, args.folder)
     files = sorted(args.folder.glob("*.whl")) if args.folder.is_dir() else []
@@ -142,6 +267,12 @@ def main() -> None:
             f"{args.folder} does not hold the wheels of {LIST}: {'; '.join(problems)}. "
             "Re-make it with internet access: benchmarks/gpu_check.sh --fetch-wheels"
         )
+    if args.action == "installable":
+        chosen = installable([str(f) for f in files])
+        for skipped in sorted(set(map(str, files)) - set(chosen)):
+            print(f"not for this Python, skipped: {Path(skipped).name}", file=sys.stderr)
+        print("\n".join(chosen))
+        return
     size = sum(f.stat().st_size for f in files) / 2**20
     print(f"{args.folder}: the {len(files)} listed wheels, {size:.1f} MiB")
     if args.action == "fetch":

@@ -94,6 +94,27 @@ def test_committed_wheel_list_pins_the_peer_and_the_missing_dependencies():
     assert {"hydra-core", "omegaconf", "antlr4-python3-runtime"} <= set(wheels)
 
 
+def test_the_gpu_image_with_the_listed_wheels_imports_what_the_gpu_check_runs():
+    image = gpu_wheels.read_names(gpu_wheels.IMAGE.read_text())
+    listed = {w.name for w in gpu_wheels.read_list(gpu_wheels.LIST.read_text())}
+    assert gpu_wheels.image_problem(image | listed) is None
+    # Without its wheel, aenp's commands stop at their imports on the GPU machine.
+    problem = gpu_wheels.image_problem(image | listed - {"cf-xarray"})
+    assert problem == "ModuleNotFoundError: No module named 'cf_xarray' on the GPU machine"
+
+
+def test_only_wheels_this_python_can_install_are_installed():
+    from packaging.tags import sys_tags
+
+    here = next(iter(sys_tags()))
+    names = [
+        "pure-1.0-py3-none-any.whl",
+        f"native-1.0-{here.interpreter}-{here.abi}-{here.platform}.whl",
+        "old-1.0-cp27-cp27mu-manylinux1_x86_64.whl",
+    ]
+    assert gpu_wheels.installable(names) == names[:2]
+
+
 def run(rate):
     return {"steps_per_second": rate}
 
