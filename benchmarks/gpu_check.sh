@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check: one command, on a GPU machine without internet access, in under 8 minutes.
+# The GPU check: one command, on a GPU machine without internet access, in under 9 minutes.
 #
 #   1. Installs what aenp and the neuralprocesses peer need beyond the machine's image, from the
 #      wheels in .whl/ (benchmarks/gpu_wheels.txt), into a temporary folder, and nothing else;
 #      aenp itself runs from src/. The folder .whl/ is ignored by git: copy it to the GPU
 #      machine with the working tree.
-#   2. Prints training steps/s of every gp1d model at batch 16 and 128: aenp eager, aenp
+#   2. Runs aenp's tests of what changes on the device (tests/test_device.py: evaluation,
+#      gridded batches, compiled steps and their random draws, training with the defaults),
+#      for at most 150 s; a failure is reported and the check goes on.
+#   3. Prints training steps/s of every gp1d model at batch 16 and 128: aenp eager, aenp
 #      compiled and the neuralprocesses ConvCNP, side by side (benchmarks/training_step.py).
-#   3. Trains the gp1d ConvCNP pair (convcnp, convcnp_approx) at paper scale, both at once, for
-#      the minutes left (epochs sized from step 2's speed so the cosine schedule anneals;
+#   4. Trains the gp1d ConvCNP pair (convcnp, convcnp_approx) at paper scale, both at once, for
+#      the minutes left (epochs sized from step 3's speed so the cosine schedule anneals;
 #      trainer.max_time caps them), and prints their log-likelihood and gap to the
 #      ground truth (`aenp reproduce gp1d --scale paper`).
 #
@@ -22,19 +25,19 @@
 #                    training with what `auto` gives on a GPU: compiled, bf16-mixed, a worker
 #   --as-image       (a rehearsal elsewhere) every module that neither the GPU machine's image
 #                    (benchmarks/gpu_image.txt) nor the wheels provide is absent
-#   --minutes        the whole check's budget (default 8)
-#   --bench-minutes  after this, step 2 starts no further measurement (default 4)
-#   --precision      of aenp's steps in step 2 (default 32-true; training uses its config's)
+#   --minutes        the whole check's budget (default 9)
+#   --bench-minutes  after this, step 3 starts no further measurement (default 5)
+#   --precision      of aenp's steps in step 3 (default 32-true; training uses its config's)
 #   --out            where the log, the benchmark's JSON, results.md and an archive of the
 #                    trained runs (figures included, checkpoints left out) go: default $OUT,
 #                    else runs/gpu_check
-#   after --          Hydra overrides for the training of step 3 (e.g. data.num_test_tasks=1024)
+#   after --          Hydra overrides for the training of step 4 (e.g. data.num_test_tasks=1024)
 #
 # Python: $PYTHON, else .venv/bin/python where it exists, else python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-device=cuda smoke=0 fetch=0 as_image=0 minutes=8 bench_minutes=4 precision=32-true
+device=cuda smoke=0 fetch=0 as_image=0 minutes=9 bench_minutes=5 precision=32-true
 out=${OUT:-runs/gpu_check}
 overrides=()
 while (($#)); do
@@ -60,9 +63,9 @@ if ((fetch)); then
 fi
 
 budget=$((minutes * 60 - 20))   # seconds; 20 s spare for archiving and stragglers
-eval_reserve=120                # seconds for evaluating both models on 4,096-task splits (on the GPU)
+eval_reserve=90                 # seconds for evaluating both models on 4,096-task splits (on the GPU)
 minimum_training=30
-# The ConvCNPs first: step 3 sizes its training from the compiled ConvCNP's speed, and
+# The ConvCNPs first: step 4 sizes its training from the compiled ConvCNP's speed, and
 # measurements stop starting at --bench-minutes (each compiled one compiles afresh).
 bench=(--models convcnp convcnp_approx tnp tetnp tetnp_approx --batch-sizes 16 128
        --repeats 1 --steps 200)
@@ -111,13 +114,20 @@ if device == "cuda" and not torch.cuda.is_available():
 EOF
 
 echo
-echo "== 2. Training steps/s, side by side ($((SECONDS)) s in)"
+echo "== 2. aenp's tests on the device ($((SECONDS)) s in)"
+if ! AENP_TEST_DEVICE=$device timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider \
+    tests/test_device.py; then
+    echo "The device tests failed or ran out of time (above); the check goes on."
+fi
+
+echo
+echo "== 3. Training steps/s, side by side ($((SECONDS)) s in)"
 "$PYTHON" benchmarks/training_step.py --device "$device" --precision "$precision" "${bench[@]}" \
     --peer-python "$PYTHON" --time-limit $((bench_minutes * 60 - SECONDS)) \
     --json "$out/training_step.json"
 
 echo
-echo "== 3. gp1d ConvCNP pair at paper scale ($((SECONDS)) s in)"
+echo "== 4. gp1d ConvCNP pair at paper scale ($((SECONDS)) s in)"
 seconds=$((budget - SECONDS - eval_reserve))
 if ((seconds < minimum_training)); then
     echo "No time left to train ($seconds s); raise --minutes or lower --bench-minutes."
