@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 from jaxtyping import Bool, Float
@@ -20,6 +21,7 @@ from aenp.grid import Grid, is_evenly_spaced
 
 _VALUE_FIELDS = ("xc", "yc", "xt", "yt")
 """The floating-point fields of a :class:`Batch`."""
+AnyBatch = TypeVar("AnyBatch", "Batch", "GridBatch")
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,19 @@ class Batch:
         return self.xc.shape[0]
 
     def to(self, *args, **kwargs) -> Batch:
-        """Moves or casts every tensor, as :meth:`torch.Tensor.to` (the mask stays boolean)."""
+        """Moves or casts every tensor, as :meth:`torch.Tensor.to` (the mask stays boolean).
+
+        A move that keeps the dtype is not validated again (see :func:`moved`); a cast is.
+        """
         values = {
             name: None if getattr(self, name) is None else getattr(self, name).to(*args, **kwargs)
             for name in _VALUE_FIELDS
         }
         mask = self.context_mask
-        return Batch(**values, context_mask=None if mask is None else mask.to(values["xc"].device))
+        mask = None if mask is None else mask.to(values["xc"].device)
+        if values["xc"].dtype == self.xc.dtype:
+            return moved(self, **values, context_mask=mask)
+        return Batch(**values, context_mask=mask)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> Batch:
         """Translates every input (context and target) by ``offset``."""
@@ -374,17 +382,21 @@ class GridBatch:
         """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``.
 
         Every other tensor goes where ``y`` goes, however the device is given (Lightning
-        passes it positionally).
+        passes it positionally). A move that keeps the dtype is not validated again (see
+        :func:`moved`); a cast is.
         """
         y = self.y.to(*args, **kwargs)
         extra = self.extra_inputs
-        return GridBatch(
-            y,
-            self.context_mask.to(y.device),
-            self.target_mask.to(y.device),
-            tuple(a.to(y) for a in self.axes),
-            None if extra is None else extra.to(y),
-        )
+        tensors = {
+            "y": y,
+            "context_mask": self.context_mask.to(y.device),
+            "target_mask": self.target_mask.to(y.device),
+            "axes": tuple(a.to(y) for a in self.axes),
+            "extra_inputs": None if extra is None else extra.to(y),
+        }
+        if y.dtype == self.y.dtype:
+            return moved(self, **tensors)
+        return GridBatch(**tensors)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:
         """Translates every input by ``offset``: grid coordinates (values move along) and extras."""
@@ -462,6 +474,19 @@ class GridBatch:
             context_mask=self.context_mask[index],
             target_mask=self.target_mask[index],
         )
+
+
+def moved(batch: AnyBatch, **tensors: Tensor | tuple[Tensor, ...] | None) -> AnyBatch:
+    """``batch`` with its tensors replaced by ``tensors``, the same values on another device.
+
+    Not validated again: a move changes no value, shape or dtype (a cast, which can overflow, is
+    validated), and on a GPU each check of the values would wait for the device, several times
+    a training step.
+    """
+    copy = object.__new__(type(batch))
+    for field in fields(batch):
+        object.__setattr__(copy, field.name, tensors.get(field.name, getattr(batch, field.name)))
+    return copy
 
 
 @dataclass(frozen=True)

@@ -242,3 +242,35 @@ def test_a_grid_batch_sends_every_tensor_where_its_values_go(monkeypatch, where)
     assert moved.y.dtype == moved.extra_inputs.dtype == torch.float64
     assert {a.dtype for a in moved.axes} == {torch.float64}
     assert moved.context_mask.dtype == moved.target_mask.dtype == torch.bool
+
+
+def test_a_move_to_another_device_takes_every_tensor_and_is_not_validated_again():
+    # Validating the values on the meta device would fail (they have none): on a GPU each
+    # check would wait for the device.
+    points = Batch(*tensors(), context_mask=torch.ones(2, 3, dtype=torch.bool))
+    grid = random_grid_batch(shape=(4, 5))
+    grid = GridBatch(grid.y, grid.context_mask, grid.target_mask, grid.axes, torch.zeros(4, 5, 1))
+    for batch in (points, grid):
+        moved = batch.to("meta")
+        assert type(moved) is type(batch) and moved.device == torch.device("meta")
+        for before, after in zip(flat_tensors(batch), flat_tensors(moved), strict=True):
+            assert after.device == torch.device("meta")
+            assert (after.shape, after.dtype) == (before.shape, before.dtype)
+
+
+def flat_tensors(batch):
+    """Every tensor of a batch, the axes one by one."""
+    values = [getattr(batch, f) for f in batch.__dataclass_fields__]
+    return [t for v in values for t in (v if isinstance(v, tuple) else [v]) if t is not None]
+
+
+def test_a_cast_is_validated_again():
+    xc, yc, xt, yt = (t.double() for t in tensors())
+    yc[0, 0] = 1e300  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match="yc contains 1 NaN or infinite value"):
+        Batch(xc, yc, xt, yt).to(torch.float32)
+    grid = random_grid_batch(shape=(4, 5), dtype=torch.float64)
+    cell = grid.context_mask.nonzero()[0].tolist()
+    grid.y[(*cell, 0)] = 1e300
+    with pytest.raises(ValueError, match="y contains NaN or infinite values at 1 context"):
+        grid.to(torch.float32)
