@@ -152,7 +152,8 @@ class Batch:
     def to(self, *args, **kwargs) -> Batch:
         """Moves or casts every tensor, as :meth:`torch.Tensor.to` (the mask stays boolean).
 
-        A move that keeps the dtype is not validated again (see :func:`moved`); a cast is.
+        A move that keeps the dtype is not validated again, since it changes no value (on a GPU
+        each check would wait for the device); a cast, which can overflow, is.
         """
         values = {
             name: None if getattr(self, name) is None else getattr(self, name).to(*args, **kwargs)
@@ -161,7 +162,7 @@ class Batch:
         mask = self.context_mask
         mask = None if mask is None else mask.to(values["xc"].device)
         if values["xc"].dtype == self.xc.dtype:
-            return moved(self, **values, context_mask=mask)
+            return _moved(self, **values, context_mask=mask)
         return Batch(**values, context_mask=mask)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> Batch:
@@ -382,8 +383,9 @@ class GridBatch:
         """Moves or casts the values and axes (masks keep their dtype), as ``Tensor.to``.
 
         Every other tensor goes where ``y`` goes, however the device is given (Lightning
-        passes it positionally). A move that keeps the dtype is not validated again (see
-        :func:`moved`); a cast is.
+        passes it positionally). A move that keeps the dtype is not validated again, since it
+        changes no value (on a GPU each check would wait for the device); a cast, which can
+        overflow, is.
         """
         y = self.y.to(*args, **kwargs)
         extra = self.extra_inputs
@@ -395,7 +397,7 @@ class GridBatch:
             "extra_inputs": None if extra is None else extra.to(y),
         }
         if y.dtype == self.y.dtype:
-            return moved(self, **tensors)
+            return _moved(self, **tensors)
         return GridBatch(**tensors)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:
@@ -476,12 +478,10 @@ class GridBatch:
         )
 
 
-def moved(batch: AnyBatch, **tensors: Tensor | tuple[Tensor, ...] | None) -> AnyBatch:
+def _moved(batch: AnyBatch, **tensors: Tensor | tuple[Tensor, ...] | None) -> AnyBatch:
     """``batch`` with its tensors replaced by ``tensors``, the same values on another device.
 
-    Not validated again: a move changes no value, shape or dtype (a cast, which can overflow, is
-    validated), and on a GPU each check of the values would wait for the device, several times
-    a training step.
+    Not validated again: the caller vouches that only the device changed.
     """
     copy = object.__new__(type(batch))
     for field in fields(batch):
