@@ -6,8 +6,8 @@
 #      aenp itself runs from src/. The folder .whl/ is ignored by git: copy it to the GPU
 #      machine with the working tree.
 #   2. Runs aenp's tests of what changes on the device (tests/test_device.py: evaluation,
-#      gridded batches, compiled steps and their random draws, training with the defaults),
-#      for at most 150 s; a failure is reported and the check goes on.
+#      gridded batches, compiled steps and their random draws, training with the defaults on
+#      gp1d and climate), for at most 150 s; a failure is reported and the check goes on.
 #   3. Prints training steps/s of every gp1d model at batch 16 and 128: aenp eager, aenp
 #      compiled and the neuralprocesses ConvCNP, side by side (benchmarks/training_step.py).
 #   4. Trains the gp1d ConvCNP pair (convcnp, convcnp_approx) at paper scale, both at once, for

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import aenp
+from aenp.data.climate import write_synthetic_field
 from aenp.data.experiments import get_experiment
 from aenp.evaluate.metrics import ieee_float32, per_task_metrics
 from aenp.models.neural_process import NeuralProcess
@@ -22,9 +23,10 @@ from aenp.train.module import (
     negative_mean_loglik,
     seed_generators,
 )
-from aenp.train.run import train
+from aenp.train.run import compose_config, experiment_from_config, train
 
 from .models.test_contract import SMALL_APPROX, SMALL_BY_KEY, SMALL_CONVCNP, SMALL_PT
+from .train.test_ddp_climate import overrides as climate_overrides
 from .train.test_training import tiny_config
 
 DEVICE = os.environ.get("AENP_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,9 +140,23 @@ def test_compiled_steps_on_the_device_draw_their_dropout_from_the_step_seed(devi
     assert other != first
 
 
-def test_training_on_the_device_uses_its_defaults_and_saves_a_model(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def climate_field(tmp_path_factory):
+    """A zarr store of 40 annual steps of 30 × 40 half-degree cells over 30-45°N, 120-100°W."""
+    path = tmp_path_factory.mktemp("field") / "t2m.zarr"
+    box = {"south": 30, "north": 45, "west": -120, "east": -100}
+    return write_synthetic_field(
+        path, 40, 30, 40, start="1980-07-01", freq="365D", chunks=(8, 16, 16), progress=False, **box
+    )
+
+
+@pytest.mark.parametrize("experiment", ["gp1d", "climate"])
+def test_training_on_the_device_uses_its_defaults_and_saves_a_model(
+    tmp_path, monkeypatch, experiment, request
+):
     # auto on a GPU: the loss compiled (CUDA graphs), bf16-mixed with clipping, a sampling
-    # worker, padded batches; on the CPU: eager, float32.
+    # worker, and for point sets padded batches; on the CPU: eager, float32. Gridded tasks
+    # (climate) take the grid path of the model and of the batch.
     device = torch.device(DEVICE)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     seen = []
@@ -148,15 +164,21 @@ def test_training_on_the_device_uses_its_defaults_and_saves_a_model(tmp_path, mo
 
     def recording_step(module, batch, batch_idx):
         autocast = torch.is_autocast_enabled(device.type)
-        seen.append((module.device.type, module.loss is not negative_mean_loglik, autocast))
+        seen.append((batch.device.type, module.loss is not negative_mean_loglik, autocast))
         return step(module, batch, batch_idx)
 
     monkeypatch.setattr(NeuralProcessModule, "training_step", recording_step)
-    cfg = tiny_config(tmp_path, extra=[f"trainer.accelerator={accelerator}", "trainer.devices=1"])
+    on_device = [f"trainer.accelerator={accelerator}", "trainer.devices=1"]
+    if experiment == "gp1d":
+        cfg = tiny_config(tmp_path, extra=on_device)
+    else:
+        field = request.getfixturevalue("climate_field")
+        cfg = compose_config([*climate_overrides(field, tmp_path / "run"), *on_device])
     run_dir = train(cfg)
     on_gpu = device.type == "cuda"
     assert seen and set(seen) == {(device.type, on_gpu, on_gpu)}
     model = aenp.load(run_dir / "model")
+    batch = experiment_from_config(cfg).split("test", 2, 2)[0].batch
     with torch.no_grad():
-        prediction = model(random_batch())
+        prediction = model(batch)
     assert bool(torch.isfinite(prediction.mean).all() & torch.isfinite(prediction.stddev).all())
