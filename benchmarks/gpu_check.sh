@@ -115,7 +115,7 @@ EOF
 
 echo
 echo "== 2. aenp's tests on the device ($((SECONDS)) s in)"
-if ! AENP_TEST_DEVICE=$device timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider \
+if ! AENP_TEST_DEVICE=$device timeout 150 "$PYTHON" -m pytest -v -p no:cacheprovider \
     tests/test_device.py; then
     echo "The device tests failed or ran out of time (above); the check goes on."
 fi
