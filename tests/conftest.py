@@ -53,7 +53,7 @@ from aenp.batch import Batch, GridBatch  # noqa: E402
 from aenp.data.gp import GibbsSwitchKernel  # noqa: E402
 from aenp.data.smoke import SmokeSettings, generate  # noqa: E402
 from aenp.models.neural_process import NeuralProcess  # noqa: E402
-from aenp.nn.setconv import lattice_grid  # noqa: E402
+from aenp.nn.setconv import lattice_extent, lattice_grid  # noqa: E402
 
 # These validate their arguments themselves and name what is wrong, which the tests check; the
 # checks would pre-empt those errors, so they are skipped here (jaxtyping reads the mark at each
@@ -66,6 +66,7 @@ for validated in (
     NeuralProcess.forward_batch,
     GibbsSwitchKernel.forward,
     lattice_grid,
+    lattice_extent,
 ):
     typing.no_type_check(inspect.unwrap(validated))
 

@@ -12,6 +12,7 @@ from aenp.models.convcnp import ConvCNPBackbone
 from aenp.models.likelihood import HeteroscedasticNormal
 from aenp.models.neural_process import NeuralProcess
 from aenp.nn.cnn import UNet
+from aenp.nn.setconv import SetConv
 from aenp.testing import random_batch, random_grid_batch
 
 from .test_contract import SMALL_BY_KEY
@@ -92,3 +93,34 @@ def test_approximate_counts_a_backbones_inputs_data_channels_included():
         aenp.approximate(backbone, domain=[[-1.0, 1.0]])
     aenp.approximate(backbone, domain=[[-1.0, 1.0], [None, None]])
     assert backbone.fixed_inputs.dim_x == 1
+
+
+HOST_READS = ("tolist", "item", "__bool__", "__float__", "__int__")
+"""What reads a tensor's values on the host: on a GPU, each waits for the device."""
+
+
+@pytest.mark.parametrize("key", aenp.model_keys())
+def test_a_training_step_reads_the_device_once_with_set_convolutions_and_else_never(
+    key, monkeypatch
+):
+    # The set convolutions' grid and windows are shapes, read in one transfer; nothing else
+    # of a step (padded point sets, the loss, its gradients) waits for the device.
+    model, batch = small_model(key), random_batch(dim_x=2).pad_context(9)
+    reads = []
+
+    def recorded(name):
+        read = getattr(torch.Tensor, name)
+
+        def recording(tensor, *args, **kwargs):
+            reads.append(name)
+            return read(tensor, *args, **kwargs)
+
+        return recording
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, recorded(name))
+    loss = -model(batch).log_prob(batch.yt).mean()
+    loss.backward()
+    monkeypatch.undo()
+    set_convolutions = any(isinstance(m, SetConv) for m in model.modules())
+    assert reads == (["tolist"] if set_convolutions else [])

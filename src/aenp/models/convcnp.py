@@ -15,9 +15,11 @@ from aenp.nn.mlp import MLP
 from aenp.nn.relaxed_conv import RelaxedConvNet
 from aenp.nn.setconv import (
     DEFAULT_MAX_GRID_POINTS,
+    LatticeGrid,
     SetConvDecoder,
     SetConvEncoder,
-    lattice_grid,
+    grid_of_extent,
+    lattice_extent,
 )
 
 
@@ -126,23 +128,40 @@ class ConvCNPBackbone(InjectionPoint, Backbone):
         mask = None
         if context_mask is not None:
             mask = torch.cat([context_mask, context_mask.new_ones(xt.shape[:2])], dim=1)
-        grid = lattice_grid(
-            x[..., :gridded],
-            self.points_per_unit,
-            self.margin,
-            self.resolution_multiple,
-            self.max_grid_points,
-            mask=mask,
-        )
-        h = self.encoder(xc[..., :gridded], yc, grid, mask=context_mask)
+        grid, windows = self._geometry(x[..., :gridded], mask)
+        h = self.encoder(xc[..., :gridded], yc, grid, context_mask, windows[0])
         if self.channel_encoder is not None:
             # Channel inputs are known at every point, context and target alike.
-            extra = self.channel_encoder(
-                x[..., :gridded], x[..., gridded:].to(yc.dtype), grid, mask=mask
-            )
+            values = x[..., gridded:].to(yc.dtype)
+            extra = self.channel_encoder(x[..., :gridded], values, grid, mask, windows[1])
             h = torch.cat([h, extra], dim=-1)
         on_grid = self._grid_features(h, grid.absolute(h.device))
-        return self.head(self.decoder(grid, on_grid, xt[..., :gridded]))
+        return self.head(self.decoder(grid, on_grid, xt[..., :gridded], windows[-1]))
+
+    @torch.compiler.disable
+    def _geometry(
+        self, x: Float[Tensor, "batch n gridded"], mask: Bool[Tensor, "batch n"] | None
+    ) -> tuple[LatticeGrid, list[tuple[int, ...]]]:
+        """The lattice grid of ``x`` and the set convolutions' windows on it.
+
+        The windows of the encoder, the channel encoder (if any) and the decoder, in this
+        order. Read on the host in one transfer (the extent and the lengthscales): the one host
+        synchronisation of a forward pass. A compiled model runs this eagerly.
+        """
+        convs = [c for c in (self.encoder, self.channel_encoder, self.decoder) if c is not None]
+        ppu = self.points_per_unit
+        extent = lattice_extent(x, ppu, self.margin, mask)
+        lengthscales = [c.lengthscale(ppu).detach().to(extent) for c in convs]
+        values = torch.cat([extent, *lengthscales]).tolist()
+        start = len(extent)
+        grid = grid_of_extent(
+            values[:start], x, ppu, self.margin, self.resolution_multiple, self.max_grid_points
+        )
+        windows = []
+        for conv in convs:
+            windows.append(conv.window(grid, values[start : start + conv.dim_x]))
+            start += conv.dim_x
+        return grid, windows
 
     def forward_grid(
         self,

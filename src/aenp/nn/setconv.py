@@ -32,13 +32,15 @@ dense sums, the truncation changes at most:
 and gradients by as little, relatively. Whether a weight is dropped depends on the distance
 only, never on where a window starts, so equivariance to lattice shifts and to the rotations
 and reflections of the lattice is as exact as with dense weights. The window width is read
-from the lengthscale's value: one host synchronisation per banded forward pass.
+from the lengthscale's value on the host: the ConvCNP reads it with the grid's extent, one
+host synchronisation per forward pass.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -126,7 +128,8 @@ def lattice_grid(
     points midway between lattice points, which keeps the grid centred on the box.
 
     The extent is read on the host (one synchronisation); a compiled model runs this function
-    eagerly and sees only the grid's shape as a constant.
+    eagerly and sees only the grid's shape as a constant. A model that reads more at the same
+    time calls :func:`lattice_extent` and :func:`grid_of_extent` itself.
 
     Args:
         x: Every input of the batch (context and target).
@@ -143,6 +146,21 @@ def lattice_grid(
             shape or selects no point.
         InputTypeError: If ``mask`` is not boolean.
     """
+    extent = lattice_extent(x, points_per_unit, margin, mask).tolist()
+    return grid_of_extent(extent, x, points_per_unit, margin, multiple, max_points)
+
+
+def lattice_extent(
+    x: Float[Tensor, "batch n dx"],
+    points_per_unit: float,
+    margin: float,
+    mask: Bool[Tensor, "batch n"] | None = None,
+) -> Float[Tensor, " 1+2*dx"]:
+    """What places the lattice grid of :func:`lattice_grid`, on the data's device, in float64.
+
+    The largest ``|x|`` in cells, then the lattice box's lowest and highest index per axis
+    (``+inf`` and ``-inf`` if ``mask`` selects no point), for :func:`grid_of_extent`.
+    """
     cells = x.detach().double() * points_per_unit
     magnitude, lowest, highest = cells.abs(), cells, cells
     if mask is not None:
@@ -157,14 +175,28 @@ def lattice_grid(
         magnitude = torch.where(counted, magnitude, 0.0)
         lowest = torch.where(counted, cells, math.inf)
         highest = torch.where(counted, cells, -math.inf)
-    # One transfer to the host for the reach and the extent.
-    reach, *bounds = torch.cat(
+    return torch.cat(
         [
             magnitude.amax()[None],
             torch.floor(lowest.amin(dim=(0, 1)) - margin * points_per_unit),
             torch.ceil(highest.amax(dim=(0, 1)) + margin * points_per_unit),
         ]
-    ).tolist()
+    )
+
+
+def grid_of_extent(
+    extent: list[float],
+    x: Float[Tensor, "batch n dx"],
+    points_per_unit: float,
+    margin: float,
+    multiple: int = 1,
+    max_points: int = DEFAULT_MAX_GRID_POINTS,
+) -> LatticeGrid:
+    """The lattice grid of :func:`lattice_grid` from ``extent``, :func:`lattice_extent` read.
+
+    ``x`` gives only its dtype, device and dimension; see :func:`lattice_grid` for the rest.
+    """
+    reach, *bounds = extent
     low, high = bounds[: x.shape[-1]], bounds[x.shape[-1] :]
     if not reach < MAX_CELLS:
         raise InputError(
@@ -234,23 +266,34 @@ class SetConv(nn.Module):
             torch.full((num_lengthscales,), math.log(init_lengthscale))
         )
 
-    def lengthscale(self, grid: LatticeGrid) -> Float[Tensor, " dx"]:
-        """Lengthscale per dimension, in cells of ``grid``."""
-        return self.log_lengthscale.exp().expand(self.dim_x) * grid.points_per_unit
+    def lengthscale(self, points_per_unit: float) -> Float[Tensor, " dx"]:
+        """Lengthscale per dimension, in cells of spacing ``1 / points_per_unit``."""
+        return self.log_lengthscale.exp().expand(self.dim_x) * points_per_unit
 
     @torch.compiler.disable
-    def window(self, grid: LatticeGrid) -> tuple[int, ...]:
+    def window(
+        self, grid: LatticeGrid, lengthscale: Sequence[float] | None = None
+    ) -> tuple[int, ...]:
         """Grid points per axis in the window of a point (all of them when not banded).
 
-        Reads the lengthscale's value: the one host synchronisation of a banded forward pass
-        (and a graph break under ``torch.compile``).
+        Args:
+            grid: The grid.
+            lengthscale: :meth:`lengthscale` in cells of ``grid``, already read on the host;
+                ``None``: read it here, a host synchronisation (and a graph break under
+                ``torch.compile``).
         """
         if not self.banded:
             return grid.shape
-        lengthscales = self.lengthscale(grid).detach().tolist()
-        return tuple(map(window_width, lengthscales, grid.shape))
+        if lengthscale is None:
+            lengthscale = self.lengthscale(grid.points_per_unit).detach().tolist()
+        return tuple(map(window_width, lengthscale, grid.shape))
 
-    def weights(self, cells: Float[Tensor, "batch n dx"], grid: LatticeGrid) -> list[Tensor]:
+    def weights(
+        self,
+        cells: Float[Tensor, "batch n dx"],
+        grid: LatticeGrid,
+        window: tuple[int, ...] | None = None,
+    ) -> list[Tensor]:
         """Per-dimension Gaussian weights ``[batch, n, size_d]`` between points and grid axes.
 
         Banded, they are computed only in each point's window (along axes it does not cover)
@@ -259,11 +302,13 @@ class SetConv(nn.Module):
         Args:
             cells: Positions in cells from the grid's anchor (see :meth:`LatticeGrid.cells`).
             grid: The grid.
+            window: :meth:`window`, if already known.
         """
-        lengthscale = self.lengthscale(grid)
+        lengthscale = self.lengthscale(grid.points_per_unit)
         cells = cells.to(lengthscale.dtype)
+        window = self.window(grid) if window is None else window
         weights = []
-        for d, (size, width) in enumerate(zip(grid.shape, self.window(grid), strict=True)):
+        for d, (size, width) in enumerate(zip(grid.shape, window, strict=True)):
             position = cells[..., d, None]
             points = torch.arange(width, device=cells.device)
             if width < size:
@@ -304,6 +349,7 @@ class SetConvEncoder(SetConv):
         yc: Float[Tensor, "batch nc dy"],
         grid: LatticeGrid,
         mask: Bool[Tensor, "batch nc"] | None = None,
+        window: tuple[int, ...] | None = None,
     ) -> Float[Tensor, "batch *grid dy+1"]:
         """Encodes the context set on ``grid`` (channels last, in the module's dtype).
 
@@ -313,6 +359,7 @@ class SetConvEncoder(SetConv):
             grid: The grid to encode on.
             mask: Which context points count; the others contribute nothing, as if absent,
                 and may hold any finite value. ``None``: every point counts.
+            window: :meth:`window`, if already known.
         """
         cells = grid.cells(xc)
         yc = yc.to(self.log_lengthscale.dtype)
@@ -323,7 +370,7 @@ class SetConvEncoder(SetConv):
             values = torch.where(mask[..., None], values, 0.0)
         letters = GRID_LETTERS[: self.dim_x]
         spec = ",".join(f"bn{g}" for g in letters) + f",bnc->b{letters}c"
-        h = torch.einsum(spec, *self.weights(cells, grid), values)
+        h = torch.einsum(spec, *self.weights(cells, grid, window), values)
         density, values = h[..., :1], h[..., 1:]
         return torch.cat([density, values / (density + DENSITY_EPS)], dim=-1)
 
@@ -336,8 +383,12 @@ class SetConvDecoder(SetConv):
         grid: LatticeGrid,
         h: Float[Tensor, "batch *grid channels"],
         xt: Float[Tensor, "batch nt dx"],
+        window: tuple[int, ...] | None = None,
     ) -> Float[Tensor, "batch nt channels"]:
-        """Reads the grid features ``h`` (channels last) at the targets ``xt``."""
+        """Reads the grid features ``h`` (channels last) at the targets ``xt``.
+
+        ``window``: :meth:`window`, if already known.
+        """
         letters = GRID_LETTERS[: self.dim_x]
         spec = ",".join(f"bt{g}" for g in letters) + f",b{letters}c->btc"
-        return torch.einsum(spec, *self.weights(grid.cells(xt), grid), h)
+        return torch.einsum(spec, *self.weights(grid.cells(xt), grid, window), h)
