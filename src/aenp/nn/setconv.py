@@ -359,7 +359,7 @@ class SetConvEncoder(SetConv):
             grid: The grid to encode on.
             mask: Which context points count; the others contribute nothing, as if absent,
                 and may hold any finite value. ``None``: every point counts.
-            window: :meth:`window`, if already known.
+            window: :meth:`SetConv.window`, if already known.
         """
         cells = grid.cells(xc)
         yc = yc.to(self.log_lengthscale.dtype)
@@ -387,7 +387,7 @@ class SetConvDecoder(SetConv):
     ) -> Float[Tensor, "batch nt channels"]:
         """Reads the grid features ``h`` (channels last) at the targets ``xt``.
 
-        ``window``: :meth:`window`, if already known.
+        ``window``: :meth:`SetConv.window`, if already known.
         """
         letters = GRID_LETTERS[: self.dim_x]
         spec = ",".join(f"bt{g}" for g in letters) + f",b{letters}c->btc"
