@@ -7,12 +7,13 @@ data lie on one regular grid (images, gridded fields), with masks for context an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from torch.distributions import Normal
 
@@ -162,7 +163,7 @@ class Batch:
         mask = self.context_mask
         mask = None if mask is None else mask.to(values["xc"].device)
         if values["xc"].dtype == self.xc.dtype:
-            return _moved(self, **values, context_mask=mask)
+            return _unchecked(Batch, **values, context_mask=mask)
         return Batch(**values, context_mask=mask)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> Batch:
@@ -397,7 +398,7 @@ class GridBatch:
             "extra_inputs": None if extra is None else extra.to(y),
         }
         if y.dtype == self.y.dtype:
-            return _moved(self, **tensors)
+            return _unchecked(GridBatch, **tensors)
         return GridBatch(**tensors)
 
     def shift(self, offset: Float[Tensor, " dx"] | float) -> GridBatch:
@@ -433,25 +434,27 @@ class GridBatch:
         """The tasks as context and target point sets, cells in row-major order.
 
         Every task must have the same number of context cells and of target cells. The sets'
-        sizes are read from the masks, so a compiled model runs this (and :meth:`to_grid`)
-        eagerly rather than break its graph here with warnings.
+        sizes are read from the masks, in one transfer, so a compiled model runs this (and
+        :meth:`to_grid`) eagerly rather than break its graph here with warnings. The point sets
+        hold cells of this batch's masks, so they are valid and not validated again.
         """
-        points = Grid(self.axes).points()
+        points = Grid(self.axes).points().flatten(end_dim=-2)
         if self.extra_inputs is not None:
-            points = torch.cat([points, self.extra_inputs], dim=-1)
+            points = torch.cat([points, self.extra_inputs.flatten(end_dim=-2)], dim=-1)
+        masks = (self.context_mask, self.target_mask)
+        context_counts, target_counts = torch.stack([m.flatten(1).sum(1) for m in masks]).tolist()
         sets = []
-        for mask in (self.context_mask, self.target_mask):
-            counts = mask.flatten(1).sum(1)
-            if bool((counts != counts[0]).any()):
+        for mask, counts in zip(masks, (context_counts, target_counts), strict=True):
+            if len(set(counts)) > 1:
                 raise InputError(
-                    "to_points needs the same number of cells per task in each mask, got "
-                    f"{counts.tolist()}"
+                    f"to_points needs the same number of cells per task in each mask, got {counts}"
                 )
-            n = int(counts[0])
-            x = points.expand(len(self), *points.shape)[mask].reshape(len(self), n, -1)
-            sets.append((x, self.y[mask].reshape(len(self), n, -1)))
+            cells = _cells_of(mask, counts[0])
+            x = points[cells]
+            y = self.y.flatten(1, -2).gather(1, cells[..., None].expand(*cells.shape, self.dim_y))
+            sets.append((x, y))
         (xc, yc), (xt, yt) = sets
-        return Batch(xc, yc, xt, yt)
+        return _unchecked(Batch, xc=xc, yc=yc, xt=xt, yt=yt)
 
     @torch.compiler.disable
     def to_grid(self, pred: Normal) -> Normal:
@@ -459,12 +462,14 @@ class GridBatch:
 
         Cells outside the targets get a standard normal (they are never scored).
         """
-        shape = (*self.target_mask.shape, pred.mean.shape[-1])
-        mean = pred.mean.new_zeros(shape)
-        std = pred.mean.new_ones(shape)
-        mean[self.target_mask] = pred.mean.reshape(-1, shape[-1])
-        std[self.target_mask] = pred.stddev.reshape(-1, shape[-1])
-        return Normal(mean, std)
+        batch, *grid, dy = (*self.target_mask.shape, pred.mean.shape[-1])
+        cells = _cells_of(self.target_mask, pred.mean.shape[1])[..., None].expand(-1, -1, dy)
+        flat = (batch, math.prod(grid), dy)
+        mean = pred.mean.new_zeros(flat).scatter(1, cells, pred.mean)
+        std = pred.mean.new_ones(flat).scatter(1, cells, pred.stddev)
+        # Valid by construction (a model's positive scales): no check to wait for.
+        shape = (batch, *grid, dy)
+        return Normal(mean.view(shape), std.view(shape), validate_args=False)
 
     def __getitem__(self, index: slice | Tensor | int) -> GridBatch:
         """Selects tasks along the batch dimension (an integer keeps the dimension)."""
@@ -478,15 +483,25 @@ class GridBatch:
         )
 
 
-def _moved(batch: AnyBatch, **tensors: Tensor | tuple[Tensor, ...] | None) -> AnyBatch:
-    """``batch`` with its tensors replaced by ``tensors``, the same values on another device.
+def _unchecked(kind: type[AnyBatch], **tensors: Tensor | tuple[Tensor, ...] | None) -> AnyBatch:
+    """A batch of ``kind`` holding ``tensors`` (fields not given are None), not validated.
 
-    Not validated again: the caller vouches that only the device changed.
+    For tensors known to be valid (a valid batch's, moved or selected): on a GPU each check of
+    their values would wait for the device.
     """
-    copy = object.__new__(type(batch))
-    for field in fields(batch):
-        object.__setattr__(copy, field.name, tensors.get(field.name, getattr(batch, field.name)))
-    return copy
+    batch = object.__new__(kind)
+    for field in fields(kind):
+        object.__setattr__(batch, field.name, tensors.get(field.name))
+    return batch
+
+
+def _cells_of(mask: Bool[Tensor, " batch *grid"], count: int) -> Int[Tensor, " batch count"]:
+    """The flat indices of the ``count`` cells each task's ``mask`` selects, in row-major order.
+
+    Without reading the mask on the host (as boolean indexing would): a stable sort puts the
+    selected cells first.
+    """
+    return torch.argsort(~mask.flatten(1), dim=1, stable=True)[:, :count]
 
 
 @dataclass(frozen=True)

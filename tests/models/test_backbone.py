@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import aenp
+from aenp.batch import target_loglik
 from aenp.errors import InputTypeError
 from aenp.grid import Grid
 from aenp.models.backbone import Backbone
@@ -99,13 +100,16 @@ HOST_READS = ("tolist", "item", "__bool__", "__float__", "__int__")
 """What reads a tensor's values on the host: on a GPU, each waits for the device."""
 
 
+@pytest.mark.parametrize("gridded", [False, True], ids=["point sets", "grids"])
 @pytest.mark.parametrize("key", aenp.model_keys())
-def test_a_training_step_reads_the_device_once_with_set_convolutions_and_else_never(
-    key, monkeypatch
+def test_a_training_step_reads_the_device_once_where_shapes_depend_on_it_and_else_never(
+    key, gridded, monkeypatch
 ):
-    # The set convolutions' grid and windows are shapes, read in one transfer; nothing else
-    # of a step (padded point sets, the loss, its gradients) waits for the device.
-    model, batch = small_model(key), random_batch(dim_x=2).pad_context(9)
+    # What a step reads are shapes, in one transfer: on point sets the set convolutions' grid
+    # and windows; on grids, for a point-set model, the sizes of the sets. Nothing else of a
+    # step (padded point sets, the loss, its gradients) waits for the device.
+    model = small_model(key)
+    batch = random_grid_batch(batch_size=1) if gridded else random_batch(dim_x=2).pad_context(9)
     reads = []
 
     def recorded(name):
@@ -119,8 +123,9 @@ def test_a_training_step_reads_the_device_once_with_set_convolutions_and_else_ne
 
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, recorded(name))
-    loss = -model(batch).log_prob(batch.yt).mean()
+    loss = -target_loglik(batch, model(batch)).mean()
     loss.backward()
     monkeypatch.undo()
     set_convolutions = any(isinstance(m, SetConv) for m in model.modules())
-    assert reads == (["tolist"] if set_convolutions else [])
+    sizes_read = set_convolutions if not gridded else not model.backbone.takes_grids
+    assert reads == (["tolist"] if sizes_read else [])
