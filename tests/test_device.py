@@ -136,8 +136,9 @@ def test_compiled_steps_on_the_device_draw_their_dropout_from_the_step_seed(devi
         return loss_of(model, batch).item()
 
     first, again, other = loss_with_seed(1), loss_with_seed(1), loss_with_seed(2)
-    assert first == again
-    assert other != first
+    # Alike up to a GPU's choice of kernels; the masks, when they differ, move the loss far more.
+    assert again == pytest.approx(first, rel=1e-6)
+    assert other != pytest.approx(first, rel=1e-3)
 
 
 @pytest.fixture(scope="module")
