@@ -37,22 +37,23 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 @pytest.fixture
 def device_compile(request):
-    """Compiles as the device trains: inductor (and CUDA graphs) on a GPU; on the CPU with
-    AOTAutograd's eager backend, for speed."""
+    """Compiles as the device trains, without the shape checks torch.compile cannot trace.
+
+    Inductor (and CUDA graphs) on a GPU; on the CPU AOTAutograd's eager backend, for speed.
+    """
     request.getfixturevalue("quick_compile" if DEVICE == "cpu" else "unchecked_shapes")
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
 
 
-def small_model(key: str, dim_x: int = 1) -> NeuralProcess:
-    """A small model of ``key``, its fixed inputs (if any) as training leaves them."""
-    strict = key.removesuffix("_approx")
-    hparams = dict(SMALL_BY_KEY[strict])
+def small_model(key: str) -> NeuralProcess:
+    """A small 1-D model of ``key``, its fixed inputs (if any) as training leaves them."""
+    hparams = SMALL_BY_KEY[key.removesuffix("_approx")]
     if key.endswith("_approx"):
-        hparams |= {**SMALL_APPROX, "domain": [[-2.5, 2.5]] * dim_x}
+        hparams = {**hparams, **SMALL_APPROX}
     torch.manual_seed(0)
-    return randomise_fixed_inputs(aenp.build_model(key, dim_x, 1, **hparams))
+    return randomise_fixed_inputs(aenp.build_model(key, 1, 1, **hparams))
 
 
 @against_the_cpu
