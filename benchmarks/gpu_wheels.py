@@ -10,9 +10,8 @@ The list is ``benchmarks/gpu_wheels.txt``; ``benchmarks/gpu_image.txt`` lists wh
 machine's image holds. ``check-image`` imports what the GPU check runs in a Python where every
 module that only other distributions provide is absent, as on that machine; ``image-site``
 writes the ``sitecustomize`` module that makes them absent in any Python started with its
-folder on the path (``gpu_check.sh --as-image``). This script needs
-only the standard library (and pip to fetch, ``packaging`` to filter), so it runs before
-anything is installed.
+folder on the path (``gpu_check.sh --as-image``). This script needs only the standard library
+(and pip to fetch, ``packaging`` to filter), so it runs before anything is installed.
 """
 
 from __future__ import annotations
@@ -117,7 +116,7 @@ SITECUSTOMIZE = """\"\"\"Modules absent as on the GPU machine (gpu_wheels.py ima
 import importlib.util
 import sys
 
-ABSENT = {absent!r}
+ABSENT = frozenset({absent!r})
 
 
 class Absent:
@@ -148,7 +147,7 @@ def write_image_site(folder: Path, available: set[str]) -> Path:
     provides.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    absent = set(absent_modules(available | {"aenp"}))
+    absent = absent_modules(available | {"aenp"})
     path = folder / "sitecustomize.py"
     path.write_text(SITECUSTOMIZE.format(absent=absent))
     return path
