@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from aenp.nn.setconv import (
+    COMPILED_WINDOW_MULTIPLE,
     DEFAULT_MAX_GRID_POINTS,
     DENSITY_EPS,
     TRUNCATION,
@@ -15,6 +16,7 @@ from aenp.nn.setconv import (
     SetConvDecoder,
     SetConvEncoder,
     lattice_grid,
+    widen_windows,
     window_width,
 )
 
@@ -261,6 +263,45 @@ def test_window_width_is_a_rounded_multiple_covering_the_radius():
         width = window_width(lengthscale, 1000)
         assert width % WINDOW_MULTIPLE == 0 and width >= 2 * TRUNCATION_RADIUS * lengthscale + 2
     assert [window_width(lengthscale, 30) for lengthscale in (2.0, math.inf, math.nan)] == [30] * 3
+
+
+def test_compiled_windows_change_once_as_a_quick_convcnps_lengthscale_falls():
+    # Each width is a recompilation of a compiled model: from the initial 2 cells to the 1.35
+    # where the quick ConvCNPs end, multiples of 4 give four widths, those of a compiled model two.
+    falling = np.linspace(2.0, 1.3, 71)
+    assert len({window_width(length, 1000) for length in falling}) == 4
+    widths = [window_width(length, 1000, COMPILED_WINDOW_MULTIPLE) for length in falling]
+    assert sorted(set(widths)) == [32, 48]
+    for length in (0.3, 1.0, 2.7):
+        width = window_width(length, 1000, COMPILED_WINDOW_MULTIPLE)
+        assert width % COMPILED_WINDOW_MULTIPLE == 0
+        assert width >= 2 * TRUNCATION_RADIUS * length + 2
+
+
+@pytest.mark.parametrize("module", [SetConvEncoder, SetConvDecoder])
+def test_widened_windows_change_nothing_the_model_computes(module):
+    conv = random_set_convolution(module, 2, isotropic=False)
+    x = 4 * torch.rand(2, 5, 2, dtype=F64) - 2
+    grid = narrow_grid(x)
+    h = torch.randn(2, *grid.shape, 3, dtype=F64)
+    results = []
+    for multiple in (WINDOW_MULTIPLE, COMPILED_WINDOW_MULTIPLE):
+        model = torch.nn.Sequential(conv)
+        widen_windows(model, multiple)
+        assert conv.window_multiple == multiple
+        assert_windows_are_narrower(conv, grid)
+        if module is SetConvEncoder:
+            results.append(conv(x, torch.randn(2, 5, 1, dtype=F64, generator=seeded()), grid))
+        else:
+            results.append(conv(grid, h, x))
+    windows = [conv.window(grid)]
+    widen_windows(conv, WINDOW_MULTIPLE)
+    assert conv.window(grid) != windows[0]  # the widths did differ
+    assert torch.equal(*results)
+
+
+def seeded():
+    return torch.Generator().manual_seed(0)
 
 
 @pytest.mark.parametrize("dim_x", [1, 2, 3])

@@ -1,5 +1,6 @@
 """The fast training path: static shapes, a sampling worker, a compiled loss, settings."""
 
+import math
 import threading
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from aenp.errors import InputError
 from aenp.models.registry import build_model
 from aenp.train.data import TaskDataModule, TaskStream
 from aenp.train.module import (
+    NeuralProcessModule,
     adamw,
     compiled_loss,
     compiles,
@@ -211,3 +213,23 @@ def test_compiled_convcnp_is_not_recompiled_for_new_positions_or_context_sizes(q
     with torch._dynamo.config.patch(error_on_recompile=True):
         for other in others:
             loss(model, other).backward()
+
+
+def test_training_compiles_a_convcnp_once_while_its_windows_stay_wide_enough(quick_compile):
+    """Compiled for training, the set convolutions' windows are widened (to 48 points from 2
+    cells down to 1.7), so that a lengthscale falling from 2 to 1.75 cells recompiles nothing;
+    with the eager windows (40 points, then 36) it would."""
+    model = build_model("convcnp", 1, 1, **TINY["convcnp_approx"])
+    module = NeuralProcessModule(model, compile=True)
+    module.on_train_start()
+    batch = next(iter(gp1d_stream(num_context=64)))
+
+    def step_with_lengthscale(cells):
+        for conv in (model.backbone.encoder, model.backbone.decoder):
+            conv.log_lengthscale.data.fill_(math.log(cells / model.backbone.points_per_unit))
+        module.loss(model, batch).backward()
+
+    step_with_lengthscale(2.0)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for cells in (1.9, 1.8, 1.75):
+            step_with_lengthscale(cells)

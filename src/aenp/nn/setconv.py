@@ -67,6 +67,14 @@ TRUNCATION_RADIUS = math.sqrt(-2 * math.log(TRUNCATION))
 """Distance in lengthscales beyond which weights are dropped: about 8.58."""
 WINDOW_MULTIPLE = 4
 """Window widths are multiples of this many grid points, so they change rarely."""
+COMPILED_WINDOW_MULTIPLE = 16
+"""The multiple for a compiled model (:func:`widen_windows`), to which each new width is a
+recompilation (30 s for the quick ConvCNP's first on a 2-CPU machine), and after eight torch
+runs the model eagerly. The
+window of the initial lengthscale, 2 cells, is then 48 points, and it changes once, to 32, as
+the lengthscale falls below 1.7 cells (the quick ConvCNPs end near 1.35), where multiples of 4
+change it three times. Eager, the wider windows cost 1-2% of a quick ConvCNP step on a 2-core
+CPU, which keeps multiples of 4."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,10 @@ class SetConv(nn.Module):
         banded: Weights computed only in a window around each point and zero beyond
             ``TRUNCATION_RADIUS`` lengthscales (see the module docstring), instead of over the
             whole grid. A plain attribute: it may be switched after construction.
+
+    Attributes:
+        window_multiple: Window widths are rounded up to multiples of this
+            (``WINDOW_MULTIPLE``; :func:`widen_windows` sets it for compiling).
     """
 
     def __init__(
@@ -261,6 +273,7 @@ class SetConv(nn.Module):
             raise InputError(f"set convolutions support 1 to 3 input dimensions, got {dim_x}")
         self.dim_x = dim_x
         self.banded = banded
+        self.window_multiple = WINDOW_MULTIPLE
         num_lengthscales = 1 if isotropic else dim_x
         self.log_lengthscale = nn.Parameter(
             torch.full((num_lengthscales,), math.log(init_lengthscale))
@@ -286,7 +299,10 @@ class SetConv(nn.Module):
             return grid.shape
         if lengthscale is None:
             lengthscale = self.lengthscale(grid.points_per_unit).detach().tolist()
-        return tuple(map(window_width, lengthscale, grid.shape))
+        return tuple(
+            window_width(length, size, self.window_multiple)
+            for length, size in zip(lengthscale, grid.shape, strict=True)
+        )
 
     def weights(
         self,
@@ -326,18 +342,29 @@ class SetConv(nn.Module):
         return weights
 
 
-def window_width(lengthscale: float, size: int) -> int:
+def window_width(lengthscale: float, size: int, multiple: int = WINDOW_MULTIPLE) -> int:
     """Grid points in a window along an axis of ``size`` points (``lengthscale`` in cells).
 
     Any ``2 R lengthscale + 1`` consecutive points hold every grid point within the radius
     ``R = TRUNCATION_RADIUS`` lengthscales of a point; one more absorbs rounding. Rounded up
-    to a multiple of ``WINDOW_MULTIPLE`` so that the width changes rarely as the lengthscale
-    is learned; the whole axis where that is no smaller.
+    to a multiple of ``multiple`` so that the width changes rarely as the lengthscale is
+    learned; the whole axis where that is no smaller.
     """
     reach = 2 * TRUNCATION_RADIUS * lengthscale
     if not reach < size:  # also a non-finite lengthscale
         return size
-    return min(size, WINDOW_MULTIPLE * math.ceil((math.floor(reach) + 3) / WINDOW_MULTIPLE))
+    return min(size, multiple * math.ceil((math.floor(reach) + 3) / multiple))
+
+
+def widen_windows(model: nn.Module, multiple: int = COMPILED_WINDOW_MULTIPLE) -> None:
+    """Rounds the windows of every set convolution of ``model`` up to multiples of ``multiple``.
+
+    For compiling (see :data:`COMPILED_WINDOW_MULTIPLE`). A wider window only adds weights
+    beyond the truncation radius, which are zero: nothing the model computes changes.
+    """
+    for module in model.modules():
+        if isinstance(module, SetConv):
+            module.window_multiple = multiple
 
 
 class SetConvEncoder(SetConv):

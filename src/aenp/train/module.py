@@ -22,6 +22,7 @@ from aenp.batch import Batch, GridBatch, target_loglik
 from aenp.errors import InputError
 from aenp.models.io import weight_mismatches
 from aenp.models.neural_process import NeuralProcess
+from aenp.nn.setconv import widen_windows
 from aenp.train.data import mixed_seed
 
 STEP_STREAM = 1
@@ -144,8 +145,12 @@ class NeuralProcessModule(L.LightningModule):
         self.loss: Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor] = negative_mean_loglik
 
     def on_train_start(self) -> None:
-        """Compiles the training loss for the device training runs on, if asked to."""
+        """Compiles the training loss for the device training runs on, if asked to.
+
+        The set convolutions' windows are widened first, so that they recompile it rarely.
+        """
         if self.compile:
+            widen_windows(self.model)
             self.loss = compiled_loss(self.device)
 
     def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
