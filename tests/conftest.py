@@ -110,6 +110,19 @@ def _deterministic():
 
 
 @pytest.fixture(scope="session")
+def climate_field(tmp_path_factory):
+    """A zarr store of 40 annual steps of 30 × 40 half-degree cells over 30-45°N, 120-100°W
+    (the region of ``tests.train.test_ddp_climate.overrides``)."""
+    from aenp.data.climate import write_synthetic_field
+
+    path = tmp_path_factory.mktemp("field") / "t2m.zarr"
+    box = {"south": 30, "north": 45, "west": -120, "east": -100}
+    return write_synthetic_field(
+        path, 40, 30, 40, start="1980-07-01", freq="365D", chunks=(8, 16, 16), progress=False, **box
+    )
+
+
+@pytest.fixture(scope="session")
 def smoke_store(tmp_path_factory):
     """A tiny store simulated with PhiFlow: 10 training and 3 test plumes of 16 × 16 cells."""
     out = tmp_path_factory.mktemp("smoke")

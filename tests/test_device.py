@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.climate import write_synthetic_field
 from aenp.data.experiments import get_experiment
 from aenp.evaluate.metrics import ieee_float32, per_task_metrics
 from aenp.models.neural_process import NeuralProcess
@@ -141,16 +140,6 @@ def test_compiled_steps_on_the_device_draw_their_dropout_from_the_step_seed(devi
     # Alike up to a GPU's choice of kernels; the masks, when they differ, move the loss far more.
     assert again == pytest.approx(first, rel=1e-6)
     assert other != pytest.approx(first, rel=1e-3)
-
-
-@pytest.fixture(scope="module")
-def climate_field(tmp_path_factory):
-    """A zarr store of 40 annual steps of 30 × 40 half-degree cells over 30-45°N, 120-100°W."""
-    path = tmp_path_factory.mktemp("field") / "t2m.zarr"
-    box = {"south": 30, "north": 45, "west": -120, "east": -100}
-    return write_synthetic_field(
-        path, 40, 30, 40, start="1980-07-01", freq="365D", chunks=(8, 16, 16), progress=False, **box
-    )
 
 
 @pytest.mark.parametrize("experiment", ["gp1d", "climate"])

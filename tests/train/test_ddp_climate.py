@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import aenp
-from aenp.data.climate import write_synthetic_field
 from aenp.models.io import load_config
 from aenp.run_directory import RunDirectory, experiment_from_config
 from aenp.train.data import TaskStream
@@ -105,17 +104,9 @@ def overrides(data: Path, run_dir: Path, max_in_memory_bytes: int = 0) -> list[s
     ]
 
 
-@pytest.fixture(scope="module")
-def field(tmp_path_factory) -> Path:
-    """A zarr store of 40 annual steps of 30 × 40 half-degree cells over 30-45°N, 120-100°W."""
-    path = tmp_path_factory.mktemp("field") / "t2m.zarr"
-    box = {"south": 30, "north": 45, "west": -120, "east": -100}
-    return write_synthetic_field(
-        path, 40, 30, 40, start="1980-07-01", freq="365D", chunks=(8, 16, 16), progress=False, **box
-    )
-
-
-def test_two_ranks_train_on_their_own_share_of_the_epoch_and_save_one_model(tmp_path, field):
+def test_two_ranks_train_on_their_own_share_of_the_epoch_and_save_one_model(
+    tmp_path, climate_field
+):
     (tmp_path / "sitecustomize.py").write_text(RECORDER)
     (tmp_path / "steps").mkdir()
     run_dir = tmp_path / "run"
@@ -123,7 +114,9 @@ def test_two_ranks_train_on_their_own_share_of_the_epoch_and_save_one_model(tmp_
     paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
     aenp_train = [str(Path(sys.executable).with_name("aenp")), "train"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
-    returncode, stderr = run_ranks([*aenp_train, *overrides(field, run_dir), *ddp], tmp_path, env)
+    returncode, stderr = run_ranks(
+        [*aenp_train, *overrides(climate_field, run_dir), *ddp], tmp_path, env
+    )
     assert returncode == 0, stderr[-3000:]
 
     # Each rank trained on its own stream, seeded by (seed, epoch, rank), of an equal share.
@@ -132,7 +125,7 @@ def test_two_ranks_train_on_their_own_share_of_the_epoch_and_save_one_model(tmp_
         step = torch.load(path, weights_only=True)
         trained[step["epoch"], step["rank"]].append(step)
     assert set(trained) == set(itertools.product(range(EPOCHS), range(NUM_RANKS)))
-    cfg = compose_config(overrides(field, run_dir))
+    cfg = compose_config(overrides(climate_field, run_dir))
     experiment = experiment_from_config(cfg)
     for (epoch, rank), steps in trained.items():
         entropy = (cfg.seed, epoch, rank)
@@ -143,7 +136,7 @@ def test_two_ranks_train_on_their_own_share_of_the_epoch_and_save_one_model(tmp_
     assert not torch.equal(trained[0, 0][0]["y"], trained[0, 1][0]["y"])
     # The ranks read the field lazily: loaded into memory, it gives other tasks for a seed.
     loaded = experiment_from_config(
-        compose_config(overrides(field, run_dir, max_in_memory_bytes=2**30))
+        compose_config(overrides(climate_field, run_dir, max_in_memory_bytes=2**30))
     )
     [batch] = TaskStream(loaded.sample_train, 1, BATCH_SIZE, (cfg.seed, 0, 0))
     assert not torch.equal(trained[0, 0][0]["y"], batch.y)
