@@ -145,7 +145,6 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from aenp import Batch, build_model
-    from aenp.nn.setconv import widen_windows
     from aenp.train.cpu import configure_cpu
     from aenp.train.module import adamw, compiled_loss, negative_mean_loglik
 
@@ -159,10 +158,7 @@ def child_aenp(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(spec["key"], 1, 1, **spec["hparams"]).to(device)
     optimizer = adamw(model.parameters(), LR, 0.0)
-    loss_of = negative_mean_loglik
-    if compiled:
-        widen_windows(model)  # as aenp train compiles
-        loss_of = compiled_loss(device)
+    loss_of = compiled_loss(model, device) if compiled else negative_mean_loglik
 
     def step(batch):
         with autocast(spec):

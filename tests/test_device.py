@@ -107,7 +107,7 @@ def test_a_compiled_loss_on_the_device_matches_eager_step_after_step(key, device
     # float32, so that TF32 convolutions do not differ between the two.
     device = torch.device(DEVICE)
     model = small_model(key).to(device)
-    loss_of = compiled_loss(device)
+    loss_of = compiled_loss(model, device)
     for seed in range(3):
         batch = random_batch(batch_size=4, num_context=5, num_target=9, seed=seed)
         batch = batch.pad_context(8).to(device)
@@ -129,7 +129,7 @@ def test_compiled_steps_on_the_device_draw_their_dropout_from_the_step_seed(devi
     # (on a GPU, replayed) step draws alike, and seeded otherwise it draws otherwise.
     device = torch.device(DEVICE)
     model = small_model("convcnp_approx").to(device)
-    loss_of = compiled_loss(device)
+    loss_of = compiled_loss(model, device)
     batch = random_batch(batch_size=16, num_context=5, num_target=9).pad_context(8).to(device)
 
     def loss_with_seed(seed):

@@ -176,7 +176,7 @@ TINY = {
 def test_compiled_loss_and_gradients_match_eager(quick_compile, key):
     torch.manual_seed(0)
     model = build_model(key, 1, 1, **TINY[key]).eval()  # no fixed-input dropout
-    loss = compiled_loss(torch.device("cpu"))
+    loss = compiled_loss(model, torch.device("cpu"))
     for batch in gp1d_stream(num_context=64, num_batches=2):  # two context sizes, one shape
         expected = negative_mean_loglik(model, batch)
         expected_grads = torch.autograd.grad(expected, list(model.parameters()))
@@ -195,7 +195,7 @@ def test_a_compiled_point_set_model_on_gridded_tasks_matches_eager(quick_compile
     batch = equal_count_grid_batch(torch.float32)
     expected = negative_mean_loglik(model, batch)
     expected_grads = torch.autograd.grad(expected, list(model.parameters()))
-    got = compiled_loss(torch.device("cpu"))(model, batch)
+    got = compiled_loss(model, torch.device("cpu"))(model, batch)
     got_grads = torch.autograd.grad(got, list(model.parameters()))
     torch.testing.assert_close(got, expected)
     for g, e in zip(got_grads, expected_grads, strict=True):
@@ -205,7 +205,7 @@ def test_a_compiled_point_set_model_on_gridded_tasks_matches_eager(quick_compile
 def test_compiled_convcnp_is_not_recompiled_for_new_positions_or_context_sizes(quick_compile):
     """The grid's anchor and offset are inputs of the compiled graphs, not constants."""
     model = build_model("convcnp", 1, 1, **TINY["convcnp_approx"])
-    loss = compiled_loss(torch.device("cpu"))
+    loss = compiled_loss(model, torch.device("cpu"))
     batch = next(iter(gp1d_stream(num_context=64)))
     loss(model, batch).backward()
     fewer = batch.context_mask & (torch.arange(64) < 5)

@@ -73,12 +73,15 @@ def compiles(setting: str | bool, device: torch.device) -> bool:
 
 
 def compiled_loss(
-    device: torch.device,
+    model: NeuralProcess, device: torch.device
 ) -> Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor]:
-    """:func:`negative_mean_loglik` compiled for static shapes on ``device``.
+    """:func:`negative_mean_loglik` compiled for static shapes on ``device``, to train ``model``.
 
-    On a GPU the compiled graphs are replayed as CUDA graphs (``mode="reduce-overhead"``).
+    The windows of ``model``'s set convolutions are widened first (:func:`widen_windows`), so
+    that they recompile it rarely. On a GPU the compiled graphs are replayed as CUDA graphs
+    (``mode="reduce-overhead"``).
     """
+    widen_windows(model)
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(negative_mean_loglik, dynamic=False, mode=mode)
 
@@ -145,13 +148,9 @@ class NeuralProcessModule(L.LightningModule):
         self.loss: Callable[[NeuralProcess, Batch | GridBatch], torch.Tensor] = negative_mean_loglik
 
     def on_train_start(self) -> None:
-        """Compiles the training loss for the device training runs on, if asked to.
-
-        The set convolutions' windows are widened first, so that they recompile it rarely.
-        """
+        """Compiles the training loss for the device training runs on, if asked to."""
         if self.compile:
-            widen_windows(self.model)
-            self.loss = compiled_loss(self.device)
+            self.loss = compiled_loss(self.model, self.device)
 
     def training_step(self, batch: Batch | GridBatch, batch_idx: int) -> torch.Tensor:
         """Negative mean log-likelihood of the targets."""
