@@ -158,6 +158,24 @@ def image_available() -> set[str]:
     return read_names(IMAGE.read_text()) | {w.name for w in read_list(LIST.read_text())}
 
 
+def version_skew(wheels: list[Wheel]) -> list[str]:
+    """The listed distributions this Python has at another version than their wheel's.
+
+    :func:`image_problem` imports this Python's versions, so it stands for the GPU machine only
+    where there are none: a newer release may need what the wheel does not (zarr 3.4 needs
+    msgspec; 3.1.6, the wheel, does not).
+    """
+    skew = []
+    for wheel in wheels:
+        try:
+            here = importlib.metadata.version(wheel.name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if here != wheel.version:
+            skew.append(f"{wheel.name} {here} here, {wheel.version} in the wheels")
+    return skew
+
+
 def image_problem(available: set[str], modules: tuple[str, ...] = IMPORTED) -> str | None:
     """What stops ``modules`` importing with only the distributions in ``available``.
 
@@ -252,6 +270,12 @@ def main() -> None:
         print(write_image_site(args.site, image_available()))
         return
     if args.action == "check-image":
+        if skew := version_skew(wheels):
+            sys.exit(
+                f"this Python cannot stand for the GPU machine ({'; '.join(skew)}); rehearse "
+                "with the wheels themselves: "
+                "benchmarks/gpu_check.sh --device cpu --smoke --as-image"
+            )
         problem = image_problem(image_available())
         if problem:
             sys.exit(f"with only {IMAGE.name} and {LIST.name}, the GPU check fails: {problem}")
