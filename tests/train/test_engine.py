@@ -172,12 +172,14 @@ TINY = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("key", list(TINY))
-def test_compiled_loss_and_gradients_match_eager(quick_compile, key):
+def test_compiled_loss_and_gradients_match_eager(quick_compile, key, dtype):
     torch.manual_seed(0)
-    model = build_model(key, 1, 1, **TINY[key]).eval()  # no fixed-input dropout
+    model = build_model(key, 1, 1, **TINY[key]).eval().to(dtype)  # no fixed-input dropout
     loss = compiled_loss(model, torch.device("cpu"))
     for batch in gp1d_stream(num_context=64, num_batches=2):  # two context sizes, one shape
+        batch = batch.to(dtype=dtype)
         expected = negative_mean_loglik(model, batch)
         expected_grads = torch.autograd.grad(expected, list(model.parameters()))
         got = loss(model, batch)
