@@ -151,15 +151,20 @@ class InterruptAtEpoch(L.Callback):
         ("convcnp_approx", ["data.num_workers=1"]),
         ("convcnp_approx", ["trainer.precision=64-true"]),
         ("tetnp_approx", ["trainer.precision=bf16-mixed"]),
+        ("convcnp_approx", ["trainer.compile=true"]),
     ],
+    ids=["convcnp", "tetnp", "worker", "float64", "bf16-mixed", "compiled"],
 )
 def test_a_run_interrupted_and_resumed_ends_exactly_where_an_uninterrupted_one_ends(
-    tmp_path, monkeypatch, model, settings
+    tmp_path, monkeypatch, request, model, settings
 ):
     # Approximate models draw which tasks drop their fixed inputs; nothing else in training
     # is random, so these are the models a resumed run could train differently. The tasks
     # are sampled in the training process, or in a sampling worker; the model trains in
-    # float32, in float64, or in bf16-mixed with clipping (a GPU's default; AdamW not fused).
+    # float32, in float64, or in bf16-mixed with clipping (a GPU's default; AdamW not fused),
+    # eagerly or compiled (a GPU's default, whose steps draw the dropout from their seed).
+    if "trainer.compile=true" in settings:
+        request.getfixturevalue("quick_compile")
     sampling = ["data.num_workers=0", *settings]
     whole = tiny_config(tmp_path, model, epochs=2, extra=sampling, run_dir=tmp_path / "whole")
     uninterrupted = train(whole)
