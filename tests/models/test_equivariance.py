@@ -5,6 +5,7 @@ import torch
 
 import aenp
 from aenp.nn.fixed_inputs import FixedInputs
+from aenp.nn.setconv import widen_windows
 from aenp.testing import (
     assert_equivariant,
     equivariance_error,
@@ -109,3 +110,14 @@ class TestApproximate:
         with aenp.strictly_equivariant(model):
             strict = model(batch)
         torch.testing.assert_close(model(batch).mean, strict.mean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key", list(STRICT))
+def test_strict_models_are_equivariant_compiled(key, quick_compile):
+    # As compiled training has them (aenp.train.module.compiled_loss): windows widened, shapes
+    # static, the grid's anchor an input of the graphs rather than a constant baked into them.
+    model, batch = build(key), random_batch(dtype=torch.float64)
+    widen_windows(model)
+    model = torch.compile(model, dynamic=False)
+    for shift in STRICT[key][1]:
+        assert_equivariant(model, batch, translation(shift))
