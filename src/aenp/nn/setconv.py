@@ -70,11 +70,10 @@ WINDOW_MULTIPLE = 4
 COMPILED_WINDOW_MULTIPLE = 16
 """The multiple for a compiled model (:func:`widen_windows`), to which each new width is a
 recompilation (30 s for the quick ConvCNP's first on a 2-CPU machine), and after eight torch
-runs the model eagerly. The
-window of the initial lengthscale, 2 cells, is then 48 points, and it changes once, to 32, as
-the lengthscale falls below 1.7 cells (the quick ConvCNPs end near 1.35), where multiples of 4
-change it three times. Eager, the wider windows cost 1-2% of a quick ConvCNP step on a 2-core
-CPU, which keeps multiples of 4."""
+runs the model eagerly. The window of the initial lengthscale, 2 cells, is then 48 points, and
+it changes once, to 32, as the lengthscale falls below 1.7 cells (the quick ConvCNPs end near
+1.35), where multiples of 4 change it three times. Eager, the wider windows cost 1-2% of a
+quick ConvCNP step on a 2-core CPU, which keeps multiples of 4."""
 
 
 @dataclass(frozen=True)
